@@ -1,0 +1,91 @@
+"""Execution targets: how a :class:`QuantumBlock`'s circuit is evaluated, and nothing else.
+
+A target turns (circuit, observables, input/weight parameters) into an ``EstimatorQNN``. The
+block's weights never depend on the target, so the same checkpoint runs on any of them.
+
+=========== ==========================================================================
+``ideal``   exact batched statevector (:mod:`qhybrid.quantum.exact`); training happens here
+``fake:X``  Qiskit Aer with the noise model of ``qiskit_ibm_runtime.fake_provider`` backend X
+``ibm:X``   IBM Quantum hardware through ``qiskit-ibm-runtime`` V2 primitives
+=========== ==========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qiskit.circuit import QuantumCircuit
+from qiskit_machine_learning.neural_networks import EstimatorQNN
+
+from .exact import MAX_IDEAL_QUBITS, ExactEstimator, ExactEstimatorGradient
+
+#: Target kinds and whether this build of qhybrid can execute them.
+TARGET_KINDS = {"ideal": True, "fake": False, "ibm": False}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed target string such as ``ideal``, ``fake:fake_torino`` or ``ibm:ibm_torino``."""
+
+    kind: str
+    backend: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.kind if self.backend is None else f"{self.kind}:{self.backend}"
+
+    @property
+    def max_qubits(self) -> int:
+        return MAX_IDEAL_QUBITS if self.kind == "ideal" else 10_000
+
+    def make_qnn(self, circuit: QuantumCircuit, observables, input_params, weight_params):
+        """Build the ``EstimatorQNN`` that evaluates ``circuit`` on this target."""
+        if circuit.num_qubits > self.max_qubits:
+            raise ValueError(
+                f"CircuitSpec.num_qubits={circuit.num_qubits} is too many for target "
+                f"'{self}': at most {self.max_qubits} qubits (2^{self.max_qubits} amplitudes "
+                "per sample); use fewer qubits or a fake:/ibm: target"
+            )
+        if self.kind == "ideal":
+            estimator = ExactEstimator()
+            gradient = ExactEstimatorGradient(estimator)
+            return EstimatorQNN(
+                circuit=circuit,
+                estimator=estimator,
+                observables=observables,
+                input_params=input_params,
+                weight_params=weight_params,
+                gradient=gradient,
+                input_gradients=True,
+                default_precision=0.0,
+            )
+        raise ValueError(  # pragma: no cover - guarded by parse_target
+            f"target '{self}' is not available in this version of qhybrid"
+        )
+
+
+def parse_target(target: "str | Target", **options: Any) -> Target:
+    """Parse ``ideal`` / ``fake:<backend>`` / ``ibm:<backend>``; fail with the allowed forms."""
+    if isinstance(target, Target):
+        return Target(target.kind, target.backend, {**target.options, **options})
+    if not isinstance(target, str) or not target.strip():
+        raise ValueError(f"target must be a string like 'ideal' or 'fake:fake_torino', got {target!r}")
+    kind, _, backend = target.strip().partition(":")
+    kind = kind.lower()
+    if kind not in TARGET_KINDS:
+        raise ValueError(
+            f"unknown target {target!r}; allowed: ideal, fake:<fake backend>, ibm:<backend>"
+        )
+    if kind == "ideal":
+        if backend:
+            raise ValueError(f"target 'ideal' takes no backend, got {target!r}")
+        return Target("ideal", None, dict(options))
+    if not backend:
+        raise ValueError(f"target {target!r} needs a backend name, e.g. '{kind}:fake_torino'")
+    if not TARGET_KINDS[kind]:
+        raise ValueError(
+            f"target {target!r}: the {kind}: targets are not implemented in this version of "
+            "qhybrid yet; use 'ideal'"
+        )
+    return Target(kind, backend, dict(options))  # pragma: no cover - no such kind yet
