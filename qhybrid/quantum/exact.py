@@ -642,7 +642,9 @@ class ExactEstimator(BaseEstimatorV2):
         for pub in pubs:
             compiled = self._cache.circuit(pub.circuit)
             values = pub.parameter_values.as_array(compiled.parameters)
-            flat_values = values.reshape(-1, len(compiled.parameters))
+            param_shape = pub.parameter_values.shape
+            rows = max(1, int(np.prod(param_shape)))
+            flat_values = values.reshape(rows, len(compiled.parameters))
             psi = None
             for circ, vals, state in states:
                 if circ is pub.circuit and vals.shape == flat_values.shape and np.array_equal(
@@ -661,8 +663,7 @@ class ExactEstimator(BaseEstimatorV2):
             observables = self._cache.observable_set(obs_list, compiled)
             with torch.inference_mode():
                 table = observables.expectation(psi).numpy()  # (num_states, num_obs)
-            param_shape = pub.parameter_values.shape
-            state_idx = np.arange(max(1, int(np.prod(param_shape)))).reshape(param_shape)
+            state_idx = np.arange(rows).reshape(param_shape)
             obs_idx = np.arange(len(obs_list)).reshape(obs_array.shape)
             s_idx, o_idx = np.broadcast_arrays(state_idx, obs_idx)
             evs = np.asarray(table[s_idx, o_idx], dtype=np.float64)
@@ -712,9 +713,12 @@ class ExactEstimatorGradient(BaseEstimatorGradient):
 
     def _run(self, circuits, observables, parameter_values, parameters, **options):
         rows = len(circuits)
-        values_all = np.asarray(parameter_values, dtype=np.float64)
-        if values_all.ndim != 2:
-            values_all = None  # ragged: rows of different circuits
+        try:
+            values_all = np.asarray(parameter_values, dtype=np.float64)
+        except ValueError:  # ragged: rows of circuits with different parameter counts
+            values_all = None
+        if values_all is not None and values_all.ndim != 2:
+            values_all = None
         gradients: list[np.ndarray | None] = [None] * rows
         groups: dict[int, list[int]] = {}
         for i, circuit in enumerate(circuits):

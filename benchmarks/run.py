@@ -1,0 +1,279 @@
+"""qhybrid benchmarks: `make bench` runs them and rewrites BENCHMARKS.md.
+
+Every comparison is measured side by side in one run on the same machine, and reported as times
+and ratios; nothing here is a test. Each section of BENCHMARKS.md sits between markers, so
+``--sections block`` re-measures one section and keeps the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from qhybrid import io  # noqa: E402
+
+SECTIONS = ["block"]
+
+
+def timeit(fn, *, min_time=1.0, max_reps=30, warmup=1):
+    """Median wall time of ``fn`` over repeats (at least 3, up to ``max_reps`` or ``min_time``)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < min_time and len(times) < max_reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def machine_info() -> str:
+    import qiskit
+    import qiskit_aer
+    import qiskit_machine_learning
+
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), qiskit {qiskit.__version__}, qiskit-aer "
+        f"{qiskit_aer.__version__}, qiskit-machine-learning {qiskit_machine_learning.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# section: the quantum block
+# ----------------------------------------------------------------------------------------------
+def bench_block(args) -> str:
+    from qiskit.primitives import StatevectorEstimator
+    from qiskit_machine_learning.connectors import TorchConnector
+    from qiskit_machine_learning.neural_networks import EstimatorQNN
+    from reference_torch import TorchReferenceCircuit
+
+    from qhybrid.quantum import CircuitSpec, QuantumBlock
+
+    try:
+        import pennylane as qml
+    except ImportError:  # the comparison is optional
+        qml = None
+
+    sizes = [int(s) for s in args.qubits.split(",")]
+    batch, reps = args.batch, 3
+    rows = []
+    qml_budget = args.qml_budget
+    qml_last = None  # (qubits, seconds) of the last qiskit-ml default measurement
+    checks = []
+    for n in sizes:
+        print(f"[block] {n} qubits", flush=True)
+        spec = CircuitSpec(num_qubits=n, ansatz="real_amplitudes", reps=reps,
+                           entanglement="reverse_linear")
+        torch.manual_seed(0)
+        x = torch.rand(batch, n, dtype=torch.float64) * 2 - 1
+        row = {"n": n}
+
+        # qhybrid: the block (TorchConnector subclass, VJP backward), float64 like the others
+        block = QuantumBlock(spec, seed=0).double()
+        weights = block.weight.detach().clone()
+        xg = x.clone().requires_grad_(True)
+
+        def block_fb():
+            block(xg).sum().backward()
+
+        with torch.no_grad():
+            row["qhybrid_f"] = timeit(lambda: block(x))
+        row["qhybrid_fb"] = timeit(block_fb)
+        out_q = block(x).detach().numpy()
+
+        # qhybrid estimator + gradient through qiskit-machine-learning's own TorchConnector
+        plain = TorchConnector(block.qnn, initial_weights=weights.numpy())
+        x32 = x.clone().requires_grad_(True)
+        row["plain_fb"] = timeit(lambda: plain(x32).sum().backward())
+
+        # plain PyTorch reference
+        ref = TorchReferenceCircuit(n, reps)
+        with torch.no_grad():
+            ref.weight.copy_(weights.view(reps + 1, n).reshape(-1))
+        with torch.no_grad():
+            row["torch_f"] = timeit(lambda: ref(x))
+        row["torch_fb"] = timeit(lambda: ref(xg).sum().backward())
+        checks.append(("plain PyTorch", n, float(np.max(np.abs(ref(x).detach().numpy() - out_q)))))
+
+        # PennyLane default.qubit, backprop
+        if qml is not None:
+            dev = qml.device("default.qubit", wires=n)
+
+            @qml.qnode(dev, interface="torch", diff_method="backprop")
+            def circuit(inputs, w):
+                for q in range(n):
+                    qml.RY(inputs[:, q], wires=q)
+                wr = w.view(reps + 1, n)
+                for r in range(reps + 1):
+                    for q in range(n):
+                        qml.RY(wr[r, q], wires=q)
+                    if r < reps:
+                        for c in reversed(range(n - 1)):
+                            qml.CNOT(wires=[c, c + 1])
+                return [qml.expval(qml.PauliZ(q)) for q in range(n)]
+
+            wp = weights.clone().requires_grad_(True)
+
+            def pl_fwd():
+                return torch.stack(circuit(xg, wp), dim=1)
+
+            with torch.no_grad():
+                row["pl_f"] = timeit(lambda: torch.stack(circuit(x, wp), 1))
+            row["pl_fb"] = timeit(lambda: pl_fwd().sum().backward())
+            checks.append(("PennyLane", n, float(np.max(np.abs(pl_fwd().detach().numpy() - out_q)))))
+
+        # qiskit-machine-learning defaults: StatevectorEstimator + its default gradient
+        predicted = None
+        if qml_last is not None:
+            pn, pt = qml_last
+            # parameter shift runs one PUB per (shifted parameter, sample, output): the count grows
+            # as n^2; the 1.5 allows for the larger statevectors
+            predicted = pt * (n / pn) ** 2 * 1.5
+        if args.skip_qml_default or (predicted is not None and predicted > qml_budget):
+            row["qml_note"] = (
+                "skipped (--skip-qml-default)" if args.skip_qml_default
+                else f"skipped: predicted ~{predicted:.0f} s > remaining time box {qml_budget:.0f} s"
+            )
+        else:
+            qnn = EstimatorQNN(
+                circuit=block.circuit, estimator=StatevectorEstimator(),
+                observables=block.observables, input_params=block.input_params,
+                weight_params=block.weight_params, input_gradients=True,
+            )
+            default = TorchConnector(qnn, initial_weights=weights.numpy())
+            xd = x.clone().requires_grad_(True)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                default(x)
+            row["qml_f"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            default(xd).sum().backward()
+            row["qml_fb"] = time.perf_counter() - t0
+            qml_budget -= row["qml_f"] + row["qml_fb"]
+            qml_last = (n, row["qml_fb"])
+        rows.append(row)
+        print(f"    {row}", flush=True)
+
+    def ms(v):
+        return "–" if v is None else (f"{v * 1e3:.1f} ms" if v < 10 else f"{v:.1f} s")
+
+    def ratio(a, b):
+        return "–" if a is None or b is None else f"{a / b:.2f}×"
+
+    lines = [
+        "## Quantum block: forward and forward+backward",
+        "",
+        f"Angle encoding RY(x) + `real_amplitudes` (reps {reps}, reverse-linear CX), Z on each "
+        f"qubit, batch {batch}, float64, CPU. Median of repeated runs (qiskit-machine-learning's "
+        "default: one run). Columns:",
+        "",
+        "- **qhybrid block**: `QuantumBlock` = `TorchConnector` subclass around "
+        "`EstimatorQNN(ExactEstimator, ExactEstimatorGradient)`; backward asks the gradient for a "
+        "vector-Jacobian product;",
+        "- **qhybrid via TorchConnector**: the same estimator and gradient inside "
+        "qiskit-machine-learning's unmodified `TorchConnector`, whose backward needs the full "
+        "Jacobian (one adjoint pass per output);",
+        "- **qiskit-ml default**: `EstimatorQNN` with `StatevectorEstimator` and its default "
+        "`ParamShiftEstimatorGradient`;",
+        "- **plain PyTorch**: a batched statevector written directly in PyTorch "
+        "(`benchmarks/reference_torch.py`), autograd backward;",
+        "- **PennyLane**: `default.qubit`, `diff_method=\"backprop\"`, torch interface"
+        + ("." if qml is not None else " (not installed in this run)."),
+        "",
+        "| qubits | qhybrid block fwd | qhybrid block fwd+bwd | qhybrid via TorchConnector fwd+bwd "
+        "| plain PyTorch fwd | plain PyTorch fwd+bwd | PennyLane fwd | PennyLane fwd+bwd "
+        "| qiskit-ml default fwd | qiskit-ml default fwd+bwd |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']} | {ms(r['qhybrid_f'])} | {ms(r['qhybrid_fb'])} | {ms(r['plain_fb'])} "
+            f"| {ms(r['torch_f'])} | {ms(r['torch_fb'])} | {ms(r.get('pl_f'))} "
+            f"| {ms(r.get('pl_fb'))} | {ms(r.get('qml_f'))} | "
+            f"{ms(r.get('qml_fb')) if 'qml_fb' in r else r.get('qml_note', '–')} |"
+        )
+    lines += [
+        "",
+        "Ratios, forward+backward (how many times slower than the qhybrid block):",
+        "",
+        "| qubits | qiskit-ml default / qhybrid | plain PyTorch / qhybrid | PennyLane / qhybrid "
+        "| qhybrid via TorchConnector / qhybrid |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']} | {ratio(r.get('qml_fb'), r['qhybrid_fb'])} | "
+            f"{ratio(r['torch_fb'], r['qhybrid_fb'])} | {ratio(r.get('pl_fb'), r['qhybrid_fb'])} | "
+            f"{ratio(r['plain_fb'], r['qhybrid_fb'])} |"
+        )
+    lines += [
+        "",
+        "Same numbers from every implementation (max |difference| of outputs against the qhybrid "
+        "block): " + ", ".join(f"{name} {n} qubits {d:.1e}" for name, n, d in checks) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+def merge(existing: str, name: str, body: str) -> str:
+    start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
+    block = f"{start}\n{body}\n{end}"
+    if start in existing:
+        return re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, existing, flags=re.S)
+    return existing.rstrip() + "\n\n" + block + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="BENCHMARKS.md")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--qubits", default="4,8,10,12")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--qml-budget", type=float, default=300.0,
+                        help="time box in seconds for qiskit-machine-learning's default path")
+    parser.add_argument("--skip-qml-default", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    text = out.read_text() if out.exists() else ""
+    header = (
+        "# Benchmarks\n\nWritten by `make bench` (`benchmarks/run.py`); every comparison below "
+        "was measured side by side in one run, on one machine. The machine is shared and noisy: "
+        "read the ratios, not the absolute times.\n"
+    )
+    if not text.startswith("# Benchmarks"):
+        text = header + text
+    for name in args.sections.split(","):
+        body = {"block": bench_block}[name](args)
+        stamp = f"_Measured {dt.date.today().isoformat()} on {machine_info()}._\n\n"
+        text = merge(text, name, stamp + body)
+        io.write_text(out, text)
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

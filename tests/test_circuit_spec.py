@@ -1,0 +1,86 @@
+"""CircuitSpec: validation, JSON round trip, and the circuits it builds."""
+
+import json
+
+import pytest
+from qiskit.quantum_info import SparsePauliOp
+
+from qhybrid.quantum import ANSATZE, ENTANGLEMENTS, CircuitSpec, build_circuit, build_observables
+
+
+def test_defaults_measure_z_on_each_qubit():
+    spec = CircuitSpec(num_qubits=3)
+    assert spec.observables == ("IIZ", "IZI", "ZII")
+    assert spec.num_inputs == 3 and spec.num_outputs == 3
+
+
+@pytest.mark.parametrize("ansatz", sorted(ANSATZE))
+@pytest.mark.parametrize("encoding", ["angle", "reuploading"])
+def test_json_round_trip(ansatz, encoding):
+    spec = CircuitSpec(num_qubits=5, ansatz=ansatz, encoding=encoding, reps=3,
+                       entanglement="sca", observables=("Z0 Z1", "X4", "IIYII"))
+    again = CircuitSpec.from_json(spec.to_json())
+    assert again == spec
+    assert json.loads(spec.to_json())["observables"] == ["IIIZZ", "XIIII", "IIYII"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"num_qubits": 0}, "num_qubits"),
+        ({"num_qubits": -2}, "num_qubits"),
+        ({"num_qubits": 65}, "num_qubits"),
+        ({"num_qubits": 2.5}, "num_qubits"),
+        ({"ansatz": "hardware_magic"}, "ansatz"),
+        ({"entanglement": "star"}, "entanglement"),
+        ({"encoding": "amplitude"}, "encoding"),
+        ({"reps": 0}, "reps"),
+        ({"observables": ("Q0",)}, "observables"),
+        ({"observables": ("Z7",)}, "observables"),
+        ({"observables": ("ZZ",)}, "observables"),
+    ],
+)
+def test_invalid_fields_name_the_field_and_allowed_values(kwargs, field):
+    with pytest.raises(ValueError, match=f"CircuitSpec.{field}"):
+        CircuitSpec(num_qubits=kwargs.pop("num_qubits", 3), **kwargs)
+
+
+def test_unknown_ansatz_lists_allowed():
+    with pytest.raises(ValueError, match="real_amplitudes, efficient_su2"):
+        CircuitSpec(ansatz="nope")
+
+
+def test_unknown_entanglement_lists_allowed():
+    with pytest.raises(ValueError) as info:
+        CircuitSpec(entanglement="nope")
+    for name in ENTANGLEMENTS:
+        assert name in str(info.value)
+
+
+def test_from_dict_rejects_unknown_keys_and_bad_json():
+    with pytest.raises(ValueError, match="unknown field"):
+        CircuitSpec.from_dict({"num_qubits": 2, "qubits": 3})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        CircuitSpec.from_json("{num_qubits: 2")
+
+
+@pytest.mark.parametrize("ansatz", sorted(ANSATZE))
+@pytest.mark.parametrize("encoding", ["angle", "reuploading"])
+@pytest.mark.parametrize("reps", [1, 3])
+def test_built_circuit_parameters(ansatz, encoding, reps):
+    spec = CircuitSpec(num_qubits=4, ansatz=ansatz, encoding=encoding, reps=reps)
+    circuit, inputs, weights = build_circuit(spec)
+    per_layer = 4 if ansatz == "real_amplitudes" else 8
+    assert len(weights) == per_layer * (reps + 1) == spec.num_weights
+    assert len(inputs) == 4
+    assert set(circuit.parameters) == set(inputs) | set(weights)
+    uploads = sum(1 for ins in circuit.data for p in ins.operation.params
+                  if getattr(p, "name", "").startswith("inputs"))
+    assert uploads == (4 * reps if encoding == "reuploading" else 4)
+    # inputs come first in Qiskit's parameter order, as EstimatorQNN expects
+    assert list(circuit.parameters)[:4] == list(inputs)
+
+
+def test_observables_are_qiskit_operators():
+    ops = build_observables(CircuitSpec(num_qubits=3, observables=("Z0", "X1 Y2")))
+    assert ops[0] == SparsePauliOp("IIZ") and ops[1] == SparsePauliOp("YXI")
