@@ -14,6 +14,9 @@ from pathlib import Path
 from . import __version__
 
 
+from .errors import QHybridError
+
+
 class UsageError(Exception):
     """Bad command-line input: exit code 2."""
 
@@ -57,6 +60,94 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    import csv
+    import io as _io
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from . import io
+    from .synthetic import SyntheticFundus
+
+    try:
+        gen = SyntheticFundus(size=args.size, seed=args.seed, grade=args.grade)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in tqdm(range(args.n), desc="draw synthetic fundus images", unit="img"):
+        image, labels = gen[i]
+        name = f"fundus_{i:05d}.png"
+        buffer = _io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        io.write_bytes(out / name, buffer.getvalue())
+        rows.append({"file": name, "grade": labels.grade, "eye": labels.eye,
+                     "gradable": labels.gradable, "source": labels.source})
+    text = _io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(out / "labels.csv", text.getvalue())
+    print(f"results: {out}/ ({args.n} PNG images, {args.size}x{args.size} px, labels.csv)")
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .data import DataWarning, load_dataset
+    from .plots import save_image_grid
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        data = load_dataset(args.source, size=args.size, split=args.split, n=args.n, seed=args.seed)
+    for w in caught:
+        print(f"qhybrid: warning: {w.message}", file=sys.stderr)
+    titles = []
+    for lab in data.labels:
+        parts = []
+        if lab.get("grade") is not None:
+            parts.append(f"grade {lab['grade']}")
+        if lab.get("eye"):
+            parts.append(lab["eye"])
+        if lab.get("gradable") is False:
+            parts.append("ungradable")
+        titles.append(", ".join(parts) or lab.get("file", ""))
+    name = "synthetic fundus (qhybrid)" if args.source == "synthetic" else str(args.source)
+    save_image_grid(data.images, args.out, titles=titles,
+                    suptitle=f"{name} — {args.split} split, {len(data)} images, {data.size} px")
+    print(f"results: {args.out} ({len(data)} images)")
+    return 0
+
+
+def cmd_train_vae(args: argparse.Namespace) -> int:
+    from .quantum import CircuitSpec
+    from .train_vae import VAETrainConfig, train_vae
+    from .vae import VAE_SIZES, VAEConfig
+
+    if args.size not in VAE_SIZES:
+        raise UsageError(f"--size must be one of {', '.join(map(str, VAE_SIZES))} for the VAE, got {args.size}")
+    quantum = None
+    if args.quantum:
+        try:
+            quantum = CircuitSpec(num_qubits=args.qubits, reps=args.reps, ansatz=args.ansatz).to_dict()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    model_cfg = VAEConfig(size=args.size, quantum=quantum)
+    train_cfg = VAETrainConfig(data=args.data, n=args.n, epochs=args.epochs, batch=args.batch,
+                               lr=args.lr, seed=args.seed)
+    summary = train_vae(args.out, model_cfg, train_cfg, resume=args.resume)
+    print(
+        f"trained {'quantum-enhanced' if quantum else 'classical'} VAE for {summary['epochs']} epochs on "
+        f"{summary['images']} images ({summary['images_per_second']:.0f} images/s); held-out "
+        f"reconstruction MSE {summary['val_recon_mse']:.4f}"
+    )
+    print(f"results: {args.out}/ (config.json, model.safetensors, loss.png, reconstructions.png)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="qhybrid", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"qhybrid {__version__}")
@@ -74,6 +165,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
     demo.add_argument("--steps", type=_positive_int, default=None, help="training steps")
     demo.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("data", help="fundus data: synthesise, show").add_subparsers(
+        dest="data_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    synth = data.add_parser("synth", help="write synthetic fundus PNGs and labels.csv")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
+    synth.add_argument("--size", type=_positive_int, default=64, help="pixels, 32-256 (default 64)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--grade", type=int, default=None, help="fix the DR grade (0-4)")
+    synth.set_defaults(func=cmd_data_synth)
+    show = data.add_parser("show", help="write a grid of a data set")
+    show.add_argument("source", help="'synthetic', an image folder or an .npz file")
+    show.add_argument("--out", required=True, help="PNG file to write")
+    show.add_argument("--n", type=_positive_int, default=16)
+    show.add_argument("--size", type=_positive_int, default=64)
+    show.add_argument("--split", default="train", choices=["train", "val", "test", "all"])
+    show.add_argument("--seed", type=int, default=0)
+    show.set_defaults(func=cmd_data_show)
+
+    train = sub.add_parser("train", help="train a VAE or a latent diffusion model").add_subparsers(
+        dest="train_command", metavar="MODEL", parser_class=_Parser, required=True)
+    vae = train.add_parser("vae", help="train a classical or quantum-enhanced VAE")
+    vae.add_argument("--data", default="synthetic", help="'synthetic' (default), an image folder or an .npz")
+    vae.add_argument("--size", type=_positive_int, default=64, help="image size: 32, 64 or 128")
+    vae.add_argument("--quantum", action="store_true", help="quantum block in the bottleneck")
+    vae.add_argument("--qubits", type=_positive_int, default=6, help="quantum block width (default 6)")
+    vae.add_argument("--reps", type=_positive_int, default=2, help="ansatz repetitions (default 2)")
+    vae.add_argument("--ansatz", default="real_amplitudes")
+    vae.add_argument("--epochs", type=_positive_int, default=20)
+    vae.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
+    vae.add_argument("--batch", type=_positive_int, default=16)
+    vae.add_argument("--lr", type=float, default=2e-3)
+    vae.add_argument("--seed", type=int, default=0)
+    vae.add_argument("--out", required=True, help="checkpoint folder, e.g. runs/x/vae")
+    vae.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    vae.set_defaults(func=cmd_train_vae)
     return parser
 
 
@@ -91,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"qhybrid: error: {exc}", file=sys.stderr)
         return 2
+    except QHybridError as exc:  # the message already names the problem and the fix
+        if debug:
+            traceback.print_exc()
+        print(f"qhybrid: error: {_first_line(exc)}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("qhybrid: interrupted", file=sys.stderr)
         return 130
@@ -99,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"qhybrid: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _one_line(exc: BaseException) -> str:
