@@ -14,7 +14,7 @@ area filter, so thin vessels stay anti-aliased at 32 px.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -48,6 +48,8 @@ class Anatomy:
     disc_radius: float
     cup_ratio: float
     fov_radius: float
+    vessels: tuple = ()  # (points, widths, is_artery) per vessel, right-eye frame
+    lesion_counts: dict | None = None
 
 
 class SyntheticFundus:
@@ -80,12 +82,17 @@ class SyntheticFundus:
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, int(index), 0x51F])
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, FundusLabels]:
+    def render(self, index: int) -> tuple[np.ndarray, FundusLabels, Anatomy]:
+        """Image, labels and the anatomy it was drawn from (positions, vessels, lesion counts)."""
         rng = self.rng(index)
         grade = int(self.grade if self.grade is not None else rng.choice(5, p=self.grade_probs))
         eye = "right" if rng.random() < 0.5 else "left"
-        image, _ = render_fundus(self.size, rng, grade if self.lesions else 0, eye)
-        return image, FundusLabels(grade=grade, eye=eye)
+        image, anatomy = render_fundus(self.size, rng, grade if self.lesions else 0, eye)
+        return image, FundusLabels(grade=grade, eye=eye), anatomy
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, FundusLabels]:
+        image, labels, _ = self.render(index)
+        return image, labels
 
     def sample(self, n: int, start: int = 0) -> tuple[np.ndarray, list[FundusLabels]]:
         """``n`` images as a (n, size, size, 3) uint8 array, and their labels."""
@@ -100,8 +107,7 @@ class SyntheticFundus:
 # ----------------------------------------------------------------------------------------------
 # rendering
 # ----------------------------------------------------------------------------------------------
-def render_fundus(size: int, rng: np.random.Generator, grade: int = 0, eye: str = "right",
-                  return_anatomy: bool = False):
+def render_fundus(size: int, rng: np.random.Generator, grade: int = 0, eye: str = "right"):
     """Draw one fundus photograph; returns ``(uint8 image (size, size, 3), Anatomy)``."""
     res = 2 * size  # internal resolution
     anatomy = _sample_anatomy(rng, eye)
@@ -111,8 +117,9 @@ def render_fundus(size: int, rng: np.random.Generator, grade: int = 0, eye: str 
     rgb = _optic_disc(rgb, x, y, anatomy, rng)
     vessels = _vessel_tree(anatomy, rng, grade)
     rgb = _draw_vessels(rgb, vessels, res, rng)
+    counts = {"microaneurysms": 0, "haemorrhages": 0, "hard_exudates": 0, "cotton_wool_spots": 0}
     if grade > 0:
-        rgb = _lesions(rgb, x, y, anatomy, vessels, grade, rng)
+        rgb = _lesions(rgb, x, y, anatomy, vessels, grade, rng, counts)
     rgb = _camera(rgb, x, y, anatomy, rng)
     image = Image.fromarray(np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8))
     image = image.resize((size, size), Image.Resampling.BOX)
@@ -121,6 +128,8 @@ def render_fundus(size: int, rng: np.random.Generator, grade: int = 0, eye: str 
     out = np.clip(out + noise * (out.max(axis=2, keepdims=True) > 8), 0, 255).astype(np.uint8)
     if eye == "left":
         out = out[:, ::-1].copy()
+    anatomy = replace(anatomy, vessels=tuple((v.points, v.widths, v.artery) for v in vessels),
+                      lesion_counts=counts)
     return out, anatomy
 
 
@@ -362,14 +371,15 @@ def _blob(x, y, cx, cy, radius, rng, lobes=3, sharp=False):
     return field
 
 
-def _lesions(rgb, x, y, a: Anatomy, vessels, grade: int, rng) -> np.ndarray:
-    counts = {  # (microaneurysms, haemorrhages, hard exudates, cotton-wool spots) ranges per grade
+def _lesions(rgb, x, y, a: Anatomy, vessels, grade: int, rng, counts: dict) -> np.ndarray:
+    ranges = {  # (microaneurysms, haemorrhages, hard exudates, cotton-wool spots) ranges per grade
         1: ((2, 7), (0, 1), (0, 1), (0, 1)),
         2: ((6, 16), (3, 9), (2, 14), (0, 2)),
         3: ((14, 30), (10, 24), (8, 30), (2, 5)),
         4: ((12, 26), (8, 20), (6, 26), (1, 4)),
     }[grade]
-    n_ma, n_h, n_ex, n_cws = (rng.integers(lo, hi + 1) for lo, hi in counts)
+    n_ma, n_h, n_ex, n_cws = (int(rng.integers(lo, hi + 1)) for lo, hi in ranges)
+    counts.update(microaneurysms=n_ma, haemorrhages=n_h, hard_exudates=n_ex, cotton_wool_spots=n_cws)
     # a local window around each lesion keeps this cheap
     res = x.shape[0]
 

@@ -47,3 +47,53 @@ def test_runtime_failure_exits_1_with_one_line_and_debug_shows_traceback(tmp_pat
 def test_version():
     proc = run("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("qhybrid ")
+
+
+def one_line_error(proc, code=2):
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("qhybrid: error")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_data_synth_and_show(tmp_path):
+    out = tmp_path / "syn"
+    proc = run("data", "synth", "--out", str(out), "--n", "6", "--size", "48", "--seed", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(out.glob("fundus_*.png"))) == 6
+    lines = (out / "labels.csv").read_text().splitlines()
+    assert lines[0] == "file,grade,eye,gradable,source" and len(lines) == 7
+    proc = run("data", "show", str(out), "--out", str(tmp_path / "grid.png"), "--split", "all", "--size", "48")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    proc = run("data", "show", "synthetic", "--out", str(tmp_path / "g2.png"), "--n", "4")
+    assert proc.returncode == 0 and "g2.png" in proc.stdout
+
+
+def test_data_bad_input(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "contains no images" in one_line_error(run("data", "show", str(empty), "--out", str(tmp_path / "x.png")))
+    import numpy as np
+
+    np.savez(tmp_path / "bad.npz", pictures=np.zeros((2, 4, 4)))
+    line = one_line_error(run("data", "show", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "x.png")))
+    assert "found: pictures" in line
+    assert "between 32 and 256" in one_line_error(run("data", "synth", "--out", str(tmp_path / "s"), "--size", "20"))
+    assert "does not exist" in one_line_error(run("data", "show", str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")))
+
+
+def test_train_vae_cli(tmp_path):
+    out = tmp_path / "run" / "vae"
+    args = ["train", "vae", "--size", "32", "--n", "16", "--epochs", "1", "--batch", "8", "--out", str(out)]
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "model.safetensors").exists() and str(out) in proc.stdout
+    assert "already holds a checkpoint" in one_line_error(run(*args))
+    proc = run(*args[:-4], "--epochs", "2", "--batch", "8", "--out", str(out), "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "one of 32, 64, 128" in one_line_error(run("train", "vae", "--size", "48", "--out", str(tmp_path / "v")))
+    assert "does not exist" in one_line_error(
+        run("train", "vae", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "v2")))
+    assert "CircuitSpec.num_qubits" in one_line_error(
+        run("train", "vae", "--quantum", "--qubits", "70", "--out", str(tmp_path / "v3")))

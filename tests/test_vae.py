@@ -1,0 +1,103 @@
+"""VAEs: shapes, a training run whose loss falls, checkpoint round trip, resume, damaged files."""
+
+import json
+
+import pytest
+import torch
+
+from qhybrid.checkpoint import CheckpointError, load_checkpoint
+from qhybrid.quantum import CircuitSpec
+from qhybrid.train_vae import TrainingError, VAETrainConfig, load_vae, train_vae
+from qhybrid.vae import VAE, VAEConfig
+
+QSPEC = CircuitSpec(num_qubits=4, reps=1).to_dict()
+
+
+@pytest.mark.parametrize("size, latent", [(32, 8), (64, 16), (128, 16)])
+@pytest.mark.parametrize("quantum", [None, QSPEC])
+def test_shapes(size, latent, quantum):
+    vae = VAE(VAEConfig(size=size, quantum=quantum))
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    mu, logvar = vae.encode(x)
+    assert mu.shape == logvar.shape == (2, 4, latent, latent)
+    assert vae.decode(mu).shape == x.shape
+    assert vae.is_quantum == (quantum is not None)
+    if quantum:
+        assert vae.parameter_counts()["quantum_circuit_weights"] == 8
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="one of 32, 64, 128"):
+        VAEConfig(size=48)
+    with pytest.raises(ValueError, match="latent_size"):
+        VAEConfig(size=64, latent_size=12)
+    with pytest.raises(ValueError, match="CircuitSpec.ansatz"):
+        VAEConfig(size=32, quantum={"num_qubits": 3, "ansatz": "nope"})
+    with pytest.raises(ValueError, match="expects images of shape"):
+        VAE(VAEConfig(size=32)).encode(torch.zeros(1, 3, 64, 64))
+
+
+def small(**kw):
+    return VAETrainConfig(n=24, epochs=kw.pop("epochs", 3), batch=8, lr=3e-3, seed=kw.pop("seed", 0), **kw)
+
+
+@pytest.mark.parametrize("quantum", [None, QSPEC], ids=["classical", "quantum"])
+def test_training_reduces_reconstruction_loss_and_round_trips(tmp_path, quantum):
+    out = tmp_path / "vae"
+    summary = train_vae(out, VAEConfig(size=32, quantum=quantum), small(epochs=4), progress=False)
+    assert summary["last_recon"] < 0.5 * summary["first_recon"]
+    for name in ("config.json", "model.safetensors", "training_state.pt", "loss.png", "reconstructions.png"):
+        assert (out / name).stat().st_size > 0
+    model = load_vae(out)
+    assert model.cfg.latent_scale == pytest.approx(summary["latent_scale"])
+    assert model.is_quantum == (quantum is not None)
+    # a fresh load gives identical outputs
+    again = load_vae(out)
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model(x, sample=False)[0], again(x, sample=False)[0])
+        assert torch.equal(model.encode_latents(x), again.encode_latents(x))
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
+    full = tmp_path / "full"
+    train_vae(full, VAEConfig(size=32), small(epochs=2), progress=False)
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        train_vae(part, VAEConfig(size=32), small(epochs=2), progress=False, interrupt_after_epoch=1)
+    assert json.loads((part / "config.json").read_text())["extra"]["epoch"] == 1
+    load_vae(part)  # the checkpoint of the completed epoch is intact
+    with pytest.raises(TrainingError, match="already holds a checkpoint"):
+        train_vae(part, VAEConfig(size=32), small(epochs=2), progress=False)
+    train_vae(part, VAEConfig(size=32), small(epochs=2), resume=True, progress=False)
+    a, b = load_checkpoint(full, "vae")[1], load_checkpoint(part, "vae")[1]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    with pytest.raises(TrainingError, match="already trained 2 epochs"):
+        train_vae(part, VAEConfig(size=32), small(epochs=2), resume=True, progress=False)
+
+
+def test_damaged_and_wrong_checkpoints_are_refused(tmp_path):
+    out = tmp_path / "vae"
+    train_vae(out, VAEConfig(size=32), small(epochs=1), progress=False)
+    with pytest.raises(CheckpointError, match="expected a ldm checkpoint"):
+        load_checkpoint(out, "ldm")
+    weights = out / "model.safetensors"
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match="does not match the hash"):
+        load_vae(out)
+    weights.write_bytes(blob)
+    load_vae(out)
+    (out / "config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_vae(out)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_vae(tmp_path / "nothing")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(CheckpointError, match="has no config.json"):
+        load_vae(plain)
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train_vae(plain, VAEConfig(size=32), small(epochs=1), resume=True, progress=False)
