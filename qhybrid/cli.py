@@ -40,23 +40,12 @@ def _positive_int(text: str) -> int:
 
 # --- subcommands -------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .smoke import SmokeConfig, run_smoke
+    from .demo import DemoConfig, run_demo
 
-    config = SmokeConfig(seed=args.seed)
-    if args.quick:
-        config.steps, config.num_qubits, config.reps = 40, 3, 1
-    if args.steps is not None:
-        config.steps = args.steps
-    out = Path(args.out)
-    summary = run_smoke(out, config)
-    print(
-        f"trained {summary['trainable_weights']['quantum']} circuit weights in "
-        f"{summary['train_seconds']:.1f} s ({summary['ms_per_step']:.1f} ms/step); "
-        f"test MSE {summary['test_mse']:.4f} (predict-the-mean baseline "
-        f"{summary['baseline_test_mse']:.4f}); max |qhybrid - StatevectorEstimator| = "
-        f"{summary['max_abs_diff_vs_StatevectorEstimator']:.1e}"
-    )
-    print(f"results: {out}/ (summary.json, loss.png, circuit.png, circuit.txt)")
+    cfg = DemoConfig.quick(args.seed) if args.quick else DemoConfig(seed=args.seed)
+    out = run_demo(args.out, cfg, resume=args.resume)
+    print(f"results: {out}/report.md (and data.png, samples.png, losses.png; checkpoints in {out}/vae, "
+          f"{out}/ldm-classical, {out}/ldm-classical-large, {out}/ldm-hybrid)")
     return 0
 
 
@@ -148,6 +137,42 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_diffusion(args: argparse.Namespace) -> int:
+    from .diffusion import SchedulerConfig
+    from .train_diffusion import DiffusionTrainConfig, train_diffusion
+
+    try:
+        sched = SchedulerConfig(beta_schedule=args.schedule, prediction_type=args.prediction)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    cfg = DiffusionTrainConfig(data=args.data, n=args.n, steps=args.steps, batch=args.batch, lr=args.lr,
+                               seed=args.seed)
+    summary = train_diffusion(args.out, args.vae, args.denoiser, cfg, sched, num_qubits=args.qubits,
+                              reps=args.reps, resume=args.resume)
+    p = summary["parameters"]
+    print(
+        f"trained {summary['denoiser']} denoiser ({p['total']:,} parameters, {p['quantum_circuit_weights']} "
+        f"circuit weights) for {summary['steps']} steps ({summary['steps_per_second']:.1f} steps/s); "
+        f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}"
+    )
+    print(f"results: {args.out}/ (config.json, model.safetensors, loss.png)")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .sample import sample_images, write_samples
+
+    if args.target != "ideal" and not args.target.startswith(("fake:", "ibm:")):
+        raise UsageError(f"unknown --target {args.target!r}; allowed: ideal, fake:<backend>, ibm:<backend>")
+    images, info = sample_images(args.model, n=args.n, steps=args.steps, target=args.target, seed=args.seed,
+                                 sampler=args.sampler, eta=args.eta)
+    write_samples(images, args.out, info)
+    print(f"sampled {len(images)} images in {info['seconds']:.1f} s ({info['seconds_per_image'] * 1e3:.0f} ms/image, "
+          f"{args.steps} {args.sampler.upper()} steps, target {args.target})")
+    print(f"results: {args.out}/ (sample_*.png, grid.png, samples.json)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="qhybrid", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"qhybrid {__version__}")
@@ -156,14 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="the main job (for now: a smoke run of the quantum block on the ideal target)",
-        description="Train a tiny hybrid regressor through the quantum block and check it "
-        "against Qiskit's StatevectorEstimator.",
+        help="the main job: VAE + three latent diffusion models on built-in data, and a report",
+        description="Train the VAE and the classical, classical-large and hybrid denoisers on built-in "
+        "synthetic fundus images, sample from each and write a report.",
     )
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
-    demo.add_argument("--steps", type=_positive_int, default=None, help="training steps")
+    demo.add_argument("--quick", action="store_true", help="tiny sizes (about 3 minutes), for smoke tests")
+    demo.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     demo.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="fundus data: synthesise, show").add_subparsers(
@@ -201,6 +226,33 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--out", required=True, help="checkpoint folder, e.g. runs/x/vae")
     vae.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     vae.set_defaults(func=cmd_train_vae)
+    ldm = train.add_parser("diffusion", help="train a latent denoiser on a trained VAE")
+    ldm.add_argument("--vae", required=True, help="VAE checkpoint folder")
+    ldm.add_argument("--denoiser", required=True, choices=["classical", "classical-large", "hybrid"])
+    ldm.add_argument("--data", default="synthetic", help="the VAE's training source (default synthetic)")
+    ldm.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
+    ldm.add_argument("--steps", type=_positive_int, default=1200)
+    ldm.add_argument("--batch", type=_positive_int, default=64)
+    ldm.add_argument("--lr", type=float, default=2e-3)
+    ldm.add_argument("--qubits", type=_positive_int, default=8, help="hybrid: quantum block width (default 8)")
+    ldm.add_argument("--reps", type=_positive_int, default=3, help="hybrid: ansatz repetitions (default 3)")
+    ldm.add_argument("--schedule", default="cosine", help="beta schedule: cosine or linear")
+    ldm.add_argument("--prediction", default="epsilon", help="epsilon or v_prediction")
+    ldm.add_argument("--seed", type=int, default=0)
+    ldm.add_argument("--out", required=True, help="checkpoint folder, e.g. runs/x/ldm-hybrid")
+    ldm.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    ldm.set_defaults(func=cmd_train_diffusion)
+
+    sample = sub.add_parser("sample", help="sample images from a trained latent diffusion model")
+    sample.add_argument("--model", required=True, help="LDM checkpoint folder")
+    sample.add_argument("--n", type=_positive_int, default=64)
+    sample.add_argument("--steps", type=_positive_int, default=50, help="sampling steps (default 50)")
+    sample.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    sample.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic)")
+    sample.add_argument("--target", default="ideal", help="ideal (default), fake:<backend>, ibm:<backend>")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", required=True, help="output folder")
+    sample.set_defaults(func=cmd_sample)
     return parser
 
 

@@ -12,21 +12,8 @@ def run(*args, **kwargs):
     return subprocess.run([QHYBRID, *args], capture_output=True, text=True, timeout=600, **kwargs)
 
 
-def test_demo_quick_end_to_end(tmp_path):
-    out = tmp_path / "demo"
-    proc = run("demo", "--quick", "--out", str(out), "--seed", "3")
-    assert proc.returncode == 0, proc.stderr
-    assert str(out) in proc.stdout
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["max_abs_diff_vs_StatevectorEstimator"] < 1e-10
-    assert summary["final_loss"] < summary["first_loss"]
-    for name in ("loss.png", "circuit.png", "circuit.txt"):
-        assert (out / name).stat().st_size > 0
-    assert not list(out.glob(".*.tmp")), "atomic writes leave no temporary files"
-
-
 def test_usage_errors_exit_2_with_one_line():
-    for args in (["demo", "--steps", "0"], ["demo", "--bogus"], [], ["no-such-command"]):
+    for args in (["data", "synth", "--out", "x", "--n", "0"], ["demo", "--bogus"], [], ["no-such-command"]):
         proc = run(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         lines = proc.stderr.strip().splitlines()
@@ -97,3 +84,47 @@ def test_train_vae_cli(tmp_path):
         run("train", "vae", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "v2")))
     assert "CircuitSpec.num_qubits" in one_line_error(
         run("train", "vae", "--quantum", "--qubits", "70", "--out", str(tmp_path / "v3")))
+
+
+def test_demo_quick_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    proc = run("demo", "--quick", "--out", str(out), "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{out}/report.md" in proc.stdout
+    for name in ("vae", "ldm-classical", "ldm-classical-large", "ldm-hybrid"):
+        assert (out / name / "model.safetensors").exists()
+    for name in ("report.md", "data.png", "samples.png", "losses.png", "samples/hybrid/grid.png"):
+        assert (out / name).stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "| hybrid |" in report and "StatevectorEstimator" in report
+    demo = json.loads((out / "demo.json").read_text())
+    assert demo["block_check"]["max_abs_diff"] < 1e-10
+    assert "already holds a demo run" in one_line_error(run("demo", "--quick", "--out", str(out)))
+    # --resume on a finished run redoes no training
+    proc = run("demo", "--quick", "--out", str(out), "--resume")
+    assert proc.returncode == 0 and "denoiser (" not in proc.stdout
+
+
+def test_train_diffusion_and_sample_cli(tmp_path):
+    vae = tmp_path / "vae"
+    assert run("train", "vae", "--size", "32", "--n", "16", "--epochs", "1", "--out", str(vae)).returncode == 0
+    ldm = tmp_path / "ldm-hybrid"
+    proc = run("train", "diffusion", "--vae", str(vae), "--denoiser", "hybrid", "--steps", "15", "--batch", "8",
+               "--n", "16", "--qubits", "3", "--reps", "1", "--out", str(ldm))
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "samples"
+    proc = run("sample", "--model", str(ldm), "--n", "4", "--steps", "5", "--seed", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(out.glob("sample_*.png"))) == 4 and (out / "grid.png").exists()
+    assert "is a vae checkpoint; expected a ldm" in one_line_error(run("sample", "--model", str(vae), "--out", str(out)))
+    assert "expected a vae checkpoint" in one_line_error(
+        run("train", "diffusion", "--vae", str(ldm), "--denoiser", "classical", "--out", str(tmp_path / "z")))
+    assert "does not exist" in one_line_error(
+        run("train", "diffusion", "--vae", str(tmp_path / "none"), "--denoiser", "classical", "--out", str(tmp_path / "z")))
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "config.json").write_text("{oops")
+    assert "not valid JSON" in one_line_error(run("sample", "--model", str(tmp_path / "fake"), "--out", str(out)))
+    assert "invalid choice" in one_line_error(
+        run("train", "diffusion", "--vae", str(vae), "--denoiser", "quantum", "--out", str(tmp_path / "z")))
+    assert "not implemented" in one_line_error(
+        run("sample", "--model", str(ldm), "--target", "fake:fake_torino", "--out", str(out)))

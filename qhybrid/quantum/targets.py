@@ -18,7 +18,12 @@ from typing import Any
 from qiskit.circuit import QuantumCircuit
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
+from ..errors import InputError
 from .exact import MAX_IDEAL_QUBITS, ExactEstimator, ExactEstimatorGradient
+
+
+class TargetError(InputError):
+    """An unknown, malformed or unavailable execution target (a ValueError)."""
 
 #: Target kinds and whether this build of qhybrid can execute them.
 TARGET_KINDS = {"ideal": True, "fake": False, "ibm": False}
@@ -42,7 +47,7 @@ class Target:
     def make_qnn(self, circuit: QuantumCircuit, observables, input_params, weight_params):
         """Build the ``EstimatorQNN`` that evaluates ``circuit`` on this target."""
         if circuit.num_qubits > self.max_qubits:
-            raise ValueError(
+            raise TargetError(
                 f"CircuitSpec.num_qubits={circuit.num_qubits} is too many for target "
                 f"'{self}': at most {self.max_qubits} qubits (2^{self.max_qubits} amplitudes "
                 "per sample); use fewer qubits or a fake:/ibm: target"
@@ -60,7 +65,7 @@ class Target:
                 input_gradients=True,
                 default_precision=0.0,
             )
-        raise ValueError(  # pragma: no cover - guarded by parse_target
+        raise TargetError(  # pragma: no cover - guarded by parse_target
             f"target '{self}' is not available in this version of qhybrid"
         )
 
@@ -70,21 +75,21 @@ def parse_target(target: "str | Target", **options: Any) -> Target:
     if isinstance(target, Target):
         return Target(target.kind, target.backend, {**target.options, **options})
     if not isinstance(target, str) or not target.strip():
-        raise ValueError(f"target must be a string like 'ideal' or 'fake:fake_torino', got {target!r}")
+        raise TargetError(f"target must be a string like 'ideal' or 'fake:fake_torino', got {target!r}")
     kind, _, backend = target.strip().partition(":")
     kind = kind.lower()
     if kind not in TARGET_KINDS:
-        raise ValueError(
+        raise TargetError(
             f"unknown target {target!r}; allowed: ideal, fake:<fake backend>, ibm:<backend>"
         )
     if kind == "ideal":
         if backend:
-            raise ValueError(f"target 'ideal' takes no backend, got {target!r}")
+            raise TargetError(f"target 'ideal' takes no backend, got {target!r}")
         return Target("ideal", None, dict(options))
     if not backend:
-        raise ValueError(f"target {target!r} needs a backend name, e.g. '{kind}:fake_torino'")
+        raise TargetError(f"target {target!r} needs a backend name, e.g. '{kind}:fake_torino'")
     if not TARGET_KINDS[kind]:
-        raise ValueError(
+        raise TargetError(
             f"target {target!r}: the {kind}: targets are not implemented in this version of "
             "qhybrid yet; use 'ideal'"
         )

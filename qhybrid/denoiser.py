@@ -1,0 +1,178 @@
+"""Latent denoisers: ``classical``, ``classical-large`` and ``hybrid``.
+
+All three are the same small time-conditioned U-Net on the VAE's latents (two resolutions,
+residual blocks with FiLM time conditioning). They differ only in the bottleneck branch, so a
+comparison measures the branch and nothing else:
+
+* ``hybrid``: pooled bottleneck features and the time embedding -> classical projection to one
+  angle per qubit -> :class:`QuantumBlock` -> projection back, added (gated) to every bottleneck
+  position; the U-Net around it is the classical skip path;
+* ``classical``: the same branch with a small classical MLP (``num_qubits`` hidden units) in place of
+  the circuit, so the parameter counts are about equal;
+* ``classical-large``: the classical variant with twice the channels (about 3.7x the parameters).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .quantum import CircuitSpec, QuantumBlock
+
+DENOISERS = ("classical", "classical-large", "hybrid")
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps (as in DDPM / Transformer positions)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+def _groups(c: int) -> int:
+    return next(g for g in (8, 4, 2, 1) if c % g == 0)
+
+
+class TimeResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, tdim: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.film = nn.Linear(tdim, 2 * cout)
+        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, temb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(temb).chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        h = self.conv2(F.silu(h))
+        return self.skip(x) + h
+
+
+@dataclass
+class DenoiserConfig:
+    """Saved next to the weights. ``quantum`` is the CircuitSpec dict of the hybrid's block."""
+
+    kind: str = "hybrid"
+    latent_channels: int = 4
+    latent_size: int = 16
+    channels: int = 24
+    time_dim: int = 64
+    quantum: dict | None = None
+    gate_init: float = 0.5
+
+    def __post_init__(self):
+        if self.kind not in DENOISERS:
+            raise ValueError(f"unknown denoiser {self.kind!r}; allowed: {', '.join(DENOISERS)}")
+        if self.kind == "hybrid" and self.quantum is None:
+            self.quantum = CircuitSpec(num_qubits=8, reps=3).to_dict()
+        if self.quantum is not None:
+            CircuitSpec.from_dict(self.quantum)
+        if self.latent_size % 2:
+            raise ValueError(f"the denoiser needs an even latent size, got {self.latent_size}")
+
+    @classmethod
+    def for_kind(cls, kind: str, latent_channels: int, latent_size: int, num_qubits: int = 8,
+                 reps: int = 3, ansatz: str = "real_amplitudes") -> "DenoiserConfig":
+        spec = CircuitSpec(num_qubits=num_qubits, reps=reps, ansatz=ansatz).to_dict()
+        channels = 48 if kind == "classical-large" else 24
+        return cls(kind=kind, latent_channels=latent_channels, latent_size=latent_size,
+                   channels=channels, quantum=spec)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DenoiserConfig":
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"DenoiserConfig: unknown field(s) {', '.join(unknown)}")
+        return cls(**data)
+
+
+class BottleneckBranch(nn.Module):
+    """pooled features + time embedding -> n angles -> core -> features, gated, broadcast-added.
+
+    ``core`` is the QuantumBlock (hybrid) or a classical MLP with as many hidden units as qubits.
+    """
+
+    def __init__(self, channels: int, tdim: int, spec: CircuitSpec, quantum: bool, gate_init: float, seed: int = 0):
+        super().__init__()
+        n = spec.num_qubits
+        self.to_angles = nn.Linear(channels + tdim, n)
+        if quantum:
+            self.core = QuantumBlock(spec, seed=seed)
+            out = spec.num_outputs
+        else:
+            self.core = nn.Sequential(nn.Linear(n, n), nn.Tanh())
+            out = n
+        self.quantum = quantum
+        self.back = nn.Linear(out, channels)
+        self.gate = nn.Parameter(torch.tensor(float(gate_init)))
+
+    def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([h.mean(dim=(2, 3)), temb], dim=1)
+        angles = math.pi * torch.tanh(self.to_angles(pooled))
+        return h + self.gate * self.back(self.core(angles))[:, :, None, None]
+
+
+class LatentDenoiser(nn.Module):
+    """Predicts the noise (or v) of a noisy latent ``z_t`` at timestep ``t``."""
+
+    def __init__(self, cfg: DenoiserConfig):
+        super().__init__()
+        self.cfg = cfg
+        c, tdim = cfg.channels, cfg.time_dim
+        self.time_mlp = nn.Sequential(nn.Linear(tdim, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+        self.conv_in = nn.Conv2d(cfg.latent_channels, c, 3, padding=1)
+        self.down1 = TimeResBlock(c, c, tdim)
+        self.downsample = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
+        self.down2 = TimeResBlock(2 * c, 2 * c, tdim)
+        self.mid = TimeResBlock(2 * c, 2 * c, tdim)
+        spec = CircuitSpec.from_dict(cfg.quantum) if cfg.quantum else CircuitSpec(num_qubits=8, reps=3)
+        self.branch = BottleneckBranch(2 * c, tdim, spec, cfg.kind == "hybrid", cfg.gate_init)
+        self.mid2 = TimeResBlock(2 * c, 2 * c, tdim)
+        self.upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * c, c, 3, padding=1))
+        self.up1 = TimeResBlock(2 * c, c, tdim)
+        self.norm_out = nn.GroupNorm(_groups(c), c)
+        self.conv_out = nn.Conv2d(c, cfg.latent_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    @property
+    def quantum_block(self) -> QuantumBlock | None:
+        return self.branch.core if self.branch.quantum else None
+
+    def to_target(self, target: str, **options) -> "LatentDenoiser":
+        """Evaluate the quantum block on another execution target (no-op for classical models)."""
+        if self.quantum_block is not None:
+            self.quantum_block.to_target(target, **options)
+        elif target != "ideal":
+            raise ValueError(f"the {self.cfg.kind} denoiser has no quantum block; target must be 'ideal'")
+        return self
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        shape = (self.cfg.latent_channels, self.cfg.latent_size, self.cfg.latent_size)
+        if z.dim() != 4 or tuple(z.shape[1:]) != shape:
+            raise ValueError(f"denoiser expects latents of shape (batch, {', '.join(map(str, shape))}), got {tuple(z.shape)}")
+        temb = self.time_mlp(timestep_embedding(t, self.cfg.time_dim))
+        h0 = self.down1(self.conv_in(z), temb)
+        h = self.down2(self.downsample(h0), temb)
+        h = self.mid(h, temb)
+        h = self.branch(h, temb)
+        h = self.mid2(h, temb)
+        h = self.up1(torch.cat([self.upsample(h), h0], dim=1), temb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    def parameter_counts(self) -> dict:
+        total = sum(p.numel() for p in self.parameters())
+        quantum = self.quantum_block.weight.numel() if self.quantum_block is not None else 0
+        branch = sum(p.numel() for p in self.branch.parameters())
+        return {"total": total, "quantum_circuit_weights": quantum, "bottleneck_branch": branch}

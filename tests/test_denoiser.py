@@ -1,0 +1,67 @@
+"""Latent denoisers: shapes, parameter budgets, the quantum branch, a short training run each."""
+
+import pytest
+import torch
+
+from qhybrid.denoiser import DenoiserConfig, LatentDenoiser
+from qhybrid.diffusion import NoiseScheduler
+from qhybrid.quantum import QuantumBlock
+
+
+def model(kind, **kw):
+    return LatentDenoiser(DenoiserConfig.for_kind(kind, 4, 8, num_qubits=kw.get("qubits", 4), reps=2))
+
+
+def test_shapes_and_parameter_budgets():
+    models = {k: model(k) for k in ("classical", "classical-large", "hybrid")}
+    z, t = torch.randn(3, 4, 8, 8), torch.tensor([0, 500, 999])
+    for m in models.values():
+        assert m(z, t).shape == z.shape
+    counts = {k: m.parameter_counts() for k, m in models.items()}
+    assert abs(counts["classical"]["total"] - counts["hybrid"]["total"]) < 0.01 * counts["hybrid"]["total"]
+    assert counts["classical-large"]["total"] > 3 * counts["classical"]["total"]
+    assert counts["hybrid"]["quantum_circuit_weights"] == 12 and counts["classical"]["quantum_circuit_weights"] == 0
+    assert isinstance(models["hybrid"].quantum_block, QuantumBlock)
+    assert models["classical"].quantum_block is None
+
+
+def test_the_quantum_block_sees_the_time_embedding():
+    m = model("hybrid")
+    torch.manual_seed(0)
+    z = torch.randn(2, 4, 8, 8)
+    seen = []
+    hook = m.quantum_block.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].clone()))
+    m(z, torch.tensor([10, 10]))
+    m(z, torch.tensor([900, 900]))
+    hook.remove()
+    assert not torch.allclose(seen[0], seen[1])
+
+
+def test_bad_latents_and_targets():
+    with pytest.raises(ValueError, match="expects latents of shape"):
+        model("classical")(torch.randn(2, 4, 16, 16), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="no quantum block"):
+        model("classical").to_target("fake:fake_torino")
+    with pytest.raises(ValueError, match="unknown denoiser"):
+        DenoiserConfig(kind="quantum-large")
+
+
+@pytest.mark.parametrize("kind", ["classical", "classical-large", "hybrid"])
+def test_a_short_training_run_reduces_the_loss(kind):
+    torch.manual_seed(0)
+    m = model(kind)
+    s = NoiseScheduler()
+    data = torch.randn(8, 4, 8, 8) * 0.5 + torch.linspace(-1, 1, 8).view(1, 1, 8, 1)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(60):
+        z0 = data[torch.randint(0, 8, (16,), generator=gen)]
+        t = torch.randint(0, 1000, (16,), generator=gen)
+        eps = torch.randn(z0.shape, generator=gen)
+        loss = torch.mean((m(s.add_noise(z0, eps, t), t) - eps) ** 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10

@@ -1,0 +1,90 @@
+"""Latent diffusion end to end on a tiny VAE: training, checkpoints, resume, sampling, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from qhybrid.checkpoint import CheckpointError, load_checkpoint
+from qhybrid.sample import sample_images
+from qhybrid.train_diffusion import DiffusionTrainConfig, DiffusionTrainingError, load_ldm, train_diffusion
+from qhybrid.train_vae import VAETrainConfig, train_vae
+from qhybrid.vae import VAEConfig
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ldm") / "vae"
+    train_vae(out, VAEConfig(size=32), VAETrainConfig(n=24, epochs=2, batch=8), progress=False)
+    return out
+
+
+def cfg(steps=30, **kw):
+    return DiffusionTrainConfig(n=24, steps=steps, batch=16, save_every=kw.pop("save_every", 10), **kw)
+
+
+@pytest.mark.parametrize("kind", ["classical", "classical-large", "hybrid"])
+def test_train_and_sample_each_denoiser(tmp_path, vae_dir, kind):
+    out = tmp_path / f"ldm-{kind}"
+    summary = train_diffusion(out, vae_dir, kind, cfg(40), num_qubits=4, reps=1, progress=False)
+    assert summary["final_loss"] < summary["first_loss"]
+    header = json.loads((out / "config.json").read_text())
+    assert header["kind"] == "ldm" and header["config"]["denoiser"]["kind"] == kind
+    assert header["config"]["vae_sha256"] == json.loads((vae_dir / "config.json").read_text())["weights_sha256"]
+    if kind == "hybrid":
+        assert header["config"]["denoiser"]["quantum"]["num_qubits"] == 4
+    images, info = sample_images(out, n=5, steps=8, seed=3, progress=False)
+    assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
+    again, _ = sample_images(out, n=5, steps=8, seed=3, progress=False)
+    other, _ = sample_images(out, n=5, steps=8, seed=4, progress=False)
+    assert np.array_equal(images, again) and not np.array_equal(images, other)
+    # the checkpoint holds the EMA weights; a reload samples the same images
+    model, scheduler, vae, _ = load_ldm(out)
+    assert isinstance(model.parameter_counts()["total"], int)
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, vae_dir):
+    full = tmp_path / "full"
+    train_diffusion(full, vae_dir, "hybrid", cfg(30), num_qubits=3, reps=1, progress=False)
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        train_diffusion(part, vae_dir, "hybrid", cfg(30), num_qubits=3, reps=1, progress=False,
+                        interrupt_after_step=25)
+    assert json.loads((part / "config.json").read_text())["extra"]["step"] == 20  # last save
+    with pytest.raises(DiffusionTrainingError, match="already holds a checkpoint"):
+        train_diffusion(part, vae_dir, "hybrid", cfg(30), num_qubits=3, reps=1, progress=False)
+    with pytest.raises(DiffusionTrainingError, match="same --denoiser"):
+        train_diffusion(part, vae_dir, "classical", cfg(30), resume=True, progress=False)
+    train_diffusion(part, vae_dir, "hybrid", cfg(30), num_qubits=3, reps=1, resume=True, progress=False)
+    a, b = load_checkpoint(full, "ldm")[1], load_checkpoint(part, "ldm")[1]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_checkpoints(tmp_path, vae_dir):
+    with pytest.raises(CheckpointError, match="expected a vae checkpoint"):
+        ldm = tmp_path / "ldm"
+        train_diffusion(ldm, vae_dir, "classical", cfg(10), progress=False)
+        train_diffusion(tmp_path / "x", ldm, "classical", cfg(10), progress=False)
+    with pytest.raises(CheckpointError, match="is a vae checkpoint; expected a ldm"):
+        load_ldm(vae_dir)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_ldm(tmp_path / "missing")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_ldm(broken)
+
+
+def test_a_changed_vae_is_detected(tmp_path, vae_dir):
+    import shutil
+
+    vae2 = tmp_path / "vae2"
+    shutil.copytree(vae_dir, vae2)
+    ldm = tmp_path / "ldm"
+    train_diffusion(ldm, vae2, "classical", cfg(10), progress=False)
+    train_vae(vae2, VAEConfig(size=32), VAETrainConfig(n=24, epochs=3, batch=8), resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="has changed since"):
+        load_ldm(ldm)
