@@ -43,6 +43,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
     cfg = DemoConfig.quick(args.seed) if args.quick else DemoConfig(seed=args.seed)
+    cfg.with_qvae = args.with_qvae
     out = run_demo(args.out, cfg, resume=args.resume)
     print(f"results: {out}/report.md (and data.png, samples.png, losses.png; checkpoints in {out}/vae, "
           f"{out}/ldm-classical, {out}/ldm-classical-large, {out}/ldm-hybrid)")
@@ -173,6 +174,119 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validator_train(args: argparse.Namespace) -> int:
+    from .validator import ValidatorTrainConfig, train_validator
+
+    metrics = train_validator(args.out, ValidatorTrainConfig(data=args.data, n=args.n, epochs=args.epochs,
+                                                             seed=args.seed))
+    print(f"gradability validator: held-out accuracy {metrics['heldout_accuracy']:.3f}, ROC AUC "
+          f"{metrics['heldout_roc_auc']:.3f} on {metrics['heldout_images']} images ({metrics['data']} data)")
+    print(f"results: {args.out}/ (config.json, model.safetensors, heldout.png)")
+    return 0
+
+
+def cmd_validator_score(args: argparse.Namespace) -> int:
+    import json
+    import warnings
+
+    from .data import DataWarning, crop_to_fundus
+    from .evaluate import load_images
+    from .validator import load_validator, predict
+
+    model, _ = load_validator(args.model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        images, names, notes = load_images(args.images, size=None)
+    for w in caught:
+        print(f"qhybrid: warning: {w.message}", file=sys.stderr)
+    from PIL import Image as _Image
+    import numpy as np
+
+    cropped = np.stack([crop_to_fundus(_Image.fromarray(im), model.cfg.size) for im in images])
+    probs = predict(model, cropped)
+    if args.json:
+        print(json.dumps([{"image": n, "p_gradable": round(float(p), 4),
+                           "gradable": bool(p >= model.cfg.threshold)} for n, p in zip(names, probs)], indent=2))
+    else:
+        for n, p in zip(names, probs):
+            print(f"{p:.4f}\t{'gradable' if p >= model.cfg.threshold else 'ungradable'}\t{n}")
+        print(f"{int((probs >= model.cfg.threshold).sum())} of {len(probs)} images gradable", file=sys.stderr)
+    return 0
+
+
+def cmd_encoder_train(args: argparse.Namespace) -> int:
+    from .features import EncoderTrainConfig, train_encoder
+
+    metrics = train_encoder(args.out, EncoderTrainConfig(n=args.n, epochs=args.epochs, seed=args.seed))
+    print(f"fundus feature encoder: held-out eye accuracy {metrics['heldout_eye_accuracy']:.3f}, grade accuracy "
+          f"{metrics['heldout_grade_accuracy']:.3f}, disc position error {metrics['heldout_disc_position_error']:.3f}")
+    print(f"results: {args.out}/")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import warnings
+
+    from . import io
+    from .data import DataWarning, load_dataset
+    from .evaluate import evaluate_sets, fmt, load_images
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        generated, _, notes = load_images(args.generated, size=None)
+        size = generated.shape[1]
+        if args.size:
+            size = args.size
+        real = load_dataset(args.real, size=size, split=args.split, n=args.n_real, seed=0).images
+        if generated.shape[1] != size:
+            generated, _, more = load_images(args.generated, size=size)
+            notes = list(dict.fromkeys(notes + more))
+    for w in caught:
+        print(f"qhybrid: warning: {w.message}", file=sys.stderr)
+    for note in notes:
+        print(f"qhybrid: note: {note}", file=sys.stderr)
+    encoder = validator = None
+    if args.encoder:
+        from .features import load_encoder
+        encoder = load_encoder(args.encoder)
+    if args.validator:
+        from .validator import load_validator
+        validator = load_validator(args.validator)[0]
+    if encoder is None and validator is None and not args.inception:
+        print("qhybrid: note: no --encoder, --validator or --inception given: colour statistics only", file=sys.stderr)
+    result = evaluate_sets(real, generated, encoder=encoder, validator=validator, inception=args.inception,
+                           k=args.k, n_boot=args.bootstrap, seed=args.seed)
+    result["notes"] = notes
+    print(f"{len(generated)} generated vs {len(real)} real images ({size} px); 95% intervals in brackets")
+    if "gradable" in result:
+        print(f"  gradable %        {fmt(result['gradable'], 100, 1)}   (real: {fmt(result['gradable_real'], 100, 1)})")
+    for group, label in (("fundus_features", "fundus features"), ("inception", "Inception")):
+        if group in result:
+            g = result[group]
+            print(f"  FD ({label})  {fmt(g['fd'], 1, 3)}")
+            print(f"  KID ({label}) {fmt(g['kid'], 1, 5)}")
+            for key in ("precision", "recall", "density", "coverage"):
+                print(f"  {key:<17} {fmt(g[key], 1, 3)}")
+    cr, cg = result["colour_real"], result["colour_generated"]
+    print("  colour (real -> generated): " + ", ".join(f"{k} {cr[k]:.3f} -> {cg[k]:.3f}" for k in cr))
+    if args.json:
+        io.write_json(args.json, result)
+        print(f"results: {args.json}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import run_compare
+
+    summary = run_compare(args.run, n=args.n, steps=args.steps, seed=args.seed, real_n=args.n_real, k=args.k,
+                          n_boot=args.bootstrap, validator_dir=args.validator, encoder_dir=args.encoder,
+                          inception=args.inception)
+    from .compare import comparison_table
+    print(comparison_table(summary))
+    print(f"results: {args.run}/comparison.md (comparison.json, comparison.png, comparison_samples.png, samples/)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="qhybrid", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"qhybrid {__version__}")
@@ -189,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="tiny sizes (about 3 minutes), for smoke tests")
     demo.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
+    demo.add_argument("--with-qvae", action="store_true",
+                      help="also train the quantum-enhanced VAE and a hybrid denoiser on it (about +3.5 min)")
     demo.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="fundus data: synthesise, show").add_subparsers(
@@ -253,6 +369,58 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True, help="output folder")
     sample.set_defaults(func=cmd_sample)
+
+    val = sub.add_parser("validator", help="the gradability (image-quality) validator").add_subparsers(
+        dest="validator_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    vt = val.add_parser("train", help="train the validator (synthetic + degradations, or a labelled folder)")
+    vt.add_argument("--out", required=True)
+    vt.add_argument("--data", default="synthetic", help="'synthetic' or an image folder with a quality CSV")
+    vt.add_argument("--n", type=_positive_int, default=600, help="synthetic base images (default 600)")
+    vt.add_argument("--epochs", type=_positive_int, default=10)
+    vt.add_argument("--seed", type=int, default=1234)
+    vt.set_defaults(func=cmd_validator_train)
+    vs = val.add_parser("score", help="probability that each image is gradable")
+    vs.add_argument("--model", required=True, help="validator folder")
+    vs.add_argument("images", nargs="+", help="image files and/or folders")
+    vs.add_argument("--json", action="store_true", help="print a JSON list")
+    vs.set_defaults(func=cmd_validator_score)
+
+    enc = sub.add_parser("encoder", help="the fundus feature encoder used by the metrics").add_subparsers(
+        dest="encoder_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    et = enc.add_parser("train", help="train the fundus feature encoder")
+    et.add_argument("--out", required=True)
+    et.add_argument("--n", type=_positive_int, default=600)
+    et.add_argument("--epochs", type=_positive_int, default=8)
+    et.add_argument("--seed", type=int, default=2024)
+    et.set_defaults(func=cmd_encoder_train)
+
+    ev = sub.add_parser("evaluate", help="compare generated images with real ones (metrics with intervals)")
+    ev.add_argument("--real", required=True, help="'synthetic', an image folder or an .npz")
+    ev.add_argument("--generated", required=True, nargs="+", help="generated image folder(s) or files")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="real split (default test)")
+    ev.add_argument("--n-real", type=_positive_int, default=None, help="cap on real images (synthetic: 128)")
+    ev.add_argument("--size", type=_positive_int, default=None, help="compare at this size (default: generated size)")
+    ev.add_argument("--encoder", default=None, help="feature encoder folder (qhybrid encoder train)")
+    ev.add_argument("--validator", default=None, help="validator folder (qhybrid validator train)")
+    ev.add_argument("--inception", default=None, help="local TorchScript Inception file for FID/KID")
+    ev.add_argument("--k", type=_positive_int, default=5, help="k of the k-NN metrics")
+    ev.add_argument("--bootstrap", type=_positive_int, default=100, help="bootstrap draws")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", default=None, help="write all figures to this JSON file")
+    ev.set_defaults(func=cmd_evaluate)
+
+    cmp_ = sub.add_parser("compare", help="sample and evaluate every model of a run folder")
+    cmp_.add_argument("run", help="run folder (e.g. runs/demo)")
+    cmp_.add_argument("--n", type=_positive_int, default=64, help="samples per model")
+    cmp_.add_argument("--steps", type=_positive_int, default=50)
+    cmp_.add_argument("--n-real", type=_positive_int, default=200)
+    cmp_.add_argument("--k", type=_positive_int, default=5)
+    cmp_.add_argument("--bootstrap", type=_positive_int, default=100)
+    cmp_.add_argument("--validator", default=None, help="validator folder (default: RUN/validator, trained if missing)")
+    cmp_.add_argument("--encoder", default=None, help="encoder folder (default: RUN/encoder, trained if missing)")
+    cmp_.add_argument("--inception", default=None)
+    cmp_.add_argument("--seed", type=int, default=0)
+    cmp_.set_defaults(func=cmd_compare)
     return parser
 
 

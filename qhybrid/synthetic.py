@@ -107,18 +107,25 @@ class SyntheticFundus:
 # ----------------------------------------------------------------------------------------------
 # rendering
 # ----------------------------------------------------------------------------------------------
-def render_fundus(size: int, rng: np.random.Generator, grade: int = 0, eye: str = "right"):
-    """Draw one fundus photograph; returns ``(uint8 image (size, size, 3), Anatomy)``."""
+def render_fundus(size: int, rng: np.random.Generator, grade: int = 0, eye: str = "right",
+                  structure: bool = True):
+    """Draw one fundus photograph; returns ``(uint8 image (size, size, 3), Anatomy)``.
+
+    ``structure=False`` leaves out disc, vessels and lesions (an ungradable, featureless retina,
+    used to train the gradability validator).
+    """
     res = 2 * size  # internal resolution
     anatomy = _sample_anatomy(rng, eye)
     x, y = _grid(res)
     # work in the right-eye frame; mirror at the end for left eyes
     rgb = _background(x, y, anatomy, rng)
-    rgb = _optic_disc(rgb, x, y, anatomy, rng)
-    vessels = _vessel_tree(anatomy, rng, grade)
-    rgb = _draw_vessels(rgb, vessels, res, rng)
+    vessels = []
+    if structure:
+        rgb = _optic_disc(rgb, x, y, anatomy, rng)
+        vessels = _vessel_tree(anatomy, rng, grade)
+        rgb = _draw_vessels(rgb, vessels, res, rng)
     counts = {"microaneurysms": 0, "haemorrhages": 0, "hard_exudates": 0, "cotton_wool_spots": 0}
-    if grade > 0:
+    if grade > 0 and structure:
         rgb = _lesions(rgb, x, y, anatomy, vessels, grade, rng, counts)
     rgb = _camera(rgb, x, y, anatomy, rng)
     image = Image.fromarray(np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8))

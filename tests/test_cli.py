@@ -100,9 +100,18 @@ def test_demo_quick_end_to_end(tmp_path):
     demo = json.loads((out / "demo.json").read_text())
     assert demo["block_check"]["max_abs_diff"] < 1e-10
     assert "already holds a demo run" in one_line_error(run("demo", "--quick", "--out", str(out)))
+    assert (out / "comparison.md").exists() and "| hybrid | classical |" in report
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert set(comparison["models"]) == {"classical", "classical-large", "hybrid"}
+    assert comparison["models"]["hybrid"]["parameters"]["denoiser_quantum"] == 12
     # --resume on a finished run redoes no training
     proc = run("demo", "--quick", "--out", str(out), "--resume")
     assert proc.returncode == 0 and "denoiser (" not in proc.stdout
+    # compare re-samples every model with the run's validator and encoder
+    proc = run("compare", str(out), "--n", "8", "--n-real", "16", "--bootstrap", "10", "--k", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "| classical-large |" in proc.stdout and "training the" not in proc.stdout
+    assert "holds no latent diffusion checkpoints" in one_line_error(run("compare", str(out / "vae")))
 
 
 def test_train_diffusion_and_sample_cli(tmp_path):

@@ -1,0 +1,155 @@
+"""The gradability validator, the fundus feature encoder, and the evaluate / score commands."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qhybrid.checkpoint import CheckpointError
+from qhybrid.degrade import DEGRADATIONS, degrade
+from qhybrid.errors import InputError
+from qhybrid.evaluate import evaluate_sets
+from qhybrid.features import EncoderTrainConfig, load_encoder, train_encoder
+from qhybrid.synthetic import SyntheticFundus
+from qhybrid.validator import ValidatorTrainConfig, load_validator, predict, roc_auc, train_validator
+
+QHYBRID = str(Path(sys.executable).parent / "qhybrid")
+
+
+@pytest.fixture(scope="session")
+def validator_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "validator"
+    train_validator(out, ValidatorTrainConfig(n=300, epochs=8), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "encoder"
+    train_encoder(out, EncoderTrainConfig(n=240, epochs=6), progress=False)
+    return out
+
+
+def fresh_images(n=12, size=64, seed=777):
+    return SyntheticFundus(size, seed=seed).sample(n)[0]
+
+
+@pytest.mark.slow
+def test_validator_is_accurate_on_held_out_synthetic_data(validator_dir):
+    _, header = load_validator(validator_dir)
+    m = header["extra"]["metrics"]
+    assert m["heldout_accuracy"] >= 0.9 and m["heldout_roc_auc"] >= 0.95
+    assert set(m["per_degradation_accuracy"]) == set(DEGRADATIONS)
+    assert (validator_dir / "heldout.png").exists()
+
+
+@pytest.mark.slow
+def test_validator_prefers_clean_images_to_each_kind_of_damage(validator_dir):
+    model, _ = load_validator(validator_dir)
+    clean = fresh_images()
+    p_clean = predict(model, clean)
+    assert np.mean(p_clean >= 0.5) >= 0.8
+    rng = np.random.default_rng(0)
+    for kind in DEGRADATIONS:
+        if kind == "no_structure":
+            continue
+        bad = np.stack([degrade(img, kind, 0.9, rng) for img in clean])
+        assert predict(model, bad).mean() < p_clean.mean() - 0.3, kind
+
+
+def test_roc_auc_known_values():
+    assert roc_auc(np.array([1, 1, 0, 0]), np.array([0.9, 0.8, 0.2, 0.1])) == 1.0
+    assert roc_auc(np.array([1, 0]), np.array([0.1, 0.9])) == 0.0
+    assert roc_auc(np.array([1, 0, 1, 0]), np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
+
+
+def test_encoder_learns_the_anatomy(encoder_dir):
+    m = json.loads((encoder_dir / "config.json").read_text())["extra"]["metrics"]
+    assert m["heldout_eye_accuracy"] >= 0.8
+    assert m["heldout_disc_position_error"] < 0.15
+    enc = load_encoder(encoder_dir)
+    from qhybrid.features import encode
+
+    f = encode(enc, fresh_images(4))
+    assert f.shape == (4, 64) and np.all(np.isfinite(f))
+
+
+def test_evaluate_sets_and_inception_path(tmp_path, validator_dir, encoder_dir):
+    real, fake = fresh_images(30, seed=1), fresh_images(30, seed=2)
+
+    class Tiny(torch.nn.Module):  # stands in for a TorchScript Inception: same calling convention
+        def forward(self, x: torch.Tensor, return_features: bool = True) -> torch.Tensor:
+            return x.float().mean(dim=(2, 3))
+
+    path = tmp_path / "inception.pt"
+    torch.jit.script(Tiny()).save(str(path))
+    r = evaluate_sets(real, fake, encoder=load_encoder(encoder_dir), validator=load_validator(validator_dir)[0],
+                      inception=str(path), k=3, n_boot=10)
+    for group in ("fundus_features", "inception"):
+        assert set(r[group]) == {"fd", "kid", "precision", "recall", "density", "coverage"}
+    assert 0 <= r["gradable"]["value"] <= 1 and r["gradable"]["ci"][0] <= r["gradable"]["value"]
+    with pytest.raises(InputError, match="not found"):
+        evaluate_sets(real, fake, inception=str(tmp_path / "missing.pt"), k=3, n_boot=5)
+    with pytest.raises(InputError, match="need more than 5"):
+        evaluate_sets(real, fake[:4], k=5)
+
+
+def run(*args):
+    return subprocess.run([QHYBRID, *args], capture_output=True, text=True, timeout=600)
+
+
+def error_line(proc):
+    assert proc.returncode != 0, proc.stdout
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("qhybrid: error")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def write_pngs(folder, images, prefix="img"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{prefix}{i:03d}.png")
+    return folder
+
+
+def test_score_cli(tmp_path, validator_dir):
+    clean = fresh_images(3)
+    rng = np.random.default_rng(1)
+    blurred = [degrade(img, "defocus", 0.95, rng) for img in clean]
+    folder = write_pngs(tmp_path / "imgs", list(clean) + blurred)
+    proc = run("validator", "score", "--model", str(validator_dir), str(folder), "--json")
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(proc.stdout)
+    assert len(scores) == 6 and {"image", "p_gradable", "gradable"} <= set(scores[0])
+    assert np.mean([s["p_gradable"] for s in scores[:3]]) > np.mean([s["p_gradable"] for s in scores[3:]])
+    proc = run("validator", "score", "--model", str(validator_dir), str(folder / "img000.png"))
+    assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 1
+    assert "is not a validator checkpoint" in error_line(
+        run("validator", "score", "--model", str(tmp_path / "imgs"), str(folder)))
+    (tmp_path / "empty").mkdir()
+    assert "contains no images" in error_line(run("validator", "score", "--model", str(validator_dir), str(tmp_path / "empty")))
+
+
+def test_evaluate_cli(tmp_path, validator_dir, encoder_dir):
+    gen = fresh_images(24, seed=5)
+    folder = write_pngs(tmp_path / "gen", gen)
+    Image.fromarray(SyntheticFundus(48, seed=3)[0][0]).save(folder / "odd_size.png")
+    out = tmp_path / "eval.json"
+    proc = run("evaluate", "--real", "synthetic", "--generated", str(folder), "--n-real", "30", "--encoder",
+               str(encoder_dir), "--validator", str(validator_dir), "--bootstrap", "10", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "resized 1 image(s)" in proc.stderr
+    result = json.loads(out.read_text())
+    assert result["n_generated"] == 25 and result["n_real"] == 30
+    assert "fd" in result["fundus_features"] and "gradable" in result
+    few = write_pngs(tmp_path / "few", gen[:3])
+    assert "need more than 5" in error_line(run("evaluate", "--real", "synthetic", "--generated", str(few)))
+    (tmp_path / "nothing").mkdir()
+    assert "contains no images" in error_line(run("evaluate", "--real", "synthetic", "--generated", str(tmp_path / "nothing")))
+    assert "expected a validator checkpoint" in error_line(
+        run("evaluate", "--real", "synthetic", "--generated", str(folder), "--validator", str(encoder_dir)))
