@@ -267,7 +267,8 @@ All samples are in `samples/<denoiser>/`.
 
 {cfg.samples} samples per model against {comparison['reference']['n']} held-out real (synthetic) images, the
 same validator and feature encoder for all (details and plots in [comparison.md](comparison.md)).
-Brackets are 95% intervals; overlapping intervals mean this run cannot tell the models apart.
+Brackets are 95% intervals; overlapping intervals mean this run cannot tell the models apart. The
+last row scores real images of another held-out split the same way: what a perfect generator would get.
 
 {table}
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import config_from_dict
 from .quantum import CircuitSpec, QuantumBlock
 
 DENOISERS = ("classical", "classical-large", "hybrid")
@@ -91,10 +92,7 @@ class DenoiserConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DenoiserConfig":
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"DenoiserConfig: unknown field(s) {', '.join(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 class BottleneckBranch(nn.Module):

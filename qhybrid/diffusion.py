@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .config import config_from_dict
+
 BETA_SCHEDULES = ("linear", "cosine")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
@@ -44,10 +46,7 @@ class SchedulerConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SchedulerConfig":
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"SchedulerConfig: unknown field(s) {', '.join(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
     @classmethod
     def from_json(cls, text: str) -> "SchedulerConfig":

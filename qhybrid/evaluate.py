@@ -89,13 +89,15 @@ def evaluate_sets(real: np.ndarray, generated: np.ndarray, encoder=None, validat
     return result
 
 
-def real_reference(source: str, size: int, n: int | None, seed: int = 0) -> np.ndarray:
+def real_reference(source: str, size: int, n: int | None, seed: int = 0, split: str = "test") -> np.ndarray:
     """The real set: the test split of the source (held out from every model's training)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         try:
-            return load_dataset(source, size=size, split="test", n=n, seed=seed).images
+            return load_dataset(source, size=size, split=split, n=n, seed=seed).images
         except DataError:
+            if split != "test":
+                raise
             return load_dataset(source, size=size, split="all", n=n, seed=seed).images
 
 

@@ -157,4 +157,6 @@ def compare_features(real: np.ndarray, fake: np.ndarray, k: int = 5, n_boot: int
                          real, fake, n_boot, seed),
     }
     out.update(bootstrap(lambda a, b: prdc(a, b, k), real, fake, n_boot, seed, distinct=True))
+    for key in ("precision", "recall", "coverage"):  # shares: keep the centred interval inside [0, 1]
+        out[key]["ci"] = [max(0.0, out[key]["ci"][0]), min(1.0, out[key]["ci"][1])]
     return out

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import config_from_dict
 from .quantum import CircuitSpec, QuantumBlock
 
 VAE_SIZES = (32, 64, 128)
@@ -101,11 +102,7 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "VAEConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"VAEConfig: unknown field(s) {', '.join(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 class QuantumBottleneck(nn.Module):

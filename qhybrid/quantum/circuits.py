@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from qiskit.circuit import ParameterVector, QuantumCircuit
 from qiskit.circuit.library import efficient_su2, real_amplitudes
 from qiskit.quantum_info import SparsePauliOp
+
+from ..config import config_from_dict
 
 #: Ansatz name -> Qiskit builder (functions, not the deprecated library classes).
 ANSATZE = {
@@ -140,18 +142,9 @@ class CircuitSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CircuitSpec":
-        if not isinstance(data, dict):
-            raise ValueError(f"CircuitSpec: expected a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"CircuitSpec: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
-            )
-        kwargs = dict(data)
-        if "observables" in kwargs:
-            kwargs["observables"] = tuple(kwargs["observables"])
-        return cls(**kwargs)
+        if isinstance(data, dict) and "observables" in data:
+            data = {**data, "observables": tuple(data["observables"])}
+        return config_from_dict(cls, data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
