@@ -4,7 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-quick test test-fast bench clean
+RUN    ?= runs/demo
+BACKENDS ?= fake_torino,fake_brisbane,fake_sherbrooke
+
+.PHONY: setup demo demo-quick noisy-eval test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -14,11 +17,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# --resume: finished stages are kept, so `make demo` twice does not retrain
 demo: $(STAMP)
-	$(VENV)/bin/qhybrid demo
+	$(VENV)/bin/qhybrid demo --out $(RUN) --resume
 
 demo-quick: $(STAMP)
-	$(VENV)/bin/qhybrid demo --quick
+	$(VENV)/bin/qhybrid demo --quick --out runs/demo-quick --resume
+
+# the demo's hybrid model on fake backends (runs the demo first if it is missing)
+noisy-eval: $(STAMP)
+	@test -f $(RUN)/ldm-hybrid/config.json || $(MAKE) demo
+	$(VENV)/bin/qhybrid noisy-eval --model $(RUN)/ldm-hybrid --backends $(BACKENDS) --mitigation
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -160,13 +160,37 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target_options(args: argparse.Namespace) -> dict:
+    """Options of a fake: target from the command line (shots, mitigation, ...)."""
+    if not args.target.startswith("fake:"):
+        given = [flag for flag, v in (("--noise-model", args.noise_model), ("--mitigation", args.mitigation)) if v]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to a fake:<backend> target")
+        return {}
+    opts = {"shots": args.shots, "mitigation": args.mitigation, "method": args.method,
+            "optimization_level": args.opt_level, "seed": args.seed}
+    if args.noise_model:
+        opts["noise_model"] = args.noise_model
+    return opts
+
+
+def _add_target_options(parser) -> None:
+    parser.add_argument("--target", default="ideal", help="ideal (default), fake:<backend>, ibm:<backend>")
+    parser.add_argument("--shots", type=_positive_int, default=1024, help="fake target: shots per evaluation")
+    parser.add_argument("--mitigation", action="store_true", help="fake target: readout-error mitigation")
+    parser.add_argument("--method", choices=["counts", "estimator"], default="counts",
+                        help="fake target: counts (one execution for all Z observables) or Aer EstimatorV2")
+    parser.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=1, help="transpiler optimisation level")
+    parser.add_argument("--noise-model", default=None, help="fake target: run from a noise-model snapshot JSON")
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from .sample import sample_images, write_samples
 
     if args.target != "ideal" and not args.target.startswith(("fake:", "ibm:")):
         raise UsageError(f"unknown --target {args.target!r}; allowed: ideal, fake:<backend>, ibm:<backend>")
     images, info = sample_images(args.model, n=args.n, steps=args.steps, target=args.target, seed=args.seed,
-                                 sampler=args.sampler, eta=args.eta)
+                                 sampler=args.sampler, eta=args.eta, target_options=_target_options(args))
     write_samples(images, args.out, info)
     print(f"sampled {len(images)} images in {info['seconds']:.1f} s ({info['seconds_per_image'] * 1e3:.0f} ms/image, "
           f"{args.steps} {args.sampler.upper()} steps, target {args.target})")
@@ -287,6 +311,55 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backends(args: argparse.Namespace) -> int:
+    from .quantum.noisy import fake_backend, fake_backend_names
+
+    print(f"{'backend':<20} {'qubits':>6}  basis gates")
+    for name in fake_backend_names():
+        b = fake_backend(name)
+        ops = [o for o in b.operation_names if o not in ("delay", "measure", "reset", "if_else", "for_loop",
+                                                         "switch_case", "while_loop")]
+        print(f"{name:<20} {b.num_qubits:>6}  {', '.join(sorted(ops))}")
+    return 0
+
+
+def cmd_noise_snapshot(args: argparse.Namespace) -> int:
+    from .noise import write_snapshot
+
+    path = write_snapshot(args.backend, args.out)
+    print(f"results: {path} ({path.stat().st_size / 1e6:.1f} MB; use it with --noise-model {path})")
+    return 0
+
+
+def cmd_circuits_inspect(args: argparse.Namespace) -> int:
+    from .inspect_circuits import inspect_circuit
+
+    report = inspect_circuit(model=args.model, spec=args.spec, backend=args.backend, noise_model=args.noise_model,
+                             optimization_level=args.opt_level, seed=args.seed, out=args.out)
+    print(report["text"])
+    print(f"results: {report['folder']}/ ({', '.join(report['files'])})")
+    return 0
+
+
+def cmd_noisy_eval(args: argparse.Namespace) -> int:
+    from .noisy_eval import run_noisy_eval
+
+    backends = [b for b in (args.backends or "").split(",") if b.strip()]
+    if not backends and not args.noise_model:
+        raise UsageError("give --backends fake_a,fake_b and/or --noise-model FILE")
+    out = args.out or str(Path(args.model).parent / "noisy-eval")
+    summary = run_noisy_eval(args.model, out, backends, args.noise_model, n=args.n, steps=args.steps,
+                             shots=args.shots, mitigation=args.mitigation, seed=args.seed, method=args.method,
+                             optimization_level=args.opt_level)
+    for name, e in summary["targets"].items():
+        if name == "ideal":
+            continue
+        print(f"{name:<28} block error {e['block_error_mean']:.3f} (max {e['block_error_max']:.3f}), "
+              f"image change {e['image_mean_abs_change'] * 100:.1f}%, {e['seconds_per_step']:.2f} s/step")
+    print(f"results: {out}/noisy_eval.md (noisy_eval.json, samples.png)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="qhybrid", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"qhybrid {__version__}")
@@ -365,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=_positive_int, default=50, help="sampling steps (default 50)")
     sample.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     sample.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic)")
-    sample.add_argument("--target", default="ideal", help="ideal (default), fake:<backend>, ibm:<backend>")
+    _add_target_options(sample)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True, help="output folder")
     sample.set_defaults(func=cmd_sample)
@@ -421,6 +494,43 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--inception", default=None)
     cmp_.add_argument("--seed", type=int, default=0)
     cmp_.set_defaults(func=cmd_compare)
+
+    backends = sub.add_parser("backends", help="list the fake backends (qubits, basis gates)")
+    backends.set_defaults(func=cmd_backends)
+
+    noise = sub.add_parser("noise", help="noise-model snapshots").add_subparsers(
+        dest="noise_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    snap = noise.add_parser("snapshot", help="freeze a fake backend's noise model into a JSON file")
+    snap.add_argument("backend", help="e.g. fake_torino")
+    snap.add_argument("--out", default="noise_models", help="folder (default noise_models/)")
+    snap.set_defaults(func=cmd_noise_snapshot)
+
+    circ = sub.add_parser("circuits", help="inspect the quantum block's circuits").add_subparsers(
+        dest="circuits_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    insp = circ.add_parser("inspect", help="transpile for a backend: depth, 2q gates, layout, duration, files")
+    src = insp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="a hybrid LDM (or quantum VAE) checkpoint folder")
+    src.add_argument("--spec", help="a CircuitSpec JSON file")
+    insp.add_argument("--backend", required=True, help="fake backend, e.g. fake_torino")
+    insp.add_argument("--noise-model", default=None, help="transpile for a snapshot's coupling map instead")
+    insp.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=1)
+    insp.add_argument("--seed", type=int, default=0, help="transpiler seed")
+    insp.add_argument("--out", default="circuits", help="folder (default circuits/)")
+    insp.set_defaults(func=cmd_circuits_inspect)
+
+    ne = sub.add_parser("noisy-eval", help="sample a hybrid model on ideal and noisy fake-backend targets")
+    ne.add_argument("--model", required=True, help="hybrid LDM checkpoint folder")
+    ne.add_argument("--backends", default="", help="comma-separated fake backends, e.g. fake_torino,fake_brisbane")
+    ne.add_argument("--noise-model", action="append", default=[], help="a snapshot JSON (repeatable)")
+    ne.add_argument("--n", type=_positive_int, default=16)
+    ne.add_argument("--steps", type=_positive_int, default=20)
+    ne.add_argument("--shots", type=_positive_int, default=1024)
+    ne.add_argument("--mitigation", action="store_true", help="readout-error mitigation")
+    ne.add_argument("--method", choices=["counts", "estimator"], default="counts")
+    ne.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=1)
+    ne.add_argument("--seed", type=int, default=0)
+    ne.add_argument("--out", default=None, help="output folder (default: next to the model, noisy-eval/)")
+    ne.set_defaults(func=cmd_noisy_eval)
     return parser
 
 

@@ -55,17 +55,17 @@ def sample_latents(model, scheduler, n: int, steps: int = 50, sampler: str = "dd
 
 def sample_images(model_dir: str | Path, n: int = 64, steps: int = 50, target: str = "ideal",
                   seed: int = 0, sampler: str = "ddim", eta: float = 0.0, progress: bool = True,
-                  loaded=None) -> tuple[np.ndarray, dict]:
+                  loaded=None, target_options: dict | None = None) -> tuple[np.ndarray, dict]:
     """Sample ``n`` images (uint8, (n, S, S, 3)) from an LDM checkpoint folder."""
     model, scheduler, vae, header = loaded or load_ldm(model_dir)
-    model.to_target(target)
+    model.to_target(target, **(target_options or {}))
     t0 = time.perf_counter()
     z = sample_latents(model, scheduler, n, steps, sampler, eta, seed, progress=progress)
     with torch.no_grad():
         images = tensor_to_images(torch.cat([vae.decode_latents(z[i:i + 64]) for i in range(0, len(z), 64)]))
     seconds = time.perf_counter() - t0
     info = {"model": str(model_dir), "denoiser": model.cfg.kind, "n": n, "steps": steps, "sampler": sampler,
-            "eta": eta, "target": target, "seed": seed, "seconds": seconds, "seconds_per_image": seconds / n}
+            "eta": eta, "target": target, "target_options": target_options or {}, "seed": seed, "seconds": seconds, "seconds_per_image": seconds / n}
     return images, info
 
 

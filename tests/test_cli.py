@@ -136,4 +136,4 @@ def test_train_diffusion_and_sample_cli(tmp_path):
     assert "invalid choice" in one_line_error(
         run("train", "diffusion", "--vae", str(vae), "--denoiser", "quantum", "--out", str(tmp_path / "z")))
     assert "not implemented" in one_line_error(
-        run("sample", "--model", str(ldm), "--target", "fake:fake_torino", "--out", str(out)))
+        run("sample", "--model", str(ldm), "--target", "ibm:ibm_torino", "--out", str(out)))

@@ -115,7 +115,7 @@ def test_to_target_keeps_the_same_parameter():
 
 
 @pytest.mark.parametrize("target, match", [
-    ("fake:fake_torino", "not implemented in this version"),
+    ("ibm:ibm_torino", "not implemented in this version"),
     ("quantum-cloud", "allowed: ideal, fake:<fake backend>, ibm:<backend>"),
     ("fake:", "needs a backend name"),
 ])

@@ -26,7 +26,10 @@ class TargetError(InputError):
     """An unknown, malformed or unavailable execution target (a ValueError)."""
 
 #: Target kinds and whether this build of qhybrid can execute them.
-TARGET_KINDS = {"ideal": True, "fake": False, "ibm": False}
+TARGET_KINDS = {"ideal": True, "fake": True, "ibm": False}
+#: Options of the fake target (see qhybrid.quantum.noisy.NoisyEstimator) and their defaults.
+FAKE_OPTIONS = {"shots": 1024, "method": "counts", "mitigation": False, "optimization_level": 1,
+                "seed_transpiler": 0, "seed": None, "noise_model": None}
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Target:
 
     @property
     def max_qubits(self) -> int:
-        return MAX_IDEAL_QUBITS if self.kind == "ideal" else 10_000
+        return MAX_IDEAL_QUBITS if self.kind == "ideal" else 10_000  # a backend checks its own width
 
     def make_qnn(self, circuit: QuantumCircuit, observables, input_params, weight_params):
         """Build the ``EstimatorQNN`` that evaluates ``circuit`` on this target."""
@@ -65,9 +68,36 @@ class Target:
                 input_gradients=True,
                 default_precision=0.0,
             )
+        if self.kind == "fake":
+            estimator = self.estimator()
+            qnn = EstimatorQNN(
+                circuit=circuit,
+                estimator=estimator,
+                observables=observables,
+                input_params=input_params,
+                weight_params=weight_params,
+                input_gradients=True,
+                default_precision=0.0,
+            )
+            # transpile now (the circuit object the QNN sends in its PUBs), so that a circuit too
+            # wide for the backend fails here rather than in the middle of sampling
+            estimator.program(qnn._circuit)
+            return qnn
         raise TargetError(  # pragma: no cover - guarded by parse_target
             f"target '{self}' is not available in this version of qhybrid"
         )
+
+    def estimator(self):
+        """The primitive behind this target (fake: a NoisyEstimator, built once per Target)."""
+        if self.kind == "ideal":
+            return ExactEstimator()
+        from .noisy import NoisyEstimator, noise_source_for_backend
+        from ..noise import load_snapshot
+
+        opts = {**FAKE_OPTIONS, **self.options}
+        path = opts.pop("noise_model")
+        source = load_snapshot(path) if path else noise_source_for_backend(self.backend)
+        return NoisyEstimator(source, **opts)
 
 
 def parse_target(target: "str | Target", **options: Any) -> Target:
@@ -91,6 +121,15 @@ def parse_target(target: "str | Target", **options: Any) -> Target:
     if not TARGET_KINDS[kind]:
         raise TargetError(
             f"target {target!r}: the {kind}: targets are not implemented in this version of "
-            "qhybrid yet; use 'ideal'"
+            "qhybrid yet; use 'ideal' or 'fake:<backend>'"
         )
-    return Target(kind, backend, dict(options))  # pragma: no cover - no such kind yet
+    if kind == "fake":
+        unknown = sorted(set(options) - set(FAKE_OPTIONS))
+        if unknown:
+            raise TargetError(f"unknown option(s) {', '.join(unknown)} for target {target!r}; "
+                              f"allowed: {', '.join(FAKE_OPTIONS)}")
+        if not options.get("noise_model"):
+            from .noisy import fake_backend
+
+            fake_backend(backend)  # unknown names fail here, listing the valid ones
+    return Target(kind, backend, dict(options))

@@ -1,0 +1,240 @@
+"""The fake: target: ISA circuits, noise, shots, readout mitigation, snapshots, inspection."""
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qhybrid.errors import InputError
+from qhybrid.noise import load_snapshot, write_snapshot
+from qhybrid.quantum import CircuitSpec, ExactEstimator, QuantumBlock, build_circuit, build_observables
+from qhybrid.quantum.noisy import (
+    IsaProgram,
+    NoiseSource,
+    NoisyEstimator,
+    fake_backend,
+    noise_model_from_dict,
+    noise_source_for_backend,
+)
+
+QHYBRID = str(Path(sys.executable).parent / "qhybrid")
+SPEC = CircuitSpec(num_qubits=4, reps=2, observables=("Z0", "Z1", "Z2 Z3", "Z3"))
+
+
+def circuit_values(spec=SPEC, rows=5, seed=0):
+    circuit, _, _ = build_circuit(spec)
+    values = np.random.default_rng(seed).uniform(-2, 2, (rows, circuit.num_parameters))
+    return circuit, build_observables(spec), values
+
+
+def evs(estimator, circuit, observables, values):
+    return np.stack([r.data.evs for r in estimator.run([(circuit, o, values) for o in observables]).result()], 1)
+
+
+@pytest.mark.parametrize("backend", ["fake_torino", "fake_brisbane"])
+def test_isa_circuit_uses_basis_gates_and_coupling_map(backend):
+    source = noise_source_for_backend(backend)
+    circuit, _, _ = circuit_values(CircuitSpec(num_qubits=6, reps=3, entanglement="full"))
+    program = IsaProgram(circuit, source, optimization_level=1, seed=0)
+    edges = {tuple(e) for e in source.coupling_map}
+    for ins in program.isa.data:
+        name = ins.operation.name
+        assert name in source.basis_gates or name == "barrier", name
+        if ins.operation.num_qubits == 2:
+            pair = tuple(program.isa.find_bit(q).index for q in ins.qubits)
+            assert pair in edges, (name, pair)
+    assert len(program.physical) == 6 and len(set(program.physical)) == 6
+
+
+def noiseless(source: NoiseSource) -> NoiseSource:
+    return NoiseSource(source.name, source.num_qubits, source.basis_gates, source.coupling_map, {"errors": []},
+                       source.backend)
+
+
+def test_noiseless_aer_on_the_isa_circuit_equals_the_ideal_target():
+    circuit, observables, values = circuit_values()
+    ideal = evs(ExactEstimator(), circuit, observables, values)
+    clean = noiseless(noise_source_for_backend("fake_torino"))
+    exact = evs(NoisyEstimator(clean, shots=10**8, method="estimator", seed=0), circuit, observables, values)
+    np.testing.assert_allclose(exact, ideal, atol=5e-4)  # precision 1/sqrt(shots) = 1e-4
+    shots = 4000
+    counts = evs(NoisyEstimator(clean, shots=shots, seed=1), circuit, observables, values)
+    sigma = np.sqrt((1 - ideal**2) / shots) + 1e-3
+    assert np.all(np.abs(counts - ideal) <= 5 * sigma)
+
+
+def test_noisy_outputs_stay_near_ideal_and_both_paths_agree():
+    circuit, observables, values = circuit_values()
+    ideal = evs(ExactEstimator(), circuit, observables, values)
+    source = noise_source_for_backend("fake_torino")
+    shots = 8000
+    counts = evs(NoisyEstimator(source, shots=shots, mitigation=True, seed=2), circuit, observables, values)
+    est = evs(NoisyEstimator(source, shots=shots, method="estimator", seed=3), circuit, observables, values)
+    sigma = np.sqrt(np.clip(1 - ideal**2, 0.05, 1) / shots)
+    gate_noise = 0.1  # a 4-qubit, 2-rep circuit: a few dozen noisy gates
+    assert np.all(np.abs(counts - ideal) <= 5 * sigma + gate_noise)
+    assert np.all(np.abs(est - ideal) <= 5 / np.sqrt(shots) + gate_noise)
+    # the same noise model through the two paths: equal within the shot noise of both
+    assert np.all(np.abs(counts - est) <= 5 * np.sqrt(sigma**2 + 1 / shots) + 0.02)
+    # and the noise is really there: exact noisy values (precision 1e-4) differ from ideal
+    exact_noisy = evs(NoisyEstimator(source, shots=10**8, method="estimator", seed=3), circuit, observables, values)
+    assert np.abs(exact_noisy - ideal).max() > 0.005
+
+
+def test_readout_mitigation_reduces_the_error_under_readout_noise_only():
+    from qiskit_aer.noise import NoiseModel, ReadoutError
+
+    model = NoiseModel()
+    model.add_all_qubit_readout_error(ReadoutError([[0.9, 0.1], [0.15, 0.85]]))
+    base = noise_source_for_backend("fake_torino")
+    source = NoiseSource("readout-only", base.num_qubits, base.basis_gates, base.coupling_map,
+                         model.to_dict(), base.backend)
+    circuit, observables, values = circuit_values()
+    ideal = evs(ExactEstimator(), circuit, observables, values)
+    shots = 8000
+    raw = evs(NoisyEstimator(source, shots=shots, seed=4), circuit, observables, values)
+    mitigated = evs(NoisyEstimator(source, shots=shots, mitigation=True, seed=4), circuit, observables, values)
+    assert np.abs(raw - ideal).mean() > 0.05  # <Z> -> 0.75 <Z> + 0.05 for one qubit
+    assert np.abs(mitigated - ideal).mean() < 0.25 * np.abs(raw - ideal).mean()
+    assert np.abs(mitigated - ideal).max() < 0.06
+
+
+def test_counts_path_runs_once_for_all_observables():
+    circuit, observables, values = circuit_values()
+    est = NoisyEstimator(noise_source_for_backend("fake_torino"), shots=256, seed=5)
+    est.run([(circuit, o, values) for o in observables]).result()
+    assert est.executions == 1
+    est2 = NoisyEstimator(noise_source_for_backend("fake_torino"), shots=256, method="estimator", seed=5)
+    est2.run([(circuit, o, values) for o in observables]).result()
+    assert est2.executions == 1  # grouped too: one Aer EstimatorV2 call with all observables
+
+
+def test_snapshot_round_trip_gives_an_identical_noise_model(tmp_path):
+    path = write_snapshot("fake_athens", tmp_path)
+    data = json.loads(path.read_text())
+    assert data["backend"] == "fake_athens" and data["num_qubits"] == 5 and data["calibration_date"]
+    assert {"basis_gates", "coupling_map", "versions", "noise_model"} <= set(data)
+    loaded = load_snapshot(path)
+    original = noise_model_from_dict(noise_source_for_backend("fake_athens").noise)
+    assert noise_model_from_dict(loaded.noise) == original
+    # and it runs: the same block, the snapshot's noise
+    block = QuantumBlock(CircuitSpec(num_qubits=3, reps=1), seed=0)
+    x = torch.rand(4, 3)
+    ideal = block(x)
+    block.to_target("fake:fake_athens", noise_model=str(path), shots=4000, seed=0, mitigation=True)
+    assert (block(x) - ideal).abs().max() < 0.2
+
+
+def test_bad_input_is_named():
+    with pytest.raises(InputError, match="valid names: .*fake_torino"):
+        fake_backend("fake_nowhere")
+    with pytest.raises(InputError, match="valid names"):
+        QuantumBlock(CircuitSpec(num_qubits=2), target="fake:fake_nowhere")
+    with pytest.raises(InputError, match="6 qubits but backend fake_athens has only 5"):
+        QuantumBlock(CircuitSpec(num_qubits=6), target="fake:fake_athens")
+    for shots in (0, -5, 2.5):
+        with pytest.raises(InputError, match="shots must be a positive integer"):
+            QuantumBlock(CircuitSpec(num_qubits=2), target="fake:fake_athens", shots=shots)
+    with pytest.raises(InputError, match="unknown option"):
+        QuantumBlock(CircuitSpec(num_qubits=2), target="fake:fake_athens", shotz=10)
+
+
+def test_snapshot_errors(tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(InputError, match="is not a noise-model snapshot"):
+        load_snapshot(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text("{nope")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_snapshot(tmp_path / "y.json")
+    with pytest.raises(InputError, match="not found"):
+        load_snapshot(tmp_path / "z.json")
+
+
+# --- CLI --------------------------------------------------------------------------------------------
+def run(*args):
+    return subprocess.run([QHYBRID, *args], capture_output=True, text=True, timeout=900)
+
+
+def error_line(proc, code=2):
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("qhybrid: error")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_backends_snapshot_and_inspect_cli(tmp_path):
+    proc = run("backends")
+    assert proc.returncode == 0
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("fake_torino"))
+    assert "133" in line and "cz" in line
+    proc = run("noise", "snapshot", "fake_athens", "--out", str(tmp_path / "nm"))
+    assert proc.returncode == 0, proc.stderr
+    snap = next((tmp_path / "nm").glob("fake_athens-*.json"))
+    spec = tmp_path / "spec.json"
+    spec.write_text(CircuitSpec(num_qubits=4, reps=2).to_json())
+    proc = run("circuits", "inspect", "--spec", str(spec), "--backend", "fake_athens", "--opt-level", "3",
+               "--out", str(tmp_path / "circ"))
+    assert proc.returncode == 0, proc.stderr
+    assert "two-qubit gates" in proc.stdout and "estimated duration" in proc.stdout
+    folder = tmp_path / "circ" / "spec"
+    for ext in ("qasm", "txt", "png", "json"):
+        assert (folder / f"fake_athens.{ext}").stat().st_size > 0
+    assert (folder / "fake_athens.qasm").read_text().startswith("OPENQASM 3")
+    stats = json.loads((folder / "fake_athens.json").read_text())
+    assert set(stats["transpiled"]["ops"]) <= set(stats["basis_gates"])
+    proc = run("circuits", "inspect", "--spec", str(spec), "--backend", "fake_athens", "--noise-model", str(snap),
+               "--out", str(tmp_path / "circ"))
+    assert proc.returncode == 0, proc.stderr
+    assert "valid names" in error_line(run("circuits", "inspect", "--spec", str(spec), "--backend", "fake_mars"))
+    wide = tmp_path / "wide.json"
+    wide.write_text(CircuitSpec(num_qubits=7).to_json())
+    assert "7 qubits but backend fake_athens has only 5" in error_line(
+        run("circuits", "inspect", "--spec", str(wide), "--backend", "fake_athens", "--out", str(tmp_path / "c")))
+    (tmp_path / "notsnap.json").write_text("[]")
+    assert "not a noise-model snapshot" in error_line(
+        run("circuits", "inspect", "--spec", str(spec), "--backend", "fake_athens", "--noise-model",
+            str(tmp_path / "notsnap.json"), "--out", str(tmp_path / "c")))
+
+
+@pytest.fixture(scope="module")
+def tiny_hybrid(tmp_path_factory):
+    from qhybrid.train_diffusion import DiffusionTrainConfig, train_diffusion
+    from qhybrid.train_vae import VAETrainConfig, train_vae
+    from qhybrid.vae import VAEConfig
+
+    root = tmp_path_factory.mktemp("noisy")
+    train_vae(root / "vae", VAEConfig(size=32), VAETrainConfig(n=16, epochs=1, batch=8), progress=False)
+    train_diffusion(root / "ldm-hybrid", root / "vae", "hybrid", DiffusionTrainConfig(n=16, steps=10, batch=8),
+                    num_qubits=3, reps=1, progress=False)
+    train_diffusion(root / "ldm-classical", root / "vae", "classical", DiffusionTrainConfig(n=16, steps=5, batch=8),
+                    progress=False)
+    return root
+
+
+def test_sample_and_noisy_eval_cli(tmp_path, tiny_hybrid):
+    model = tiny_hybrid / "ldm-hybrid"
+    out = tmp_path / "s"
+    proc = run("sample", "--model", str(model), "--n", "3", "--steps", "3", "--target", "fake:fake_athens",
+               "--shots", "256", "--mitigation", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((out / "samples.json").read_text())
+    assert info["target"] == "fake:fake_athens" and info["target_options"]["shots"] == 256
+    proc = run("noisy-eval", "--model", str(model), "--backends", "fake_athens,fake_lima", "--n", "4", "--steps",
+               "3", "--shots", "256", "--out", str(tmp_path / "ne"))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "ne" / "noisy_eval.json").read_text())
+    assert set(summary["targets"]) == {"ideal", "fake_athens", "fake_lima"}
+    assert summary["targets"]["fake_athens"]["block_error_mean"] >= 0
+    assert (tmp_path / "ne" / "noisy_eval.md").exists() and (tmp_path / "ne" / "samples.png").exists()
+    assert "without a quantum block" in error_line(
+        run("noisy-eval", "--model", str(tiny_hybrid / "ldm-classical"), "--backends", "fake_athens"))
+    assert "valid names" in error_line(run("noisy-eval", "--model", str(model), "--backends", "fake_mars"))
+    assert "invalid choice" in error_line(run("sample", "--model", str(model), "--out", str(out), "--opt-level", "7"))
+    assert "positive integer" in error_line(
+        run("sample", "--model", str(model), "--out", str(out), "--target", "fake:fake_athens", "--shots", "0"))
+    assert "only apply to a fake" in error_line(run("sample", "--model", str(model), "--out", str(out), "--mitigation"))
