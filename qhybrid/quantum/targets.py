@@ -55,37 +55,27 @@ class Target:
                 f"'{self}': at most {self.max_qubits} qubits (2^{self.max_qubits} amplitudes "
                 "per sample); use fewer qubits or a fake:/ibm: target"
             )
-        if self.kind == "ideal":
-            estimator = ExactEstimator()
-            gradient = ExactEstimatorGradient(estimator)
-            return EstimatorQNN(
-                circuit=circuit,
-                estimator=estimator,
-                observables=observables,
-                input_params=input_params,
-                weight_params=weight_params,
-                gradient=gradient,
-                input_gradients=True,
-                default_precision=0.0,
-            )
+        if self.kind not in ("ideal", "fake"):  # pragma: no cover - guarded by parse_target
+            raise TargetError(f"target '{self}' is not available in this version of qhybrid")
+        estimator = self.estimator()
+        # ideal: qhybrid's exact adjoint gradient; fake: qiskit-machine-learning's default
+        # (parameter shift through the noisy estimator)
+        gradient = ExactEstimatorGradient(estimator) if self.kind == "ideal" else None
+        qnn = EstimatorQNN(
+            circuit=circuit,
+            estimator=estimator,
+            observables=observables,
+            input_params=input_params,
+            weight_params=weight_params,
+            gradient=gradient,
+            input_gradients=True,
+            default_precision=0.0,
+        )
         if self.kind == "fake":
-            estimator = self.estimator()
-            qnn = EstimatorQNN(
-                circuit=circuit,
-                estimator=estimator,
-                observables=observables,
-                input_params=input_params,
-                weight_params=weight_params,
-                input_gradients=True,
-                default_precision=0.0,
-            )
             # transpile now (the circuit object the QNN sends in its PUBs), so that a circuit too
             # wide for the backend fails here rather than in the middle of sampling
             estimator.program(qnn._circuit)
-            return qnn
-        raise TargetError(  # pragma: no cover - guarded by parse_target
-            f"target '{self}' is not available in this version of qhybrid"
-        )
+        return qnn
 
     def estimator(self):
         """The primitive behind this target (fake: a NoisyEstimator, built once per Target)."""
