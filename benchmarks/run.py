@@ -389,7 +389,7 @@ def bench_noisy(args) -> str:
         "",
         f"One forward pass of the hybrid denoiser's quantum block (8 qubits, `real_amplitudes` reps 3) for "
         f"{batch} chains — what each denoising step of `qhybrid noisy-eval` / `sample --target fake:…` costs — "
-        f"{shots} shots, Aer density-matrix method, transpiler optimisation level 1. **counts**: all qubits measured "
+        f"{shots} shots, Aer density-matrix method, transpiler optimisation level 2. **counts**: all qubits measured "
         "once, every ⟨Z⟩ from the same counts, circuit compacted to the qubits it uses with the noise model "
         "restricted to them (qhybrid's default); **EstimatorV2**: Aer's `EstimatorV2` on the same compact circuit "
         "and mapped observables; **full width**: the counts circuit left at the backend's width with the full "

@@ -180,7 +180,7 @@ def _add_target_options(parser) -> None:
     parser.add_argument("--mitigation", action="store_true", help="fake target: readout-error mitigation")
     parser.add_argument("--method", choices=["counts", "estimator"], default="counts",
                         help="fake target: counts (one execution for all Z observables) or Aer EstimatorV2")
-    parser.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=1, help="transpiler optimisation level")
+    parser.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2, help="transpiler optimisation level")
     parser.add_argument("--noise-model", default=None, help="fake target: run from a noise-model snapshot JSON")
 
 
@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--spec", help="a CircuitSpec JSON file")
     insp.add_argument("--backend", required=True, help="fake backend, e.g. fake_torino")
     insp.add_argument("--noise-model", default=None, help="transpile for a snapshot's coupling map instead")
-    insp.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=1)
+    insp.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
     insp.add_argument("--seed", type=int, default=0, help="transpiler seed")
     insp.add_argument("--out", default="circuits", help="folder (default circuits/)")
     insp.set_defaults(func=cmd_circuits_inspect)
@@ -527,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     ne.add_argument("--shots", type=_positive_int, default=1024)
     ne.add_argument("--mitigation", action="store_true", help="readout-error mitigation")
     ne.add_argument("--method", choices=["counts", "estimator"], default="counts")
-    ne.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=1)
+    ne.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
     ne.add_argument("--seed", type=int, default=0)
     ne.add_argument("--out", default=None, help="output folder (default: next to the model, noisy-eval/)")
     ne.set_defaults(func=cmd_noisy_eval)

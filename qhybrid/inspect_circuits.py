@@ -32,7 +32,7 @@ def _spec_from_model(folder: Path):
 
 
 def inspect_circuit(model=None, spec=None, backend: str = "fake_torino", noise_model=None,
-                    optimization_level: int = 1, seed: int = 0, out: str | Path = "circuits") -> dict:
+                    optimization_level: int = 2, seed: int = 0, out: str | Path = "circuits") -> dict:
     import matplotlib
 
     matplotlib.use("Agg")

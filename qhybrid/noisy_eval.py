@@ -21,7 +21,7 @@ from .errors import InputError
 
 def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], snapshots: list[str] | None = None,
                    n: int = 16, steps: int = 20, shots: int = 1024, mitigation: bool = False, seed: int = 0,
-                   method: str = "counts", optimization_level: int = 1, progress: bool = True, log=print) -> dict:
+                   method: str = "counts", optimization_level: int = 2, progress: bool = True, log=print) -> dict:
     from .evaluate import evaluate_sets, real_reference
     from .plots import save_side_by_side
     from .quantum.noisy import noise_source_for_backend

@@ -250,7 +250,7 @@ class NoisyEstimator(BaseEstimatorV2):
     """``BaseEstimatorV2`` on Aer with a fake backend's noise (see the module docstring)."""
 
     def __init__(self, source: NoiseSource, shots: int = 1024, method: str = COUNTS, mitigation: bool = False,
-                 optimization_level: int = 1, seed_transpiler: int | None = 0, seed: int | None = None,
+                 optimization_level: int = 2, seed_transpiler: int | None = 0, seed: int | None = None,
                  calibration_shots: int = 8192):
         if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots <= 0:
             raise NoisyTargetError(f"shots must be a positive integer, got {shots!r}")

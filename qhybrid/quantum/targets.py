@@ -28,7 +28,7 @@ class TargetError(InputError):
 #: Target kinds and whether this build of qhybrid can execute them.
 TARGET_KINDS = {"ideal": True, "fake": True, "ibm": False}
 #: Options of the fake target (see qhybrid.quantum.noisy.NoisyEstimator) and their defaults.
-FAKE_OPTIONS = {"shots": 1024, "method": "counts", "mitigation": False, "optimization_level": 1,
+FAKE_OPTIONS = {"shots": 1024, "method": "counts", "mitigation": False, "optimization_level": 2,
                 "seed_transpiler": 0, "seed": None, "noise_model": None}
 
 
