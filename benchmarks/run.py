@@ -40,6 +40,18 @@ def timeit(fn, *, min_time=1.0, max_reps=30, warmup=1):
     return statistics.median(times)
 
 
+def interleaved_medians(run_one, names, rounds: int) -> dict:
+    """Median seconds of ``run_one(name)`` per name: one warm-up each, then ``rounds`` interleaved
+    rounds, so drifts in machine load hit every contender alike."""
+    for name in names:
+        run_one(name)
+    times = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            times[name].append(run_one(name))
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
 def machine_info() -> str:
     import qiskit
     import qiskit_aer
@@ -251,7 +263,6 @@ def bench_vae(args) -> str:
     spec = CircuitSpec(num_qubits=6, reps=2)
     models = {"classical": VAE(VAEConfig(size=size)), "quantum-enhanced": VAE(VAEConfig(size=size, quantum=spec.to_dict()))}
     opts = {k: torch.optim.AdamW(m.parameters(), 1e-3) for k, m in models.items()}
-    times = {k: [] for k in models}
 
     def epoch(name):
         model, opt = models[name], opts[name]
@@ -263,12 +274,7 @@ def bench_vae(args) -> str:
             opt.step()
         return time.perf_counter() - t0
 
-    for name in models:
-        epoch(name)  # warm-up
-    for _ in range(rounds):  # interleaved, so drifts in machine load hit both alike
-        for name in models:
-            times[name].append(epoch(name))
-    rate = {k: batch * steps / statistics.median(v) for k, v in times.items()}
+    rate = {k: batch * steps / t for k, t in interleaved_medians(epoch, list(models), rounds).items()}
     q = models["quantum-enhanced"]
     lines = [
         "## VAE training throughput",
@@ -316,13 +322,7 @@ def bench_diffusion(args) -> str:
             opt.step()
         return time.perf_counter() - t0
 
-    times = {k: [] for k in kinds}
-    for k in kinds:
-        train_round(k)
-    for _ in range(rounds):
-        for k in kinds:
-            times[k].append(train_round(k))
-    rate = {k: steps / statistics.median(v) for k, v in times.items()}
+    rate = {k: steps / t for k, t in interleaved_medians(train_round, kinds, rounds).items()}
     sample_time = {}
     for k in kinds:
         models[k].eval()

@@ -17,10 +17,10 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import io
+from .denoiser import DENOISERS
 from .errors import InputError
 from .evaluate import evaluate_sets, fmt, real_reference
 
-PREFERRED_ORDER = ("classical", "classical-large", "hybrid")
 
 
 def find_models(run_dir: Path) -> list[tuple[str, Path]]:
@@ -35,7 +35,7 @@ def find_models(run_dir: Path) -> list[tuple[str, Path]]:
             continue
         if kind == "ldm":
             found.append((folder.name.removeprefix("ldm-"), folder))
-    rank = {k: i for i, k in enumerate(PREFERRED_ORDER)}
+    rank = {k: i for i, k in enumerate(DENOISERS)}
     return sorted(found, key=lambda item: (rank.get(item[0], len(rank)), item[0]))
 
 

@@ -19,10 +19,10 @@ import numpy as np
 from . import __version__, io
 from . import checkpoint as ckpt
 from .data import load_dataset
+from .denoiser import DENOISERS
 from .errors import InputError
 from .plots import save_image_grid
 
-DENOISER_ORDER = ("classical", "classical-large", "hybrid")
 
 
 @dataclass
@@ -75,7 +75,6 @@ def run_demo(out: str | Path, cfg: DemoConfig, resume: bool = False, progress: b
         except (json.JSONDecodeError, UnicodeDecodeError):
             previous = {}
     summaries: dict[str, dict] = {}
-    t_all = time.perf_counter()
 
     # 1. data
     data = load_dataset("synthetic", cfg.size, "train", n=cfg.n_train, seed=cfg.seed)
@@ -98,7 +97,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, resume: bool = False, progress: b
         timings["vae"] = previous.get("vae", float("nan"))
 
     # 3. denoisers
-    for k, kind in enumerate(DENOISER_ORDER):
+    for k, kind in enumerate(DENOISERS):
         folder = out / f"ldm-{kind}"
         t0 = time.perf_counter()
         if not _stage_done(folder, "step", cfg.steps):

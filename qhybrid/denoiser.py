@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import config_from_dict
+from .layers import group_norm
 from .quantum import CircuitSpec, QuantumBlock
 
 DENOISERS = ("classical", "classical-large", "hybrid")
@@ -35,17 +36,15 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
-def _groups(c: int) -> int:
-    return next(g for g in (8, 4, 2, 1) if c % g == 0)
 
 
 class TimeResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, tdim: int):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.norm1 = group_norm(cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.film = nn.Linear(tdim, 2 * cout)
-        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.norm2 = group_norm(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
@@ -139,7 +138,7 @@ class LatentDenoiser(nn.Module):
         self.mid2 = TimeResBlock(2 * c, 2 * c, tdim)
         self.upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * c, c, 3, padding=1))
         self.up1 = TimeResBlock(2 * c, c, tdim)
-        self.norm_out = nn.GroupNorm(_groups(c), c)
+        self.norm_out = group_norm(c)
         self.conv_out = nn.Conv2d(c, cfg.latent_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .degrade import DEGRADATIONS, UNGRADABLE_RANGE, degrade
 from .errors import InputError
+from .layers import FundusNormalize
 from .synthetic import SyntheticFundus
 from .validator import augment, to_tensor
 
@@ -61,11 +62,10 @@ class FundusEncoder(nn.Module):
         self.eye = nn.Linear(cfg.dim, 2)
         self.points = nn.Linear(cfg.dim, 4)  # disc x, y, fovea x, y (image coordinates)
         self.kind = nn.Linear(cfg.dim, len(_KINDS))
-        self.register_buffer("mean", torch.tensor([0.45, 0.25, 0.13]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.3, 0.18, 0.1]).view(1, 3, 1, 1))
+        self.normalize = FundusNormalize()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body((x - self.mean) / self.std).mean(dim=(2, 3))
+        h = self.body(self.normalize(x)).mean(dim=(2, 3))
         return self.proj(h)
 
     def forward(self, x):

@@ -69,7 +69,7 @@ def sample_images(model_dir: str | Path, n: int = 64, steps: int = 50, target: s
     return images, info
 
 
-def write_samples(images: np.ndarray, out: str | Path, info: dict, grid_title: str | None = None) -> Path:
+def write_samples(images: np.ndarray, out: str | Path, info: dict) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for k, img in enumerate(images):

@@ -21,16 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import config_from_dict
+from .layers import group_norm
 from .quantum import CircuitSpec, QuantumBlock
 
 VAE_SIZES = (32, 64, 128)
 
 
-def _groups(channels: int) -> int:
-    for g in (8, 4, 2, 1):
-        if channels % g == 0:
-            return g
-    return 1
 
 
 class ResBlock(nn.Module):
@@ -38,9 +34,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.norm1 = group_norm(cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.norm2 = group_norm(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
@@ -138,7 +134,7 @@ class Encoder(nn.Module):
             QuantumBottleneck(c, CircuitSpec.from_dict(cfg.quantum), cfg.quantum_gate_init)
             if cfg.quantum else None
         )
-        self.norm_out = nn.GroupNorm(_groups(c), c)
+        self.norm_out = group_norm(c)
         self.conv_out = nn.Conv2d(c, 2 * cfg.latent_channels, 3, padding=1)
 
     def forward(self, x):
@@ -162,7 +158,7 @@ class Decoder(nn.Module):
                 ResBlock(cfg.channels(i), cfg.channels(i)),
             ))
         self.levels = nn.Sequential(*levels)
-        self.norm_out = nn.GroupNorm(_groups(cfg.channels(0)), cfg.channels(0))
+        self.norm_out = group_norm(cfg.channels(0))
         self.conv_out = nn.Conv2d(cfg.channels(0), 3, 3, padding=1)
 
     def forward(self, z):

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .degrade import DEGRADATIONS, GRADABLE_RANGE, UNGRADABLE_RANGE, degrade
 from .errors import InputError
+from .layers import FundusNormalize
 from .synthetic import SyntheticFundus, render_fundus
 
 #: The validator's own seed space, far from the generators' data seeds.
@@ -61,12 +62,11 @@ class GradabilityNet(nn.Module):
             block(4 * w, 4 * w, 1), block(4 * w, 6 * w, 2), block(6 * w, 8 * w, 2),
         )
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(16 * w, 1))
-        self.register_buffer("mean", torch.tensor([0.45, 0.25, 0.13]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.3, 0.18, 0.1]).view(1, 3, 1, 1))
+        self.normalize = FundusNormalize()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: float images in [0, 1], (B, 3, size, size) -> logits (B,)."""
-        h = self.features((x - self.mean) / self.std)
+        h = self.features(self.normalize(x))
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
         return self.head(pooled).squeeze(1)
 

@@ -1,15 +1,9 @@
 """The qhybrid command, invoked for real."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-QHYBRID = str(Path(sys.executable).parent / "qhybrid")
+from cli_helpers import one_line_error, run
 
-
-def run(*args, **kwargs):
-    return subprocess.run([QHYBRID, *args], capture_output=True, text=True, timeout=600, **kwargs)
 
 
 def test_usage_errors_exit_2_with_one_line():
@@ -36,11 +30,6 @@ def test_version():
     assert proc.returncode == 0 and proc.stdout.startswith("qhybrid ")
 
 
-def one_line_error(proc, code=2):
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("qhybrid: error")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 def test_data_synth_and_show(tmp_path):

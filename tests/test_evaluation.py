@@ -1,16 +1,12 @@
 """The gradability validator, the fundus feature encoder, and the evaluate / score commands."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from qhybrid.checkpoint import CheckpointError
 from qhybrid.degrade import DEGRADATIONS, degrade
 from qhybrid.errors import InputError
 from qhybrid.evaluate import evaluate_sets
@@ -18,7 +14,8 @@ from qhybrid.features import EncoderTrainConfig, load_encoder, train_encoder
 from qhybrid.synthetic import SyntheticFundus
 from qhybrid.validator import ValidatorTrainConfig, load_validator, predict, roc_auc, train_validator
 
-QHYBRID = str(Path(sys.executable).parent / "qhybrid")
+from cli_helpers import one_line_error, run
+
 
 
 @pytest.fixture(scope="session")
@@ -99,15 +96,6 @@ def test_evaluate_sets_and_inception_path(tmp_path, validator_dir, encoder_dir):
         evaluate_sets(real, fake[:4], k=5)
 
 
-def run(*args):
-    return subprocess.run([QHYBRID, *args], capture_output=True, text=True, timeout=600)
-
-
-def error_line(proc):
-    assert proc.returncode != 0, proc.stdout
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("qhybrid: error")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 def write_pngs(folder, images, prefix="img"):
@@ -129,10 +117,10 @@ def test_score_cli(tmp_path, validator_dir):
     assert np.mean([s["p_gradable"] for s in scores[:3]]) > np.mean([s["p_gradable"] for s in scores[3:]])
     proc = run("validator", "score", "--model", str(validator_dir), str(folder / "img000.png"))
     assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 1
-    assert "is not a validator checkpoint" in error_line(
+    assert "is not a validator checkpoint" in one_line_error(
         run("validator", "score", "--model", str(tmp_path / "imgs"), str(folder)))
     (tmp_path / "empty").mkdir()
-    assert "contains no images" in error_line(run("validator", "score", "--model", str(validator_dir), str(tmp_path / "empty")))
+    assert "contains no images" in one_line_error(run("validator", "score", "--model", str(validator_dir), str(tmp_path / "empty")))
 
 
 def test_evaluate_cli(tmp_path, validator_dir, encoder_dir):
@@ -148,8 +136,8 @@ def test_evaluate_cli(tmp_path, validator_dir, encoder_dir):
     assert result["n_generated"] == 25 and result["n_real"] == 30
     assert "fd" in result["fundus_features"] and "gradable" in result
     few = write_pngs(tmp_path / "few", gen[:3])
-    assert "need more than 5" in error_line(run("evaluate", "--real", "synthetic", "--generated", str(few)))
+    assert "need more than 5" in one_line_error(run("evaluate", "--real", "synthetic", "--generated", str(few)))
     (tmp_path / "nothing").mkdir()
-    assert "contains no images" in error_line(run("evaluate", "--real", "synthetic", "--generated", str(tmp_path / "nothing")))
-    assert "expected a validator checkpoint" in error_line(
+    assert "contains no images" in one_line_error(run("evaluate", "--real", "synthetic", "--generated", str(tmp_path / "nothing")))
+    assert "expected a validator checkpoint" in one_line_error(
         run("evaluate", "--real", "synthetic", "--generated", str(folder), "--validator", str(encoder_dir)))

@@ -1,10 +1,6 @@
 """The fake: target: ISA circuits, noise, shots, readout mitigation, snapshots, inspection."""
 
 import json
-import subprocess
-import sys
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +18,8 @@ from qhybrid.quantum.noisy import (
     noise_source_for_backend,
 )
 
-QHYBRID = str(Path(sys.executable).parent / "qhybrid")
+from cli_helpers import one_line_error, run
+
 SPEC = CircuitSpec(num_qubits=4, reps=2, observables=("Z0", "Z1", "Z2 Z3", "Z3"))
 
 
@@ -156,15 +153,6 @@ def test_snapshot_errors(tmp_path):
 
 
 # --- CLI --------------------------------------------------------------------------------------------
-def run(*args):
-    return subprocess.run([QHYBRID, *args], capture_output=True, text=True, timeout=900)
-
-
-def error_line(proc, code=2):
-    assert proc.returncode == code, (proc.returncode, proc.stderr)
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("qhybrid: error")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 def test_backends_snapshot_and_inspect_cli(tmp_path):
@@ -190,13 +178,13 @@ def test_backends_snapshot_and_inspect_cli(tmp_path):
     proc = run("circuits", "inspect", "--spec", str(spec), "--backend", "fake_athens", "--noise-model", str(snap),
                "--out", str(tmp_path / "circ"))
     assert proc.returncode == 0, proc.stderr
-    assert "valid names" in error_line(run("circuits", "inspect", "--spec", str(spec), "--backend", "fake_mars"))
+    assert "valid names" in one_line_error(run("circuits", "inspect", "--spec", str(spec), "--backend", "fake_mars"))
     wide = tmp_path / "wide.json"
     wide.write_text(CircuitSpec(num_qubits=7).to_json())
-    assert "7 qubits but backend fake_athens has only 5" in error_line(
+    assert "7 qubits but backend fake_athens has only 5" in one_line_error(
         run("circuits", "inspect", "--spec", str(wide), "--backend", "fake_athens", "--out", str(tmp_path / "c")))
     (tmp_path / "notsnap.json").write_text("[]")
-    assert "not a noise-model snapshot" in error_line(
+    assert "not a noise-model snapshot" in one_line_error(
         run("circuits", "inspect", "--spec", str(spec), "--backend", "fake_athens", "--noise-model",
             str(tmp_path / "notsnap.json"), "--out", str(tmp_path / "c")))
 
@@ -231,10 +219,10 @@ def test_sample_and_noisy_eval_cli(tmp_path, tiny_hybrid):
     assert set(summary["targets"]) == {"ideal", "fake_athens", "fake_lima"}
     assert summary["targets"]["fake_athens"]["block_error_mean"] >= 0
     assert (tmp_path / "ne" / "noisy_eval.md").exists() and (tmp_path / "ne" / "samples.png").exists()
-    assert "without a quantum block" in error_line(
+    assert "without a quantum block" in one_line_error(
         run("noisy-eval", "--model", str(tiny_hybrid / "ldm-classical"), "--backends", "fake_athens"))
-    assert "valid names" in error_line(run("noisy-eval", "--model", str(model), "--backends", "fake_mars"))
-    assert "invalid choice" in error_line(run("sample", "--model", str(model), "--out", str(out), "--opt-level", "7"))
-    assert "positive integer" in error_line(
+    assert "valid names" in one_line_error(run("noisy-eval", "--model", str(model), "--backends", "fake_mars"))
+    assert "invalid choice" in one_line_error(run("sample", "--model", str(model), "--out", str(out), "--opt-level", "7"))
+    assert "positive integer" in one_line_error(
         run("sample", "--model", str(model), "--out", str(out), "--target", "fake:fake_athens", "--shots", "0"))
-    assert "only apply to a fake" in error_line(run("sample", "--model", str(model), "--out", str(out), "--mitigation"))
+    assert "only apply to a fake" in one_line_error(run("sample", "--model", str(model), "--out", str(out), "--mitigation"))

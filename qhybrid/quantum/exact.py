@@ -578,6 +578,15 @@ class _Cache:
         return hit
 
 
+def broadcast_table(table: np.ndarray, param_shape: tuple, obs_shape: tuple) -> np.ndarray:
+    """PUB broadcasting: ``table[row, obs]`` (flattened parameter sets x flattened observables)
+    -> expectation values of the broadcast shape of ``param_shape`` and ``obs_shape``."""
+    state_idx = np.arange(max(1, int(np.prod(param_shape)))).reshape(param_shape)
+    obs_idx = np.arange(int(np.prod(obs_shape))).reshape(obs_shape)
+    s_idx, o_idx = np.broadcast_arrays(state_idx, obs_idx)
+    return np.asarray(table[s_idx, o_idx], dtype=np.float64)
+
+
 def _as_sparse_pauli(observable, num_qubits: int) -> SparsePauliOp:
     if isinstance(observable, SparsePauliOp):
         return observable
@@ -663,10 +672,7 @@ class ExactEstimator(BaseEstimatorV2):
             observables = self._cache.observable_set(obs_list, compiled)
             with torch.inference_mode():
                 table = observables.expectation(psi).numpy()  # (num_states, num_obs)
-            state_idx = np.arange(rows).reshape(param_shape)
-            obs_idx = np.arange(len(obs_list)).reshape(obs_array.shape)
-            s_idx, o_idx = np.broadcast_arrays(state_idx, obs_idx)
-            evs = np.asarray(table[s_idx, o_idx], dtype=np.float64)
+            evs = broadcast_table(table, param_shape, obs_array.shape)
             data = DataBin(evs=evs, stds=np.zeros_like(evs), shape=evs.shape)
             metadata = {
                 "target_precision": pub.precision,

@@ -25,12 +25,10 @@ number of shots.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
@@ -40,7 +38,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import CouplingMap, generate_preset_pass_manager
 
 from ..errors import InputError
-from .exact import _DoneJob, _as_sparse_pauli
+from .exact import CompiledObservables, _DoneJob, _as_sparse_pauli, broadcast_table
 
 COUNTS, ESTIMATOR = "counts", "estimator"
 DENSITY_MATRIX_MAX_QUBITS = 12
@@ -221,6 +219,7 @@ class IsaProgram:
         self.measured = measured
         self.compact_noise = noise_model_from_dict(restrict_noise(source.noise, self.active))
         self._calibration: dict[int, np.ndarray] = {}
+        self.simulator = None  # built by the estimator on first use
 
     def map_observable(self, observable: SparsePauliOp) -> SparsePauliOp:
         """Observable on the logical qubits -> ISA layout (apply_layout) -> compact qubits."""
@@ -282,11 +281,16 @@ class NoisyEstimator(BaseEstimatorV2):
         return program
 
     def _simulator(self, program: IsaProgram):
-        from qiskit_aer import AerSimulator
+        """The program's Aer simulator, built once (the seed is given per run)."""
+        if program.simulator is None:
+            from qiskit_aer import AerSimulator
 
-        method = "density_matrix" if len(program.active) <= DENSITY_MATRIX_MAX_QUBITS else "automatic"
-        seed = int(self._rng.integers(2**31))
-        return AerSimulator(noise_model=program.compact_noise, method=method, seed_simulator=seed)
+            method = "density_matrix" if len(program.active) <= DENSITY_MATRIX_MAX_QUBITS else "automatic"
+            program.simulator = AerSimulator(noise_model=program.compact_noise, method=method)
+        return program.simulator
+
+    def _seed(self) -> int:
+        return int(self._rng.integers(2**31))
 
     def run(self, pubs, *, precision: float | None = None):
         coerced = [EstimatorPub.coerce(pub, precision if precision is not None else 0.0) for pub in pubs]
@@ -325,11 +329,7 @@ class NoisyEstimator(BaseEstimatorV2):
                 group["table"] = self._estimator_values(program, group["values"], group["observables"])
         results = []
         for pub, group, start, count, shape, obs_shape in prepared:
-            table = group["table"][:, start:start + count]
-            state_idx = np.arange(max(1, int(np.prod(shape)))).reshape(shape)
-            obs_idx = np.arange(count).reshape(obs_shape)
-            s_idx, o_idx = np.broadcast_arrays(state_idx, obs_idx)
-            evs = np.asarray(table[s_idx, o_idx], dtype=float)
+            evs = broadcast_table(group["table"][:, start:start + count], shape, obs_shape)
             stds = np.sqrt(np.clip(1 - evs**2, 0, None) / self.shots)
             method = group["method"]
             results.append(PubResult(DataBin(evs=evs, stds=stds, shape=evs.shape), metadata={
@@ -344,9 +344,10 @@ class NoisyEstimator(BaseEstimatorV2):
         n = program.circuit.num_qubits
         sim = self._simulator(program)
         if program.measured.num_parameters:
-            result = sim.run(program.measured, parameter_binds=program.binds(values), shots=self.shots).result()
+            result = sim.run(program.measured, parameter_binds=program.binds(values), shots=self.shots,
+                             seed_simulator=self._seed()).result()
         else:
-            result = sim.run([program.measured] * len(values), shots=self.shots).result()
+            result = sim.run([program.measured] * len(values), shots=self.shots, seed_simulator=self._seed()).result()
         self.executions += 1
         probs = np.zeros((len(values), 2**n))
         for r in range(len(values)):
@@ -371,7 +372,7 @@ class NoisyEstimator(BaseEstimatorV2):
             for v, p in enumerate(program.physical):
                 circ.measure(program.active.index(p), v)
         sim = self._simulator(program)
-        result = sim.run([zeros, ones], shots=self.calibration_shots).result()
+        result = sim.run([zeros, ones], shots=self.calibration_shots, seed_simulator=self._seed()).result()
         matrices = np.zeros((n, 2, 2))
         for prepared, counts in enumerate((result.get_counts(0), result.get_counts(1))):
             for key, count in counts.items():
@@ -389,7 +390,7 @@ class NoisyEstimator(BaseEstimatorV2):
         method = "density_matrix" if len(program.active) <= DENSITY_MATRIX_MAX_QUBITS else "automatic"
         estimator = AerEstimator(options={
             "backend_options": {"noise_model": program.compact_noise, "method": method},
-            "run_options": {"seed_simulator": int(self._rng.integers(2**31))},
+            "run_options": {"seed_simulator": self._seed()},
         })
         mapped = [program.map_observable(o) for o in observables]
         compact_values = _compact_values(program, values)
@@ -406,18 +407,12 @@ def _compact_values(program: IsaProgram, values: np.ndarray) -> np.ndarray:
 
 
 def _z_expectations(probs: np.ndarray, observables, n: int) -> np.ndarray:
-    """Expectation values of diagonal Pauli sums from (quasi-)probabilities over 2**n outcomes."""
-    basis = np.arange(2**n)
-    table = np.zeros((len(probs), len(observables)))
-    for k, op in enumerate(observables):
-        diag = np.zeros(2**n)
-        weights = 1 << np.arange(n)
-        for z, coeff, phase in zip(op.paulis.z, op.coeffs, op.paulis.phase):
-            mask = int(np.dot(z, weights))
-            parity = (np.bitwise_count(basis & mask) & 1).astype(np.int64)
-            diag += np.real(coeff * (-1j) ** int(phase)) * (1 - 2 * parity)
-        table[:, k] = probs @ diag
-    return table
+    """Expectation values of diagonal Pauli sums from (quasi-)probabilities over 2**n outcomes:
+    ``probs @ diag`` with the exact target's diagonal table of the observables."""
+    import torch
+
+    diag = CompiledObservables(observables, n, torch.float64).diag.numpy()
+    return probs @ diag
 
 
 def _unfold(probs: np.ndarray, matrices: np.ndarray) -> np.ndarray:
