@@ -7,7 +7,7 @@ What happens to a circuit, once per (circuit, backend, optimisation level, seed)
    ``apply_layout``;
 2. for simulation it is compacted to the physical qubits it touches, and the backend's noise
    model is restricted to those qubits (relabelled), so Aer simulates 8 qubits, not 133, with the
-   same gate and readout errors (5-8x faster for an 8-qubit block on a 127-133 qubit device;
+   same gate and readout errors (about 5-7x faster for an 8-qubit block on a 127-133 qubit device;
    measured in BENCHMARKS.md);
 3. it is run with the noise model, with shots. Two evaluation paths:
 
