@@ -176,7 +176,7 @@ def _target_options(args: argparse.Namespace) -> dict:
 
 def _add_target_options(parser) -> None:
     parser.add_argument("--target", default="ideal", help="ideal (default), fake:<backend>, ibm:<backend>")
-    parser.add_argument("--shots", type=_positive_int, default=1024, help="fake target: shots per evaluation")
+    parser.add_argument("--shots", type=_positive_int, default=1024, help="fake and ibm targets: shots per evaluation")
     parser.add_argument("--mitigation", action="store_true", help="fake target: readout-error mitigation")
     parser.add_argument("--method", choices=["counts", "estimator"], default="counts",
                         help="fake target: counts (one execution for all Z observables) or Aer EstimatorV2")
@@ -189,11 +189,31 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.target != "ideal" and not args.target.startswith(("fake:", "ibm:")):
         raise UsageError(f"unknown --target {args.target!r}; allowed: ideal, fake:<backend>, ibm:<backend>")
+    if args.target.startswith("ibm:"):
+        return _sample_with_jobs(args)
     images, info = sample_images(args.model, n=args.n, steps=args.steps, target=args.target, seed=args.seed,
                                  sampler=args.sampler, eta=args.eta, target_options=_target_options(args))
     write_samples(images, args.out, info)
     print(f"sampled {len(images)} images in {info['seconds']:.1f} s ({info['seconds_per_image'] * 1e3:.0f} ms/image, "
           f"{args.steps} {args.sampler.upper()} steps, target {args.target})")
+    print(f"results: {args.out}/ (sample_*.png, grid.png, samples.json)")
+    return 0
+
+
+def _sample_with_jobs(args: argparse.Namespace) -> int:
+    """``sample --target ibm:X`` is ``jobs submit``: every paid job gets a record."""
+    import shutil
+
+    from .jobs import submit
+
+    if args.sampler != "ddim" or args.eta != 0:
+        raise UsageError("the ibm: target samples with deterministic DDIM (--sampler ddim --eta 0): one job per step")
+    backend = args.target.split(":", 1)[1]
+    records = _jobs_call(submit, args.model, backend, n=args.n, steps=args.steps, seeds=[args.seed],
+                         shots=args.shots, optimization_level=args.opt_level, jobs_dir=args.jobs_dir)
+    record = records[0]
+    shutil.copytree(record.folder / "samples", args.out, dirs_exist_ok=True)
+    print(f"sampled {args.n} images on {backend} as job run {record.run_id} (record {record.path})")
     print(f"results: {args.out}/ (sample_*.png, grid.png, samples.json)")
     return 0
 
@@ -360,6 +380,104 @@ def cmd_noisy_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(allowed: tuple[int, ...] | None = None):
+    """argparse type: a comma-separated list of integers (``0,1,2``)."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+        bad = [v for v in values if allowed is not None and v not in allowed]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{bad[0]} is not one of {', '.join(map(str, allowed))}")
+        return values
+    return parse
+
+
+def _jobs_call(func, *args, **kwargs):
+    """Run a jobs entry point; Ctrl-C becomes the runner's one-line 'where things stand'."""
+    from .jobs import Interrupted
+
+    try:
+        return func(*args, **kwargs)
+    except KeyboardInterrupt:  # outside the runner's own handling (e.g. while loading)
+        raise Interrupted("stopped; the records are saved; 'qhybrid jobs status RUN_ID' shows where each run "
+                          "stands") from None
+
+
+def cmd_jobs_submit(args: argparse.Namespace) -> int:
+    from .jobs import submit
+
+    records = _jobs_call(submit, args.model, args.backend, n=args.n, steps=args.steps, seeds=args.seed,
+                         resilience_levels=args.resilience_level or [None], shots=args.shots, twirling=args.twirling,
+                         dd=args.dd, mode=args.mode, optimization_level=args.opt_level, jobs_dir=args.jobs_dir,
+                         wait=not args.detach, poll=args.poll)
+    _print_run_summary(records, args.jobs_dir)
+    return 0
+
+
+def _print_run_summary(records, jobs_dir) -> None:
+    for record in records:
+        done = record.completed_steps()
+        state = record.data["status"]
+        print(f"run {record.run_id}: {state}, {done}/{len(record.steps)} steps; record {record.path}")
+        if state == "completed":
+            print(f"results: {record.folder / 'samples'}/ (grid.png, sample_*.png, samples.json)")
+        else:
+            extra = "" if str(jobs_dir) == "jobs" else f" --jobs-dir {jobs_dir}"
+            print(f"  next: qhybrid jobs status {record.run_id}{extra}; qhybrid jobs fetch|resume {record.run_id}{extra}")
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from .jobs import list_records
+
+    rows = list_records(args.jobs_dir)
+    if not rows:
+        print(f"no job records in {args.jobs_dir}/ (submit one with 'qhybrid jobs submit')")
+        return 0
+    print(f"{'run id':<58} {'status':<10} {'backend':<16} {'mode':<8} {'steps':>7}  created")
+    for path, data, problem in rows:
+        if data is None:
+            print(f"{path.stem:<58} {'DAMAGED':<10} {problem}")
+            continue
+        done = sum(s["status"] == "done" for s in data["steps"])
+        mode = data["mode"].get("used") or data["mode"]["requested"]
+        print(f"{data['run_id']:<58} {data['status']:<10} {data['backend']['name']:<16} {mode:<8} "
+              f"{done:>3}/{len(data['steps']):<3}  {data['created']}")
+    return 0
+
+
+def cmd_jobs_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .jobs import JobRecord, status_lines
+
+    record = JobRecord.load(args.jobs_dir, args.run_id)
+    if args.json:
+        print(json.dumps(record.data, indent=2))
+    else:
+        print("\n".join(status_lines(record)))
+    return 0
+
+
+def cmd_jobs_fetch(args: argparse.Namespace) -> int:
+    from .jobs import fetch
+
+    record = _jobs_call(fetch, args.run_id, args.jobs_dir)
+    _print_run_summary([record], args.jobs_dir)
+    return 0
+
+
+def cmd_jobs_resume(args: argparse.Namespace) -> int:
+    from .jobs import resume
+
+    record = _jobs_call(resume, args.run_id, args.jobs_dir, wait=not args.detach, poll=args.poll)
+    _print_run_summary([record], args.jobs_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="qhybrid", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"qhybrid {__version__}")
@@ -439,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     sample.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic)")
     _add_target_options(sample)
+    sample.add_argument("--jobs-dir", default="jobs", help="ibm target: where the job record goes (default jobs/)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True, help="output folder")
     sample.set_defaults(func=cmd_sample)
@@ -531,6 +650,45 @@ def build_parser() -> argparse.ArgumentParser:
     ne.add_argument("--seed", type=int, default=0)
     ne.add_argument("--out", default=None, help="output folder (default: next to the model, noisy-eval/)")
     ne.set_defaults(func=cmd_noisy_eval)
+    jobs = sub.add_parser("jobs", help="sampling runs on IBM Quantum (or fake_* backends, locally) with job records"
+                          ).add_subparsers(dest="jobs_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    js = jobs.add_parser("submit", help="sample a hybrid LDM with one runtime job per denoising step")
+    js.add_argument("--model", required=True, help="hybrid LDM checkpoint folder, e.g. runs/demo/ldm-hybrid")
+    js.add_argument("--backend", required=True, help="ibm_<name> (IBM Quantum) or fake_<name> (local testing mode)")
+    js.add_argument("--n", type=int, default=16, help="chains (images); all go in one PUB per step (default 16)")
+    js.add_argument("--steps", type=int, default=20, help="DDIM steps = jobs per run (default 20)")
+    js.add_argument("--shots", type=_positive_int, default=1024)
+    js.add_argument("--mode", choices=["session", "batch", "job"], default=None,
+                    help="execution mode (default: session for one run, batch for several)")
+    js.add_argument("--resilience-level", type=_int_list((0, 1, 2)), default=None,
+                    help="0, 1 or 2; a list (0,1,2) makes one run per level (default: the service's, 1)")
+    js.add_argument("--twirling", action="store_true", help="Pauli twirling of gates and measurements")
+    js.add_argument("--dd", action="store_true", help="dynamical decoupling (XY4)")
+    js.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2, help="transpiler optimisation level")
+    js.add_argument("--seed", type=_int_list(), default=[0], help="initial-noise seed; a list (0,1,2) makes one run each")
+    js.add_argument("--detach", action="store_true",
+                    help="submit the next step and return without waiting (IBM Quantum backends)")
+    js.add_argument("--poll", type=float, default=None, help="seconds between status checks (default 10; local 0.02)")
+    js.add_argument("--jobs-dir", default="jobs", help="where records go (default jobs/)")
+    js.set_defaults(func=cmd_jobs_submit)
+    jl = jobs.add_parser("list", help="list the job records")
+    jl.add_argument("--jobs-dir", default="jobs")
+    jl.set_defaults(func=cmd_jobs_list)
+    jst = jobs.add_parser("status", help="show a run's record (steps, job ids, options); no service calls")
+    jst.add_argument("run_id")
+    jst.add_argument("--json", action="store_true", help="print the record itself")
+    jst.add_argument("--jobs-dir", default="jobs")
+    jst.set_defaults(func=cmd_jobs_status)
+    jf = jobs.add_parser("fetch", help="collect finished job results; decode the images when all steps are done")
+    jf.add_argument("run_id")
+    jf.add_argument("--jobs-dir", default="jobs")
+    jf.set_defaults(func=cmd_jobs_fetch)
+    jr = jobs.add_parser("resume", help="continue a run from its last completed step (never resubmits a step)")
+    jr.add_argument("run_id")
+    jr.add_argument("--detach", action="store_true", help="submit the next step and return without waiting")
+    jr.add_argument("--poll", type=float, default=None)
+    jr.add_argument("--jobs-dir", default="jobs")
+    jr.set_defaults(func=cmd_jobs_resume)
     return parser
 
 

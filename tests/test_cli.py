@@ -124,5 +124,5 @@ def test_train_diffusion_and_sample_cli(tmp_path):
     assert "not valid JSON" in one_line_error(run("sample", "--model", str(tmp_path / "fake"), "--out", str(out)))
     assert "invalid choice" in one_line_error(
         run("train", "diffusion", "--vae", str(vae), "--denoiser", "quantum", "--out", str(tmp_path / "z")))
-    assert "not implemented" in one_line_error(
-        run("sample", "--model", str(ldm), "--target", "ibm:ibm_torino", "--out", str(out)))
+    assert "unknown fake backend 'fake_nowhere'" in one_line_error(
+        run("sample", "--model", str(ldm), "--target", "ibm:fake_nowhere", "--out", str(out)))

@@ -115,7 +115,7 @@ def test_to_target_keeps_the_same_parameter():
 
 
 @pytest.mark.parametrize("target, match", [
-    ("ibm:ibm_torino", "not implemented in this version"),
+    ("ibm:fake_nowhere", "unknown fake backend 'fake_nowhere'; valid names: .*fake_torino"),
     ("quantum-cloud", "allowed: ideal, fake:<fake backend>, ibm:<backend>"),
     ("fake:", "needs a backend name"),
 ])

@@ -587,6 +587,46 @@ def broadcast_table(table: np.ndarray, param_shape: tuple, obs_shape: tuple) -> 
     return np.asarray(table[s_idx, o_idx], dtype=np.float64)
 
 
+class PubGroup:
+    """PUBs that share one circuit object and one set of parameter rows: one execution for all
+    their observables (an ``EstimatorQNN`` sends one PUB per observable)."""
+
+    def __init__(self, circuit, values: np.ndarray):
+        self.circuit = circuit
+        self.values = values  # (rows, P) in ``circuit.parameters`` order
+        self.observables: list[SparsePauliOp] = []
+        self.table: np.ndarray | None = None  # (rows, len(observables)), filled by the estimator
+
+
+def group_pubs(pubs) -> tuple[list[PubGroup], list[tuple]]:
+    """Group coerced ``EstimatorPub`` s; returns the groups and, per PUB, how to cut its result
+    back out of its group's table (see :func:`pub_evs`)."""
+    groups: list[PubGroup] = []
+    prepared = []
+    for pub in pubs:
+        values = pub.parameter_values.as_array(pub.circuit.parameters)
+        shape = pub.parameter_values.shape
+        rows = max(1, int(np.prod(shape)))
+        flat = values.reshape(rows, len(pub.circuit.parameters))
+        obs_array = pub.observables
+        obs_list = [_as_sparse_pauli(obs_array[idx], pub.circuit.num_qubits) for idx in np.ndindex(*obs_array.shape)]
+        group = next((g for g in groups if g.circuit is pub.circuit and g.values.shape == flat.shape
+                      and np.array_equal(g.values, flat)), None)
+        if group is None:
+            group = PubGroup(pub.circuit, flat)
+            groups.append(group)
+        start = len(group.observables)
+        group.observables += obs_list
+        prepared.append((pub, group, start, len(obs_list), shape, obs_array.shape))
+    return groups, prepared
+
+
+def pub_evs(entry: tuple) -> np.ndarray:
+    """The expectation values of one PUB of :func:`group_pubs`, in its broadcast shape."""
+    _, group, start, count, shape, obs_shape = entry
+    return broadcast_table(group.table[:, start:start + count], shape, obs_shape)
+
+
 def _as_sparse_pauli(observable, num_qubits: int) -> SparsePauliOp:
     if isinstance(observable, SparsePauliOp):
         return observable

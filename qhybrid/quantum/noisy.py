@@ -38,7 +38,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import CouplingMap, generate_preset_pass_manager
 
 from ..errors import InputError
-from .exact import CompiledObservables, _DoneJob, _as_sparse_pauli, broadcast_table
+from .exact import CompiledObservables, _DoneJob, group_pubs, pub_evs
 
 COUNTS, ESTIMATOR = "counts", "estimator"
 DENSITY_MATRIX_MAX_QUBITS = 12
@@ -299,42 +299,24 @@ class NoisyEstimator(BaseEstimatorV2):
         return job
 
     def _run(self, pubs):
-        # group PUBs that share a circuit object and parameter values (an EstimatorQNN sends one
-        # PUB per observable): one execution per group, whatever the number of observables
-        groups: list[dict] = []
-        prepared = []
-        for pub in pubs:
-            values = pub.parameter_values.as_array(pub.circuit.parameters)
-            shape = pub.parameter_values.shape
-            rows = max(1, int(np.prod(shape)))
-            flat = values.reshape(rows, len(pub.circuit.parameters))
-            obs_array = pub.observables
-            obs_list = [_as_sparse_pauli(obs_array[idx], pub.circuit.num_qubits) for idx in np.ndindex(*obs_array.shape)]
-            group = next((g for g in groups if g["circuit"] is pub.circuit and g["values"].shape == flat.shape
-                          and np.array_equal(g["values"], flat)), None)
-            if group is None:
-                group = {"circuit": pub.circuit, "values": flat, "observables": []}
-                groups.append(group)
-            start = len(group["observables"])
-            group["observables"] += obs_list
-            prepared.append((pub, group, start, len(obs_list), shape, obs_array.shape))
+        groups, prepared = group_pubs(pubs)
         for group in groups:
-            program = self.program(group["circuit"])
-            diagonal = all(not np.any(o.paulis.x) for o in group["observables"])
-            group["method"] = self.method if diagonal else ESTIMATOR
-            if group["method"] == COUNTS:
-                probs = self._probabilities(program, group["values"])
-                group["table"] = _z_expectations(probs, group["observables"], group["circuit"].num_qubits)
+            program = self.program(group.circuit)
+            diagonal = all(not np.any(o.paulis.x) for o in group.observables)
+            group.method = self.method if diagonal else ESTIMATOR
+            if group.method == COUNTS:
+                probs = self._probabilities(program, group.values)
+                group.table = _z_expectations(probs, group.observables, group.circuit.num_qubits)
             else:
-                group["table"] = self._estimator_values(program, group["values"], group["observables"])
+                group.table = self._estimator_values(program, group.values, group.observables)
         results = []
-        for pub, group, start, count, shape, obs_shape in prepared:
-            evs = broadcast_table(group["table"][:, start:start + count], shape, obs_shape)
+        for entry in prepared:
+            pub, group = entry[0], entry[1]
+            evs = pub_evs(entry)
             stds = np.sqrt(np.clip(1 - evs**2, 0, None) / self.shots)
-            method = group["method"]
             results.append(PubResult(DataBin(evs=evs, stds=stds, shape=evs.shape), metadata={
-                "target_precision": pub.precision, "shots": self.shots, "method": method,
-                "backend": self.source.name, "readout_mitigation": self.mitigation and method == COUNTS,
+                "target_precision": pub.precision, "shots": self.shots, "method": group.method,
+                "backend": self.source.name, "readout_mitigation": self.mitigation and group.method == COUNTS,
                 "circuit_metadata": pub.circuit.metadata}))
         return PrimitiveResult(results, metadata={"version": 2, "simulator": f"aer+{self.source.name}"})
 

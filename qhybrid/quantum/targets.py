@@ -6,7 +6,9 @@ block's weights never depend on the target, so the same checkpoint runs on any o
 =========== ==========================================================================
 ``ideal``   exact batched statevector (:mod:`qhybrid.quantum.exact`); training happens here
 ``fake:X``  Qiskit Aer with the noise model of ``qiskit_ibm_runtime.fake_provider`` backend X
-``ibm:X``   IBM Quantum hardware through ``qiskit-ibm-runtime`` V2 primitives
+``ibm:X``   ``qiskit-ibm-runtime``'s V2 Estimator: IBM Quantum backend X, or for X = fake_*
+            the runtime's local testing mode (:mod:`qhybrid.quantum.runtime`); one job per
+            QNN call. Sampling runs with job records go through :mod:`qhybrid.jobs`.
 =========== ==========================================================================
 """
 
@@ -26,10 +28,12 @@ class TargetError(InputError):
     """An unknown, malformed or unavailable execution target (a ValueError)."""
 
 #: Target kinds and whether this build of qhybrid can execute them.
-TARGET_KINDS = {"ideal": True, "fake": True, "ibm": False}
+TARGET_KINDS = {"ideal": True, "fake": True, "ibm": True}
 #: Options of the fake target (see qhybrid.quantum.noisy.NoisyEstimator) and their defaults.
 FAKE_OPTIONS = {"shots": 1024, "method": "counts", "mitigation": False, "optimization_level": 2,
                 "seed_transpiler": 0, "seed": None, "noise_model": None}
+#: Options of the ibm target (see qhybrid.quantum.runtime.RuntimeOptions).
+IBM_OPTIONS = ("shots", "resilience_level", "twirling", "dd", "optimization_level", "seed_transpiler")
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,9 @@ class Target:
                 f"'{self}': at most {self.max_qubits} qubits (2^{self.max_qubits} amplitudes "
                 "per sample); use fewer qubits or a fake:/ibm: target"
             )
-        if self.kind not in ("ideal", "fake"):  # pragma: no cover - guarded by parse_target
-            raise TargetError(f"target '{self}' is not available in this version of qhybrid")
         estimator = self.estimator()
-        # ideal: qhybrid's exact adjoint gradient; fake: qiskit-machine-learning's default
-        # (parameter shift through the noisy estimator)
+        # ideal: qhybrid's exact adjoint gradient; fake and ibm: qiskit-machine-learning's default
+        # (parameter shift through the estimator)
         gradient = ExactEstimatorGradient(estimator) if self.kind == "ideal" else None
         qnn = EstimatorQNN(
             circuit=circuit,
@@ -71,16 +73,22 @@ class Target:
             input_gradients=True,
             default_precision=0.0,
         )
+        # transpile now (the circuit object the QNN sends in its PUBs), so that a circuit too
+        # wide for the backend fails here rather than in the middle of sampling
         if self.kind == "fake":
-            # transpile now (the circuit object the QNN sends in its PUBs), so that a circuit too
-            # wide for the backend fails here rather than in the middle of sampling
             estimator.program(qnn._circuit)
+        elif self.kind == "ibm":
+            estimator.isa(qnn._circuit, [])
         return qnn
 
     def estimator(self):
-        """The primitive behind this target (fake: a NoisyEstimator, built once per Target)."""
+        """The primitive behind this target (fake: a NoisyEstimator, ibm: a RuntimeEstimator)."""
         if self.kind == "ideal":
             return ExactEstimator()
+        if self.kind == "ibm":
+            from .runtime import RuntimeEstimator, RuntimeOptions
+
+            return RuntimeEstimator(self.backend, RuntimeOptions(**self.options))
         from .noisy import NoisyEstimator, noise_source_for_backend
         from ..noise import load_snapshot
 
@@ -108,11 +116,17 @@ def parse_target(target: "str | Target", **options: Any) -> Target:
         return Target("ideal", None, dict(options))
     if not backend:
         raise TargetError(f"target {target!r} needs a backend name, e.g. '{kind}:fake_torino'")
-    if not TARGET_KINDS[kind]:
-        raise TargetError(
-            f"target {target!r}: the {kind}: targets are not implemented in this version of "
-            "qhybrid yet; use 'ideal' or 'fake:<backend>'"
-        )
+    if not TARGET_KINDS[kind]:  # pragma: no cover - every kind is implemented
+        raise TargetError(f"target {target!r} is not implemented in this version of qhybrid")
+    if kind == "ibm":
+        unknown = sorted(set(options) - set(IBM_OPTIONS))
+        if unknown:
+            raise TargetError(f"unknown option(s) {', '.join(unknown)} for target {target!r}; "
+                              f"allowed: {', '.join(IBM_OPTIONS)}")
+        if backend.lower().startswith("fake"):
+            from .noisy import fake_backend
+
+            fake_backend(backend)  # unknown names fail here; IBM names are checked on connection
     if kind == "fake":
         unknown = sorted(set(options) - set(FAKE_OPTIONS))
         if unknown:

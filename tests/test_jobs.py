@@ -1,0 +1,335 @@
+"""The ibm: target and job records, offline: qiskit-ibm-runtime's local testing mode on fake_manila
+(5 qubits, ~0.3 s per job) runs the same submission code as IBM Quantum."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qhybrid import jobs
+from qhybrid.quantum import CircuitSpec, QuantumBlock
+from qhybrid.quantum.noisy import fake_backend
+
+from cli_helpers import one_line_error, run
+
+BACKEND = "fake_manila"
+TOKEN = "qhybrid-test-token-7f3a9c"  # must never reach a file
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from qhybrid.train_diffusion import DiffusionTrainConfig, train_diffusion
+    from qhybrid.train_vae import VAETrainConfig, train_vae
+    from qhybrid.vae import VAEConfig
+
+    root = tmp_path_factory.mktemp("jobs")
+    train_vae(root / "vae", VAEConfig(size=32), VAETrainConfig(n=16, epochs=1, batch=8), progress=False)
+    train_diffusion(root / "ldm-hybrid", root / "vae", "hybrid", DiffusionTrainConfig(n=16, steps=10, batch=8),
+                    num_qubits=3, reps=1, progress=False)
+    train_diffusion(root / "ldm-classical", root / "vae", "classical", DiffusionTrainConfig(n=16, steps=5, batch=8),
+                    progress=False)
+    return root
+
+
+def submit(models, jobs_dir, **kw):
+    kw.setdefault("n", 4)
+    kw.setdefault("steps", 4)
+    kw.setdefault("seeds", [3])
+    return jobs.submit(models / "ldm-hybrid", BACKEND, jobs_dir=jobs_dir, progress=False, log=lambda *_: None, **kw)
+
+
+def final_latents(record) -> np.ndarray:
+    return record.read_array(record.steps[-1]["latents_file"])
+
+
+@pytest.fixture(scope="module")
+def reference(models, tmp_path_factory):
+    """An uninterrupted run (seed 3, 4 steps) to compare interrupted ones with."""
+    return submit(models, tmp_path_factory.mktemp("ref"))[0]
+
+
+@pytest.mark.filterwarnings("ignore:.*has no QubitProperties")
+def test_runtime_estimator_matches_the_ideal_target_on_a_noiseless_backend():
+    """The plumbing (one merged PUB, ISA circuit, parameter order, apply_layout) checked exactly:
+    a noiseless 5-qubit backend with a ring layout in local testing mode, 200k shots."""
+    from qiskit.providers.fake_provider import GenericBackendV2
+
+    from qhybrid.quantum.runtime import RuntimeEstimator, RuntimeOptions
+
+    spec = CircuitSpec(num_qubits=4, reps=2, observables=("Z0", "Z1", "Z2 Z3", "Z3"))
+    block = QuantumBlock(spec, seed=2).double()
+    x = torch.tensor([[0.3, -1.2, 2.0, 0.7], [1.0, 0.5, -0.4, -2.2]], dtype=torch.float64)
+    ideal = block(x)
+    backend = GenericBackendV2(num_qubits=5, coupling_map=[[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]],
+                               noise_info=False, seed=0)
+    estimator = RuntimeEstimator("generic", RuntimeOptions(shots=200_000), backend=backend)
+    values = np.concatenate([x.numpy(), np.tile(block.weight.detach().numpy(), (2, 1))], axis=1)
+    result = estimator.run([(block.qnn._circuit, o, values) for o in block.observables]).result()
+    runtime = np.stack([r.data.evs for r in result], axis=1)
+    assert len(estimator.jobs) == 1  # four PUBs from the QNN, one job
+    assert np.abs(runtime - ideal.detach().numpy()).max() < 0.02  # shot noise ~0.002
+
+
+def test_ibm_target_on_a_fake_backend_runs_one_job_per_call():
+    spec = CircuitSpec(num_qubits=3, reps=1)
+    block = QuantumBlock(spec, seed=1).double()
+    x = torch.tensor([[0.3, -1.2, 2.0], [1.0, 0.5, -0.4], [-2.5, 0.1, 0.9]], dtype=torch.float64)
+    ideal = block(x)
+    block.to_target("ibm:fake_manila", shots=4096)
+    runtime = block(x)
+    assert len(block.qnn.estimator.jobs) == 1  # all rows and observables in one job
+    assert runtime.shape == ideal.shape and runtime.dtype == torch.float64
+    assert (runtime - ideal).abs().max() < 0.35  # fake_manila's noise, but the same function
+    assert str(block.target) == "ibm:fake_manila"
+
+
+def test_submit_end_to_end_writes_a_complete_record_and_images(models, reference):
+    record = reference
+    data = jobs.read_record(record.path)
+    assert data["status"] == "completed" and record.next_step() is None
+    ids = [s["job_id"] for s in data["steps"]]
+    assert len(set(ids)) == 4 and all(ids) and not any("attempts" in s for s in data["steps"])
+    assert [s["timestep"] for s in data["steps"]] == sorted({s["timestep"] for s in data["steps"]}, reverse=True)
+    for s in data["steps"]:
+        assert record.read_array(s["result_file"]).shape == (3, 4)  # (observables, chains): one PUB
+        assert record.read_array(s["latents_file"]).shape == (4, 4, 8, 8)
+        assert s["shots"] == 1024 and s["submitted_at"] <= s["finished_at"]
+    from qhybrid.checkpoint import read_header
+
+    assert data["model"]["sha256"] == read_header(models / "ldm-hybrid")["weights_sha256"]
+    # the ISA circuit: the backend's gates on its coupled pairs, observables on the chosen qubits
+    from qiskit import qpy
+
+    with open(record.folder / "circuit.qpy", "rb") as fh:
+        isa = qpy.load(fh)[0]
+    backend = fake_backend(BACKEND)
+    edges = set(backend.coupling_map.get_edges())
+    for ins in isa.data:
+        assert ins.operation.name in backend.operation_names
+        if ins.operation.num_qubits == 2:
+            assert tuple(isa.find_bit(q).index for q in ins.qubits) in edges
+    physical = data["circuit"]["physical_qubits"]
+    for k, obs in enumerate(data["circuit"]["observables"]):
+        (label, coeff), = obs
+        assert coeff == 1.0 and label[::-1].index("Z") == physical[k]
+    assert (record.folder / "circuit.qasm3").read_text().startswith("OPENQASM 3")
+    images = sorted((record.folder / "samples").glob("sample_*.png"))
+    assert len(images) == 4 and (record.folder / "samples" / "grid.png").exists()
+    assert data["images"]["count"] == 4
+
+
+def test_interrupt_after_a_step_then_resume_equals_the_uninterrupted_run(models, reference, tmp_path):
+    before = len(jobs.LIVE_JOBS)
+    with pytest.raises(jobs.Interrupted, match="the records are saved"):
+        submit(models, tmp_path, interrupt_after_step=1)
+    (path,) = tmp_path.glob("*.json")
+    run_id = path.stem
+    record = jobs.JobRecord.load(tmp_path, run_id)
+    assert [s["status"] for s in record.steps] == ["done", "done", "pending", "pending"]
+    assert record.data["status"] == "stopped"
+    resumed = jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None)
+    assert resumed.data["status"] == "completed"
+    assert np.array_equal(final_latents(resumed), final_latents(reference))
+    assert len(jobs.LIVE_JOBS) - before == 4  # four steps, four jobs: none submitted twice
+    assert len({s["job_id"] for s in resumed.steps}) == 4 and not any("attempts" in s for s in resumed.steps)
+
+
+def test_interrupt_while_a_job_runs_then_resume_reuses_that_job(models, reference, tmp_path):
+    before = len(jobs.LIVE_JOBS)
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, interrupt_after_submit=2)
+    run_id = next(tmp_path.glob("*.json")).stem
+    record = jobs.JobRecord.load(tmp_path, run_id)
+    assert [s["status"] for s in record.steps] == ["done", "done", "submitted", "pending"]
+    assert record.data["status"] == "waiting"
+    job_id = record.steps[2]["job_id"]
+    resumed = jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None)
+    assert resumed.steps[2]["job_id"] == job_id and "attempts" not in resumed.steps[2]
+    assert len(jobs.LIVE_JOBS) - before == 4
+    assert np.array_equal(final_latents(resumed), final_latents(reference))
+
+
+def test_a_local_job_lost_with_its_process_is_resubmitted_and_recorded(models, reference, tmp_path):
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, interrupt_after_submit=1)
+    run_id = next(tmp_path.glob("*.json")).stem
+    lost = jobs.JobRecord.load(tmp_path, run_id).steps[1]["job_id"]
+    jobs.LIVE_JOBS.pop(lost)  # what a new process sees: local jobs die with their process
+    notes = []
+    resumed = jobs.resume(run_id, tmp_path, progress=False, log=notes.append)
+    assert resumed.steps[1]["attempts"] == [{"job_id": lost, "status": "LOST", "note": resumed.steps[1]["attempts"][0]["note"]}]
+    assert "ends with the process" in resumed.steps[1]["attempts"][0]["note"]
+    assert any("ended with its process" in n for n in notes)
+    assert np.array_equal(final_latents(resumed), final_latents(reference))  # same seed per step
+
+
+def test_fetch_collects_finished_jobs_submits_nothing_and_decodes_at_the_end(models, reference, tmp_path):
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, interrupt_after_submit=1)
+    run_id = next(tmp_path.glob("*.json")).stem
+    fetched = jobs.fetch(run_id, tmp_path, progress=False, log=lambda *_: None)
+    assert [s["status"] for s in fetched.steps] == ["done", "done", "pending", "pending"]
+    assert fetched.data["status"] == "stopped" and not fetched.data["images"]
+    with pytest.raises(jobs.Interrupted):  # submit the last step, then stop
+        jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None, interrupt_after_submit=3)
+    fetched = jobs.fetch(run_id, tmp_path, progress=False, log=lambda *_: None)
+    assert fetched.data["status"] == "completed" and fetched.data["images"]["count"] == 4
+    assert np.array_equal(final_latents(fetched), final_latents(reference))
+
+
+def test_several_seeds_and_levels_make_independent_runs_in_one_batch(models, reference, tmp_path):
+    records = submit(models, tmp_path, steps=2, seeds=[3, 4], resilience_levels=[0, 1], twirling=True)
+    assert len(records) == 4
+    assert {(r.data["sampling"]["seed"], r.data["options"]["resilience_level"]) for r in records} == {
+        (3, 0), (3, 1), (4, 0), (4, 1)}
+    for r in records:
+        assert r.data["mode"]["requested"] == "batch" and r.data["mode"]["used"] == "batch"
+        assert r.data["ignored_locally"] == ["resilience_level", "twirling"]
+        assert r.data["status"] == "completed"
+    latents = {r.data["sampling"]["seed"]: r.read_array("initial_latents.npy") for r in records}
+    assert not np.array_equal(latents[3], latents[4])
+    assert np.array_equal(latents[3], reference.read_array("initial_latents.npy"))
+
+
+def test_a_record_stays_valid_json_when_the_writer_is_killed(models, reference, tmp_path):
+    target = tmp_path / "record.json"
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from qhybrid.jobs import JobRecord\n"
+        f"data = json.loads(Path({str(reference.path)!r}).read_text())\n"
+        f"record = JobRecord(Path({str(target)!r}), data)\n"
+        "record.save(); print('ready', flush=True)\n"
+        "k = 0\n"
+        "while True:\n"
+        "    k += 1\n"
+        "    record.data['steps'][k % 4]['note'] = 'x' * (k % 5000)\n"
+        "    record.save()\n"
+    )
+    for delay in (0.05, 0.2, 0.5):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        jobs.read_record(target)  # parses and validates
+    # a temporary file left by a kill mid-write is never mistaken for a record
+    assert [p.name for p, _, _ in jobs.list_records(tmp_path)] == ["record.json"]
+
+
+def test_cli_run_killed_mid_way_then_resumed_in_a_new_process(models, reference, tmp_path):
+    env = {**os.environ, "QISKIT_IBM_TOKEN": TOKEN}
+    args = ["jobs", "submit", "--model", str(models / "ldm-hybrid"), "--backend", BACKEND, "--n", "4",
+            "--steps", "4", "--seed", "3", "--jobs-dir", str(tmp_path)]
+    from cli_helpers import QHYBRID
+
+    proc = subprocess.Popen([QHYBRID, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 120
+    path = None
+    while time.time() < deadline and proc.poll() is None:  # kill once step 1 is done
+        path = next(tmp_path.glob("*.json"), None)
+        if path is not None:
+            try:
+                if jobs.read_record(path)["steps"][1]["status"] == "done":
+                    break
+            except jobs.JobRecordError:
+                pytest.fail("a record was unreadable while the run wrote it")
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = path.stem
+    partial = jobs.read_record(path)
+    assert partial["status"] in ("running", "completed")
+    status = run("jobs", "status", run_id, "--jobs-dir", str(tmp_path), env=env)
+    assert status.returncode == 0 and run_id in status.stdout and "steps done" in status.stdout
+    resumed = run("jobs", "resume", run_id, "--jobs-dir", str(tmp_path), env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "completed, 4/4 steps" in resumed.stdout and "results:" in resumed.stdout
+    record = jobs.JobRecord.load(tmp_path, run_id)
+    assert np.array_equal(final_latents(record), final_latents(reference))
+    listing = run("jobs", "list", "--jobs-dir", str(tmp_path), env=env)
+    assert run_id in listing.stdout and "completed" in listing.stdout
+    # the token in the environment reached no file the run wrote, and no output
+    for file in tmp_path.rglob("*"):
+        if file.is_file():
+            assert TOKEN.encode() not in file.read_bytes(), file
+    assert TOKEN not in resumed.stdout + resumed.stderr + status.stdout
+
+
+def test_no_account_and_no_network_end_with_one_line_and_write_nothing(models, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
+    args = ["jobs", "submit", "--model", str(models / "ldm-hybrid"), "--backend", "ibm_torino",
+            "--jobs-dir", str(tmp_path / "jobs")]
+    line = one_line_error(run(*args, env={**clean, "HOME": str(home)}), code=1)
+    assert "no IBM Quantum account is configured" in line and "save_account" in line and "fake_" in line
+    # an account in the environment, but no way to reach IBM Quantum from here
+    env = {**clean, "HOME": str(home), "QISKIT_IBM_TOKEN": TOKEN,
+           "QISKIT_IBM_INSTANCE": "crn:v1:bluemix:public:quantum-computing:us-east:a/0123abcd:4567ef::"}
+    proc = run(*args, env=env)
+    line = one_line_error(proc, code=1)
+    assert "could not connect to IBM Quantum" in line and TOKEN not in proc.stderr + proc.stdout
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_fetch_of_an_ibm_run_without_a_connection_leaves_the_record_intact(models, reference, tmp_path):
+    data = json.loads(reference.path.read_text())
+    data["run_id"] = "ibm-run"
+    data["backend"] = {"name": "ibm_torino", "local_testing_mode": False}
+    data["status"] = "waiting"
+    data["steps"][3].update({"status": "submitted", "job_id": "d1abc2def3ghi4jkl5mn", "job_status": "QUEUED"})
+    path = tmp_path / "ibm-run.json"
+    path.write_text(json.dumps(data))
+    before = path.read_bytes()
+    home = tmp_path / "home"
+    home.mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
+    line = one_line_error(run("jobs", "fetch", "ibm-run", "--jobs-dir", str(tmp_path), env={**clean, "HOME": str(home)}),
+                          code=1)
+    assert "no IBM Quantum account" in line and "record is unchanged" in line and "jobs fetch ibm-run" in line
+    assert path.read_bytes() == before
+
+
+def test_bad_input_gives_one_line_errors(models, reference, tmp_path):
+    base = ["jobs", "submit", "--model", str(models / "ldm-hybrid"), "--jobs-dir", str(tmp_path)]
+    line = one_line_error(run(*base, "--backend", "fake_nowhere"))
+    assert "unknown fake backend 'fake_nowhere'" in line and "fake_manila" in line
+    line = one_line_error(run(*base, "--backend", "fake_armonk"))
+    assert "circuit has 3 qubits but backend fake_armonk has only 1" in line
+    assert "--n must be a positive integer, got 0" in one_line_error(run(*base, "--backend", BACKEND, "--n", "0"))
+    assert "--steps must be a positive integer, got -2" in one_line_error(
+        run(*base, "--backend", BACKEND, "--steps", "-2"))
+    assert "--steps must be at most 1000" in one_line_error(run(*base, "--backend", BACKEND, "--steps", "5000"))
+    assert "is not one of 0, 1, 2" in one_line_error(run(*base, "--backend", BACKEND, "--resilience-level", "3"))
+    line = one_line_error(run("jobs", "submit", "--model", str(models / "ldm-classical"), "--backend", BACKEND,
+                              "--jobs-dir", str(tmp_path)))
+    assert "no quantum block" in line and "qhybrid sample" in line
+    assert not list(tmp_path.glob("*.json"))  # nothing was written by the failed submissions
+    line = one_line_error(run("jobs", "status", "no-such-run", "--jobs-dir", str(reference.path.parent)))
+    assert "no job record" in line and reference.run_id in line
+    damaged = tmp_path / "broken.json"
+    damaged.write_text(reference.path.read_text()[:300])
+    assert "is not valid JSON" in one_line_error(run("jobs", "resume", "broken", "--jobs-dir", str(tmp_path)), code=1)
+    damaged.write_text(json.dumps({"format": "qhybrid-job-record", "format_version": 1}))
+    assert "not a valid qhybrid job record (no 'run_id')" in one_line_error(
+        run("jobs", "fetch", "broken", "--jobs-dir", str(tmp_path)), code=1)
+    listing = run("jobs", "list", "--jobs-dir", str(tmp_path))
+    assert listing.returncode == 0 and "DAMAGED" in listing.stdout
+
+
+def test_sample_with_an_ibm_target_goes_through_a_job_record(models, tmp_path):
+    out = tmp_path / "samples"
+    proc = run("sample", "--model", str(models / "ldm-hybrid"), "--target", f"ibm:{BACKEND}", "--n", "2",
+               "--steps", "2", "--out", str(out), "--jobs-dir", str(tmp_path / "jobs"))
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(out.glob("sample_*.png"))) == 2 and "as job run" in proc.stdout
+    (path,) = (tmp_path / "jobs").glob("*.json")
+    assert jobs.read_record(path)["status"] == "completed"
