@@ -208,6 +208,9 @@ def _sample_with_jobs(args: argparse.Namespace) -> int:
 
     if args.sampler != "ddim" or args.eta != 0:
         raise UsageError("the ibm: target samples with deterministic DDIM (--sampler ddim --eta 0): one job per step")
+    if args.mitigation or args.noise_model or args.method != "counts":
+        raise UsageError("--mitigation, --method and --noise-model belong to the fake: target; for the ibm: target "
+                         "use 'qhybrid jobs submit' with --resilience-level, --twirling, --dd")
     backend = args.target.split(":", 1)[1]
     records = _jobs_call(submit, args.model, backend, n=args.n, steps=args.steps, seeds=[args.seed],
                          shots=args.shots, optimization_level=args.opt_level, jobs_dir=args.jobs_dir)
@@ -378,6 +381,16 @@ def cmd_noisy_eval(args: argparse.Namespace) -> int:
               f"image change {e['image_mean_abs_change'] * 100:.1f}%, {e['seconds_per_step']:.2f} s/step")
     print(f"results: {out}/noisy_eval.md (noisy_eval.json, samples.png)")
     return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 
 
 def _int_list(allowed: tuple[int, ...] | None = None):
@@ -668,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     js.add_argument("--seed", type=_int_list(), default=[0], help="initial-noise seed; a list (0,1,2) makes one run each")
     js.add_argument("--detach", action="store_true",
                     help="submit the next step and return without waiting (IBM Quantum backends)")
-    js.add_argument("--poll", type=float, default=None, help="seconds between status checks (default 10; local 0.02)")
+    js.add_argument("--poll", type=_positive_float, default=None, help="seconds between status checks (default 10; local 0.02)")
     js.add_argument("--jobs-dir", default="jobs", help="where records go (default jobs/)")
     js.set_defaults(func=cmd_jobs_submit)
     jl = jobs.add_parser("list", help="list the job records")
@@ -683,10 +696,10 @@ def build_parser() -> argparse.ArgumentParser:
     jf.add_argument("run_id")
     jf.add_argument("--jobs-dir", default="jobs")
     jf.set_defaults(func=cmd_jobs_fetch)
-    jr = jobs.add_parser("resume", help="continue a run from its last completed step (never resubmits a step)")
+    jr = jobs.add_parser("resume", help="continue a run from its last completed step (finished or running jobs are reused)")
     jr.add_argument("run_id")
     jr.add_argument("--detach", action="store_true", help="submit the next step and return without waiting")
-    jr.add_argument("--poll", type=float, default=None)
+    jr.add_argument("--poll", type=_positive_float, default=None, help="seconds between status checks")
     jr.add_argument("--jobs-dir", default="jobs")
     jr.set_defaults(func=cmd_jobs_resume)
     return parser

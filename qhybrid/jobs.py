@@ -56,7 +56,7 @@ from .quantum.targets import Target
 RECORD_FORMAT = "qhybrid-job-record"
 RECORD_VERSION = 1
 DEFAULT_JOBS_DIR = "jobs"
-STEP_STATES = ("pending", "submitted", "result", "done", "failed")
+STEP_STATES = ("pending", "submitting", "submitted", "result", "done", "failed")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Jobs submitted by this process, by id: how a local testing-mode job is found again.
 LIVE_JOBS: dict[str, object] = {}
@@ -82,6 +82,11 @@ class _Pending(Exception):
 
 class _Blocked(Exception):
     """The current step needs a submission and this pass may not submit (fetch)."""
+
+
+def job_tag(run_id: str, k: int) -> str:
+    """The tag each step's job carries, so a job can be found even if its id was never saved."""
+    return f"qhybrid:{run_id}:step{k}"
 
 
 def _now() -> str:
@@ -176,24 +181,37 @@ def read_record(path: Path) -> dict:
     return data
 
 
+_RECORD_KEYS = {"run_id": str, "status": str, "created": str, "backend": dict, "mode": dict, "model": dict,
+                "circuit": dict, "options": dict, "sampling": dict, "steps": list, "initial_latents": str}
+
+
 def _record_problem(data) -> str | None:
-    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
-        return f"'format' is not {RECORD_FORMAT!r}"
-    if data.get("format_version") != RECORD_VERSION:
-        return f"format version {data.get('format_version')!r}; this qhybrid reads version {RECORD_VERSION}"
-    for key in ("run_id", "backend", "model", "circuit", "options", "sampling", "steps", "initial_latents"):
-        if key not in data:
-            return f"no {key!r}"
-    steps = data["steps"]
-    if not isinstance(steps, list) or len(steps) != data["sampling"].get("steps"):
-        return "the step list does not match sampling.steps"
-    for k, step in enumerate(steps):
-        if not isinstance(step, dict) or step.get("index") != k or step.get("status") not in STEP_STATES:
-            return f"step {k} is malformed"
+    """Why ``data`` is not a usable record (None if it is)."""
     try:
+        if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+            return f"'format' is not {RECORD_FORMAT!r}"
+        if data.get("format_version") != RECORD_VERSION:
+            return f"format version {data.get('format_version')!r}; this qhybrid reads version {RECORD_VERSION}"
+        for key, kind in _RECORD_KEYS.items():
+            if not isinstance(data.get(key), kind):
+                return f"no {key!r}" if key not in data else f"{key!r} is not a {kind.__name__}"
+        if not isinstance(data["backend"].get("name"), str) or "requested" not in data["mode"]:
+            return "backend.name or mode.requested is missing"
+        if not isinstance(data["model"].get("path"), str) or not isinstance(data["sampling"].get("seed"), int):
+            return "model.path or sampling.seed is missing"
+        steps = data["steps"]
+        if len(steps) != data["sampling"].get("steps"):
+            return "the step list does not match sampling.steps"
+        for k, step in enumerate(steps):
+            if not isinstance(step, dict) or step.get("index") != k or step.get("status") not in STEP_STATES:
+                return f"step {k} is malformed"
+            needs = {"submitting": ("tag",), "submitted": ("job_id",), "result": ("job_id", "result_file"),
+                     "done": ("job_id", "result_file", "latents_file")}.get(step["status"], ())
+            if any(not step.get(key) for key in needs):
+                return f"step {k} is '{step['status']}' without {', '.join(needs)}"
         RuntimeOptions(**data["options"])
-    except (TypeError, ValueError) as exc:
-        return f"options: {exc}"
+    except Exception as exc:  # noqa: BLE001 - any surprise in a damaged file is "not a valid record"
+        return f"{type(exc).__name__}: {exc}"
     return None
 
 
@@ -232,6 +250,7 @@ class JobRunner:
         from .train_diffusion import load_ldm
 
         self.records = records
+        self._locks: list = []  # taken by advance()
         first = records[0].data
         self.backend_name = first["backend"]["name"]
         self.local = is_local(self.backend_name)
@@ -253,8 +272,10 @@ class JobRunner:
             raise InputError(f"{model_dir} is a {self.model.cfg.kind} model with no quantum block; only hybrid "
                              "models run on IBM Quantum (sample classical ones with 'qhybrid sample')")
         opts = records[0].options
+        # no transpilation here: a new run transpiles in submit(), an existing one loads its QPY
         self.model.to_target(Target("ibm", self.backend_name, {
-            "optimization_level": opts.optimization_level, "seed_transpiler": opts.seed_transpiler}))
+            "optimization_level": opts.optimization_level, "seed_transpiler": opts.seed_transpiler,
+            "eager_transpile": False}))
         self.estimator = block.qnn.estimator
         self.estimator.executor = self._execute
         self.logical = block.qnn._circuit
@@ -263,6 +284,26 @@ class JobRunner:
         self._mode = None
         self._mode_used = None
         self._current: tuple[JobRecord, int, bool] | None = None
+
+    def _lock(self, record: JobRecord) -> None:
+        """One process per run: a second submit/resume/fetch of the same run stops at once."""
+        import fcntl
+
+        record.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(record.path.with_suffix(".lock"), "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            self._unlock()
+            raise JobRecordError(f"run {record.run_id} is being worked on by another qhybrid process (a submit, "
+                                 "resume or fetch); wait for it to finish or stop it first") from None
+        self._locks.append(handle)
+
+    def _unlock(self) -> None:
+        for handle in self._locks:
+            handle.close()  # closing releases the lock
+        self._locks = []
 
     # -- the ISA circuit, stored once per run ---------------------------------------------------
     def write_circuit(self, record: JobRecord, isa: IsaCircuit) -> None:
@@ -322,7 +363,8 @@ class JobRunner:
             try:
                 mode, used = cls(backend=backend), requested
             except Exception as exc:  # noqa: BLE001 - plan limits and API errors
-                if requested != "session":
+                refused = any(w in str(exc).lower() for w in ("plan", "not authorized", "not allowed", "403"))
+                if requested != "session" or not refused:
                     raise RuntimeTargetError(f"could not open a {requested} on {self.backend_name} ({_short(exc)}); "
                                              "retry, or use --mode job") from None
                 mode, used = backend, "job"
@@ -353,6 +395,8 @@ class JobRunner:
             if evs.shape != shape:
                 raise JobRecordError(f"{record.folder / step['result_file']} holds {evs.shape} values; expected {shape}")
             return evs
+        if step["status"] == "submitting" and self._find_tagged(record, k) is None:
+            step["status"] = "pending"  # nothing reached the service: submit (below) if allowed
         if step["status"] == "submitted":
             job = self._retrieve(record, k)
             if job is not None:
@@ -368,27 +412,53 @@ class JobRunner:
 
     def _submit(self, record: JobRecord, k: int, isa: IsaCircuit, values: np.ndarray):
         step = record.steps[k]
-        if step.get("job_id"):  # a lost or failed earlier attempt: keep its id
-            step.setdefault("attempts", []).append(
-                {"job_id": step["job_id"], "status": step.get("job_status"), "note": step.get("note")})
         mode = self._mode_for_submission()
         seed = record.step_seed(k) if self.local else None
+        tag = job_tag(record.run_id, k)
+        # on disk before the call: if the process dies between the service accepting the job and
+        # the id reaching the record, resume finds the job by its tag instead of paying twice
+        previous = {"job_id": step.get("job_id"), "status": step.get("job_status"), "note": step.get("note")}
+        step.update({"status": "submitting", "tag": tag, "submitting_at": _now()})
+        record.save()
         try:
-            job = submit_pub(mode, record.options, self.local, isa.pub(values), seed)
+            job = submit_pub(mode, record.options, self.local, isa.pub(values), seed, tags=[tag])
         except Exception as exc:  # noqa: BLE001 - network, plan or validation errors from the service
-            record.save()
-            raise RuntimeTargetError(f"submitting step {k} of run {record.run_id} failed ({_short(exc)}); nothing "
-                                     f"was submitted; retry with 'qhybrid jobs resume {record.run_id}'") from None
+            raise RuntimeTargetError(
+                f"submitting step {k} of run {record.run_id} failed ({_short(exc)}); if the service accepted it "
+                f"anyway, 'qhybrid jobs resume {record.run_id}' finds it by its tag {tag}") from None
         self.submitted += 1
         LIVE_JOBS[job.job_id()] = job
+        if previous["job_id"]:  # a lost, failed or cancelled earlier attempt: keep its id
+            step.setdefault("attempts", []).append(previous)
         step.update({"status": "submitted", "job_id": job.job_id(), "job_status": "SUBMITTED",
                      "submitted_at": _now(), "finished_at": None, "note": None, "mode": self._mode_used,
-                     "simulator_seed": seed})
+                     "mode_id": getattr(mode, "session_id", None), "simulator_seed": seed})
         record.data["status"] = "running"
         record.save()
         if self.interrupt_after_submit is not None and k >= self.interrupt_after_submit:
             raise KeyboardInterrupt
         raise _Pending(job)
+
+    def _find_tagged(self, record: JobRecord, k: int):
+        """A step left 'submitting' by a crash: the job the service accepted under its tag, if any."""
+        step = record.steps[k]
+        if self.local:
+            return None  # a local job died with its process
+        try:
+            found = runtime_service().jobs(job_tags=[step["tag"]], limit=5)
+        except Exception as exc:  # noqa: BLE001
+            raise RuntimeTargetError(
+                f"could not ask IBM Quantum whether step {k} of {record.run_id} was submitted ({_short(exc)}); the "
+                f"record is unchanged; retry with 'qhybrid jobs resume {record.run_id}'") from None
+        if not found:
+            return None
+        job = found[0]
+        LIVE_JOBS[job.job_id()] = job
+        step.update({"status": "submitted", "job_id": job.job_id(), "job_status": "SUBMITTED",
+                     "submitted_at": step.get("submitting_at"), "note": "found by its tag after a crash"})
+        record.save()
+        self.log(f"note: step {k} of {record.run_id} had been submitted before a crash: job {job.job_id()}")
+        return job
 
     def _retrieve(self, record: JobRecord, k: int):
         step = record.steps[k]
@@ -473,17 +543,24 @@ class JobRunner:
     def advance(self, how: Advance = Advance()) -> None:
         """Move every run as far as ``how`` allows; records are saved after each change."""
         for record in self.records:
-            self.load_circuit(record)
+            self._lock(record)
+        try:
+            for record in self.records:
+                self.load_circuit(record)
+        except BaseException:
+            self._unlock()
+            raise
         total = sum(len(r.steps) for r in self.records)
         bar = tqdm(total=total, initial=sum(r.completed_steps() for r in self.records), unit="step",
                    desc=f"jobs on {self.backend_name}", disable=not self.progress)
         may_submit = how.submit
+        failures: dict[str, str] = {}
         try:
             while True:
                 pending, moved = [], False
                 for record in self.records:
                     k = record.next_step()
-                    if k is None:
+                    if k is None or record.run_id in failures:
                         continue
                     try:
                         self._step(record, k, may_submit)
@@ -495,35 +572,62 @@ class JobRunner:
                         pending.append((record, k, exc.job))
                     except _Blocked:
                         pass
+                    except QHybridError as exc:  # this run stops; its siblings go on
+                        failures[record.run_id] = str(exc)
+                pending = [p for p in pending if p[0].run_id not in failures]
                 if pending and how.wait:
-                    self._wait(pending, bar)
+                    self._wait(pending, bar, failures)
                 elif pending and self.local:
                     # a local job lives in this process: finish and collect it, submit nothing more
-                    self._wait(pending, bar)
+                    self._wait(pending, bar, failures)
                     may_submit = False
                 elif not moved:
                     break
         except KeyboardInterrupt:
+            self._finish(bar)
             waiting = [f"step {r.next_step()} of {r.run_id}" for r in self.records if r.next_step() is not None]
             raise Interrupted(
                 f"stopped; the records are saved ({', '.join(waiting) or 'nothing'} not finished); submitted IBM "
                 f"Quantum jobs keep running: 'qhybrid jobs fetch RUN_ID' collects them, 'qhybrid jobs resume "
                 f"RUN_ID' continues") from None
-        finally:
+        except BaseException:
             bar.close()
             self.close()
+            self._unlock()
+            raise  # the first error wins; the records hold every change made before it
+        self._finish(bar)
+        if failures:
+            if len(self.records) == 1:
+                raise RuntimeTargetError(next(iter(failures.values())))
+            ok = [r.run_id for r in self.records if r.run_id not in failures]
+            raise RuntimeTargetError(
+                f"{len(failures)} of {len(self.records)} runs stopped: "
+                + "; ".join(f"{run_id}: {msg}" for run_id, msg in failures.items())
+                + (f" (the others went on: {', '.join(ok)})" if ok else ""))
+
+    def _finish(self, bar) -> None:
+        bar.close()
+        self.close()
+        try:
             for record in self.records:
                 self._settle(record)
+        finally:
+            self._unlock()
 
-    def _wait(self, pending: list, bar) -> None:
+    def _wait(self, pending: list, bar, failures: dict) -> None:
         while True:
             states = []
             for record, k, job in pending:
-                states.append(self._status(job, record, k))
+                if record.run_id in failures:
+                    continue
+                try:
+                    states.append(self._status(job, record, k))
+                except QHybridError as exc:
+                    failures[record.run_id] = str(exc)
             label = ", ".join(sorted(set(states)))
             if label != getattr(bar, "postfix", None):
                 bar.set_postfix_str(label)
-            if all(s in FINAL_STATES for s in states):
+            if all(s in FINAL_STATES for s in states):  # (also when every run has failed)
                 return
             time.sleep(self.poll)
 

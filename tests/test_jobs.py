@@ -174,7 +174,9 @@ def test_fetch_collects_finished_jobs_submits_nothing_and_decodes_at_the_end(mod
     with pytest.raises(jobs.Interrupted):
         submit(models, tmp_path, interrupt_after_submit=1)
     run_id = next(tmp_path.glob("*.json")).stem
+    live = len(jobs.LIVE_JOBS)
     fetched = jobs.fetch(run_id, tmp_path, progress=False, log=lambda *_: None)
+    assert len(jobs.LIVE_JOBS) == live  # fetch submitted nothing
     assert [s["status"] for s in fetched.steps] == ["done", "done", "pending", "pending"]
     assert fetched.data["status"] == "stopped" and not fetched.data["images"]
     with pytest.raises(jobs.Interrupted):  # submit the last step, then stop
@@ -244,9 +246,10 @@ def test_cli_run_killed_mid_way_then_resumed_in_a_new_process(models, reference,
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert path is not None, "the run wrote no record"
     run_id = path.stem
     partial = jobs.read_record(path)
-    assert partial["status"] in ("running", "completed")
+    assert partial["status"] == "running" and partial["steps"][1]["status"] == "done", "killed too late"
     status = run("jobs", "status", run_id, "--jobs-dir", str(tmp_path), env=env)
     assert status.returncode == 0 and run_id in status.stdout and "steps done" in status.stdout
     resumed = run("jobs", "resume", run_id, "--jobs-dir", str(tmp_path), env=env)
@@ -254,6 +257,8 @@ def test_cli_run_killed_mid_way_then_resumed_in_a_new_process(models, reference,
     assert "completed, 4/4 steps" in resumed.stdout and "results:" in resumed.stdout
     record = jobs.JobRecord.load(tmp_path, run_id)
     assert np.array_equal(final_latents(record), final_latents(reference))
+    attempts = [a for s in record.steps for a in s.get("attempts", [])]
+    assert all(a["status"] in ("LOST", "SUBMITTED", "RUNNING", "QUEUED", "DONE") for a in attempts)  # only local jobs lost with the process
     listing = run("jobs", "list", "--jobs-dir", str(tmp_path), env=env)
     assert run_id in listing.stdout and "completed" in listing.stdout
     # the token in the environment reached no file the run wrote, and no output
@@ -333,3 +338,75 @@ def test_sample_with_an_ibm_target_goes_through_a_job_record(models, tmp_path):
     assert len(list(out.glob("sample_*.png"))) == 2 and "as job run" in proc.stdout
     (path,) = (tmp_path / "jobs").glob("*.json")
     assert jobs.read_record(path)["status"] == "completed"
+
+
+def test_a_failed_job_marks_its_step_and_resume_submits_it_again(models, reference, tmp_path):
+    """A real primitive job whose work raises (status ERROR) stands in for a job the service failed."""
+    from qiskit.primitives.primitive_job import PrimitiveJob
+
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, interrupt_after_submit=2)
+    run_id = next(tmp_path.glob("*.json")).stem
+    record = jobs.JobRecord.load(tmp_path, run_id)
+    failed_id = record.steps[2]["job_id"]
+
+    def fail():
+        raise RuntimeError("the backend went into maintenance")
+
+    job = PrimitiveJob(fail)
+    job._submit()
+    jobs.LIVE_JOBS[failed_id] = job
+    with pytest.raises(jobs.RuntimeTargetError, match=r"step 2 of .* ended ERROR.*jobs resume"):
+        jobs.fetch(run_id, tmp_path, progress=False, log=lambda *_: None)
+    record = jobs.JobRecord.load(tmp_path, run_id)
+    assert record.steps[2]["status"] == "failed" and record.data["status"] == "failed"
+    resumed = jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None)
+    assert resumed.steps[2]["attempts"][0]["job_id"] == failed_id and resumed.steps[2]["job_id"] != failed_id
+    assert np.array_equal(final_latents(resumed), final_latents(reference))
+
+
+def test_a_crash_while_submitting_is_recovered_without_losing_the_step(models, reference, tmp_path):
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, interrupt_after_step=0)
+    run_id = next(tmp_path.glob("*.json")).stem
+    record = jobs.JobRecord.load(tmp_path, run_id)
+    # what a kill between "submitting" being saved and the job id being saved leaves behind
+    record.steps[1].update({"status": "submitting", "tag": jobs.job_tag(run_id, 1)})
+    record.save()
+    jobs.read_record(record.path)
+    resumed = jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None)
+    assert [s["status"] for s in resumed.steps] == ["done"] * 4
+    assert resumed.steps[1]["tag"] == jobs.job_tag(run_id, 1)
+    assert np.array_equal(final_latents(resumed), final_latents(reference))
+
+
+def test_one_process_per_run(models, reference, tmp_path):
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, interrupt_after_step=0)
+    run_id = next(tmp_path.glob("*.json")).stem
+    record = jobs.JobRecord.load(tmp_path, run_id)
+    holder = jobs.JobRunner([record], progress=False, log=lambda *_: None)
+    holder._lock(record)  # another process working on it
+    try:
+        line = one_line_error(run("jobs", "resume", run_id, "--jobs-dir", str(tmp_path)), code=1)
+        assert "being worked on by another qhybrid process" in line
+    finally:
+        holder._unlock()
+    assert jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None).data["status"] == "completed"
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda d: d.update(sampling=[]), "'sampling' is not a dict"),
+    (lambda d: d.pop("status"), "no 'status'"),
+    (lambda d: d["steps"][0].pop("latents_file"), "step 0 is 'done' without"),
+    (lambda d: d["steps"].pop(), "does not match sampling.steps"),
+    (lambda d: d["options"].update(shots=-5), "shots must be a positive integer"),
+])
+def test_damaged_records_are_named_not_crashed_on(reference, tmp_path, damage, problem):
+    data = json.loads(reference.path.read_text())
+    damage(data)
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(jobs.JobRecordError, match=problem):
+        jobs.read_record(path)
+    assert jobs.list_records(tmp_path)[0][1] is None  # listed as damaged, no exception

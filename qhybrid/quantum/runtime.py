@@ -204,22 +204,27 @@ def evs_table(result, num_observables: int, rows: int) -> np.ndarray:
     return evs
 
 
-def estimator_for(mode, options: RuntimeOptions, local: bool, seed_simulator: int | None = None):
+def estimator_for(mode, options: RuntimeOptions, local: bool, seed_simulator: int | None = None,
+                  tags: list[str] | None = None):
     """A runtime ``EstimatorV2`` on ``mode`` (backend, Session or Batch) with ``options``."""
     from qiskit_ibm_runtime import EstimatorV2
 
+    opts = options.primitive_options(local, seed_simulator)
+    if tags and not local:
+        opts["environment"] = {"job_tags": list(tags)}
     with warnings.catch_warnings():
         # qiskit-ibm-runtime 0.50 deprecates the server-side EstimatorV2 in favour of a client-side
         # executor-based Estimator; qhybrid keeps EstimatorV2 because a job fetched by id days
         # later returns finished expectation values (see ARCHITECTURE.md)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return EstimatorV2(mode=mode, options=options.primitive_options(local, seed_simulator))
+        return EstimatorV2(mode=mode, options=opts)
 
 
-def submit_pub(mode, options: RuntimeOptions, local: bool, pub: tuple, seed_simulator: int | None = None):
+def submit_pub(mode, options: RuntimeOptions, local: bool, pub: tuple, seed_simulator: int | None = None,
+               tags: list[str] | None = None):
     """Submit one PUB; local testing mode's "no effect" warnings are expected and silenced (the
     record lists the ignored options)."""
-    estimator = estimator_for(mode, options, local, seed_simulator)
+    estimator = estimator_for(mode, options, local, seed_simulator, tags)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*no effect in local testing mode.*")
         return estimator.run([pub])

@@ -33,7 +33,8 @@ TARGET_KINDS = {"ideal": True, "fake": True, "ibm": True}
 FAKE_OPTIONS = {"shots": 1024, "method": "counts", "mitigation": False, "optimization_level": 2,
                 "seed_transpiler": 0, "seed": None, "noise_model": None}
 #: Options of the ibm target (see qhybrid.quantum.runtime.RuntimeOptions).
-IBM_OPTIONS = ("shots", "resilience_level", "twirling", "dd", "optimization_level", "seed_transpiler")
+IBM_OPTIONS = ("shots", "resilience_level", "twirling", "dd", "optimization_level", "seed_transpiler",
+               "eager_transpile")
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Target:
         # wide for the backend fails here rather than in the middle of sampling
         if self.kind == "fake":
             estimator.program(qnn._circuit)
-        elif self.kind == "ibm":
+        elif self.kind == "ibm" and self.options.get("eager_transpile", True):
             estimator.isa(qnn._circuit, [])
         return qnn
 
@@ -88,7 +89,8 @@ class Target:
         if self.kind == "ibm":
             from .runtime import RuntimeEstimator, RuntimeOptions
 
-            return RuntimeEstimator(self.backend, RuntimeOptions(**self.options))
+            options = {k: v for k, v in self.options.items() if k != "eager_transpile"}
+            return RuntimeEstimator(self.backend, RuntimeOptions(**options))
         from .noisy import NoisyEstimator, noise_source_for_backend
         from ..noise import load_snapshot
 
