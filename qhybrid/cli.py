@@ -44,6 +44,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = DemoConfig.quick(args.seed) if args.quick else DemoConfig(seed=args.seed)
     cfg.with_qvae = args.with_qvae
+    cfg.with_ablations = args.with_ablations
     out = run_demo(args.out, cfg, resume=args.resume)
     print(f"results: {out}/report.md (and data.png, samples.png, losses.png; checkpoints in {out}/vae, "
           f"{out}/ldm-classical, {out}/ldm-classical-large, {out}/ldm-hybrid)")
@@ -125,7 +126,9 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
             quantum = CircuitSpec(num_qubits=args.qubits, reps=args.reps, ansatz=args.ansatz).to_dict()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    model_cfg = VAEConfig(size=args.size, quantum=quantum)
+    if args.placement != "bottleneck" and not args.quantum:
+        raise UsageError("--placement applies to the quantum-enhanced VAE; add --quantum")
+    model_cfg = VAEConfig(size=args.size, quantum=quantum, quantum_placement=args.placement)
     train_cfg = VAETrainConfig(data=args.data, n=args.n, epochs=args.epochs, batch=args.batch,
                                lr=args.lr, seed=args.seed)
     summary = train_vae(args.out, model_cfg, train_cfg, resume=args.resume)
@@ -149,7 +152,7 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
     cfg = DiffusionTrainConfig(data=args.data, n=args.n, steps=args.steps, batch=args.batch, lr=args.lr,
                                seed=args.seed)
     summary = train_diffusion(args.out, args.vae, args.denoiser, cfg, sched, num_qubits=args.qubits,
-                              reps=args.reps, resume=args.resume)
+                              reps=args.reps, ansatz=args.ansatz, placement=args.placement, resume=args.resume)
     p = summary["parameters"]
     print(
         f"trained {summary['denoiser']} denoiser ({p['total']:,} parameters, {p['quantum_circuit_weights']} "
@@ -323,7 +326,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import run_compare
+    from .compare import run_compare, run_sweep
+
+    if args.train_sizes:
+        kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
+        run_sweep(args.run, args.train_sizes, kinds=kinds, steps=args.train_steps, n=args.n, sample_steps=args.steps,
+                  seed=args.seed, real_n=args.n_real, k=args.k, n_boot=args.bootstrap, num_qubits=args.qubits,
+                  reps=args.reps)
+        print(f"results: {args.run}/sweep.md (sweep.json, sweep.png; models and per-size comparisons in "
+              f"{args.run}/sweep/)")
+        return 0
 
     summary = run_compare(args.run, n=args.n, steps=args.steps, seed=args.seed, real_n=args.n_real, k=args.k,
                           n_boot=args.bootstrap, validator_dir=args.validator, encoder_dir=args.encoder,
@@ -509,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     demo.add_argument("--with-qvae", action="store_true",
                       help="also train the quantum-enhanced VAE and a hybrid denoiser on it (about +3.5 min)")
+    demo.add_argument("--with-ablations", action="store_true",
+                      help="also train hybrid-classical-core and hybrid-frozen (about +4 min)")
     demo.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="fundus data: synthesise, show").add_subparsers(
@@ -538,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--qubits", type=_positive_int, default=6, help="quantum block width (default 6)")
     vae.add_argument("--reps", type=_positive_int, default=2, help="ansatz repetitions (default 2)")
     vae.add_argument("--ansatz", default="real_amplitudes")
+    vae.add_argument("--placement", choices=["bottleneck", "qresblock"], default="bottleneck",
+                     help="quantum: a gated branch after the encoder (bottleneck) or QResBlocks as the encoder's and "
+                          "decoder's middle blocks (qresblock)")
     vae.add_argument("--epochs", type=_positive_int, default=20)
     vae.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
     vae.add_argument("--batch", type=_positive_int, default=16)
@@ -548,7 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
     vae.set_defaults(func=cmd_train_vae)
     ldm = train.add_parser("diffusion", help="train a latent denoiser on a trained VAE")
     ldm.add_argument("--vae", required=True, help="VAE checkpoint folder")
-    ldm.add_argument("--denoiser", required=True, choices=["classical", "classical-large", "hybrid"])
+    ldm.add_argument("--denoiser", required=True, choices=["classical", "classical-large", "hybrid",
+                                                            "hybrid-classical-core", "hybrid-frozen"],
+                     help="hybrid-classical-core / hybrid-frozen: ablations that replace only the quantum core")
+    ldm.add_argument("--placement", choices=["bottleneck", "qresblock"], default="bottleneck",
+                     help="the branch after the middle block, or inside it as a QResBlock")
+    ldm.add_argument("--ansatz", default="real_amplitudes", help="hybrid: circuit ansatz (see 'circuits study')")
     ldm.add_argument("--data", default="synthetic", help="the VAE's training source (default synthetic)")
     ldm.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
     ldm.add_argument("--steps", type=_positive_int, default=1200)
@@ -625,6 +647,13 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--encoder", default=None, help="encoder folder (default: RUN/encoder, trained if missing)")
     cmp_.add_argument("--inception", default=None)
     cmp_.add_argument("--seed", type=int, default=0)
+    cmp_.add_argument("--train-sizes", type=_int_list(), default=None,
+                      help="data-scarcity sweep: train every denoiser on each number of images (e.g. 64,256,1024) "
+                           "with the run's VAE, compare each size, plot metrics against size (resumable)")
+    cmp_.add_argument("--kinds", default=None, help="sweep: denoisers to train (default: all five, ablations included)")
+    cmp_.add_argument("--train-steps", type=_positive_int, default=None, help="sweep: training steps (default 1200)")
+    cmp_.add_argument("--qubits", type=_positive_int, default=8, help="sweep: hybrid circuit width (default 8)")
+    cmp_.add_argument("--reps", type=_positive_int, default=3, help="sweep: ansatz repetitions (default 3)")
     cmp_.set_defaults(func=cmd_compare)
 
     backends = sub.add_parser("backends", help="list the fake backends (qubits, basis gates)")

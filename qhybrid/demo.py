@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__, io
 from . import checkpoint as ckpt
 from .data import load_dataset
-from .denoiser import DENOISERS
+from .denoiser import ABLATIONS, DENOISERS
 from .errors import InputError
 from .plots import save_image_grid
 
@@ -39,6 +39,7 @@ class DemoConfig:
     sample_steps: int = 50
     real_n: int = 200
     with_qvae: bool = False
+    with_ablations: bool = False
     seed: int = 0
 
     @classmethod
@@ -96,12 +97,13 @@ def run_demo(out: str | Path, cfg: DemoConfig, resume: bool = False, progress: b
     else:
         timings["vae"] = previous.get("vae", float("nan"))
 
-    # 3. denoisers
-    for k, kind in enumerate(DENOISERS):
+    # 3. denoisers (and, on request, the two ablations of the hybrid)
+    kinds = DENOISERS + (ABLATIONS if cfg.with_ablations else ())
+    for k, kind in enumerate(kinds):
         folder = out / f"ldm-{kind}"
         t0 = time.perf_counter()
         if not _stage_done(folder, "step", cfg.steps):
-            log(f"[{2}/4] {kind} denoiser ({cfg.steps} steps) [{k + 1}/3]")
+            log(f"[{2}/4] {kind} denoiser ({cfg.steps} steps) [{k + 1}/{len(kinds)}]")
             summaries[kind] = train_diffusion(
                 folder, vae_dir, kind,
                 DiffusionTrainConfig(n=cfg.n_train, steps=cfg.steps, batch=cfg.batch, seed=cfg.seed,

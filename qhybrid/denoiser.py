@@ -10,6 +10,11 @@ comparison measures the branch and nothing else:
 * ``classical``: the same branch with a small classical MLP (``num_qubits`` hidden units) in place of
   the circuit, so the parameter counts are about equal;
 * ``classical-large``: the classical variant with twice the channels (about 3.7x the parameters).
+
+Two ablations replace only the quantum part of ``hybrid`` (see :mod:`qhybrid.qres`):
+``hybrid-classical-core`` (a classical layer of the block's widths and exact parameter count) and
+``hybrid-frozen`` (the circuit weights frozen at initialisation). ``placement`` puts the branch
+after the middle block (``bottleneck``, default) or inside it as a QResBlock (``qresblock``).
 """
 
 from __future__ import annotations
@@ -23,9 +28,18 @@ from torch import nn
 
 from .config import config_from_dict
 from .layers import group_norm
+from .qres import QResBlock, QuantumBranch
 from .quantum import CircuitSpec, QuantumBlock
 
+#: The demo's three denoisers.
 DENOISERS = ("classical", "classical-large", "hybrid")
+#: Ablations of the hybrid: only the quantum core changes.
+ABLATIONS = ("hybrid-classical-core", "hybrid-frozen")
+ALL_DENOISERS = DENOISERS + ABLATIONS
+#: Denoiser kind -> the core of its branch (qhybrid.qres.CORES).
+CORE_OF = {"classical": "mlp", "classical-large": "mlp", "hybrid": "quantum",
+           "hybrid-classical-core": "matched", "hybrid-frozen": "frozen"}
+PLACEMENTS = ("bottleneck", "qresblock")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -67,11 +81,14 @@ class DenoiserConfig:
     time_dim: int = 64
     quantum: dict | None = None
     gate_init: float = 0.5
+    placement: str = "bottleneck"
 
     def __post_init__(self):
-        if self.kind not in DENOISERS:
-            raise ValueError(f"unknown denoiser {self.kind!r}; allowed: {', '.join(DENOISERS)}")
-        if self.kind == "hybrid" and self.quantum is None:
+        if self.kind not in ALL_DENOISERS:
+            raise ValueError(f"unknown denoiser {self.kind!r}; allowed: {', '.join(ALL_DENOISERS)}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"unknown placement {self.placement!r}; allowed: {', '.join(PLACEMENTS)}")
+        if self.kind.startswith("hybrid") and self.quantum is None:
             self.quantum = CircuitSpec(num_qubits=8, reps=3).to_dict()
         if self.quantum is not None:
             CircuitSpec.from_dict(self.quantum)
@@ -80,11 +97,11 @@ class DenoiserConfig:
 
     @classmethod
     def for_kind(cls, kind: str, latent_channels: int, latent_size: int, num_qubits: int = 8,
-                 reps: int = 3, ansatz: str = "real_amplitudes") -> "DenoiserConfig":
+                 reps: int = 3, ansatz: str = "real_amplitudes", placement: str = "bottleneck") -> "DenoiserConfig":
         spec = CircuitSpec(num_qubits=num_qubits, reps=reps, ansatz=ansatz).to_dict()
         channels = 48 if kind == "classical-large" else 24
         return cls(kind=kind, latent_channels=latent_channels, latent_size=latent_size,
-                   channels=channels, quantum=spec)
+                   channels=channels, quantum=spec, placement=placement)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,32 +109,6 @@ class DenoiserConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "DenoiserConfig":
         return config_from_dict(cls, data)
-
-
-class BottleneckBranch(nn.Module):
-    """pooled features + time embedding -> n angles -> core -> features, gated, broadcast-added.
-
-    ``core`` is the QuantumBlock (hybrid) or a classical MLP with as many hidden units as qubits.
-    """
-
-    def __init__(self, channels: int, tdim: int, spec: CircuitSpec, quantum: bool, gate_init: float, seed: int = 0):
-        super().__init__()
-        n = spec.num_qubits
-        self.to_angles = nn.Linear(channels + tdim, n)
-        if quantum:
-            self.core = QuantumBlock(spec, seed=seed)
-            out = spec.num_outputs
-        else:
-            self.core = nn.Sequential(nn.Linear(n, n), nn.Tanh())
-            out = n
-        self.quantum = quantum
-        self.back = nn.Linear(out, channels)
-        self.gate = nn.Parameter(torch.tensor(float(gate_init)))
-
-    def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([h.mean(dim=(2, 3)), temb], dim=1)
-        angles = math.pi * torch.tanh(self.to_angles(pooled))
-        return h + self.gate * self.back(self.core(angles))[:, :, None, None]
 
 
 class LatentDenoiser(nn.Module):
@@ -132,9 +123,14 @@ class LatentDenoiser(nn.Module):
         self.down1 = TimeResBlock(c, c, tdim)
         self.downsample = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
         self.down2 = TimeResBlock(2 * c, 2 * c, tdim)
-        self.mid = TimeResBlock(2 * c, 2 * c, tdim)
         spec = CircuitSpec.from_dict(cfg.quantum) if cfg.quantum else CircuitSpec(num_qubits=8, reps=3)
-        self.branch = BottleneckBranch(2 * c, tdim, spec, cfg.kind == "hybrid", cfg.gate_init)
+        core = CORE_OF[cfg.kind]
+        if cfg.placement == "qresblock":
+            self.mid = QResBlock(2 * c, 2 * c, tdim, spec, core, cfg.gate_init)
+            self.branch = None
+        else:
+            self.mid = TimeResBlock(2 * c, 2 * c, tdim)
+            self.branch = QuantumBranch(2 * c, tdim, spec, core, cfg.gate_init)
         self.mid2 = TimeResBlock(2 * c, 2 * c, tdim)
         self.upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * c, c, 3, padding=1))
         self.up1 = TimeResBlock(2 * c, c, tdim)
@@ -144,8 +140,13 @@ class LatentDenoiser(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     @property
+    def quantum_branch(self) -> QuantumBranch:
+        return self.branch if self.branch is not None else self.mid.branch
+
+    @property
     def quantum_block(self) -> QuantumBlock | None:
-        return self.branch.core if self.branch.quantum else None
+        core = self.quantum_branch.core
+        return core if isinstance(core, QuantumBlock) else None
 
     def to_target(self, target: str, **options) -> "LatentDenoiser":
         """Evaluate the quantum block on another execution target (no-op for classical models)."""
@@ -163,7 +164,8 @@ class LatentDenoiser(nn.Module):
         h0 = self.down1(self.conv_in(z), temb)
         h = self.down2(self.downsample(h0), temb)
         h = self.mid(h, temb)
-        h = self.branch(h, temb)
+        if self.branch is not None:
+            h = self.branch(h, temb)
         h = self.mid2(h, temb)
         h = self.up1(torch.cat([self.upsample(h), h0], dim=1), temb)
         return self.conv_out(F.silu(self.norm_out(h)))
@@ -171,5 +173,7 @@ class LatentDenoiser(nn.Module):
     def parameter_counts(self) -> dict:
         total = sum(p.numel() for p in self.parameters())
         quantum = self.quantum_block.weight.numel() if self.quantum_block is not None else 0
-        branch = sum(p.numel() for p in self.branch.parameters())
-        return {"total": total, "quantum_circuit_weights": quantum, "bottleneck_branch": branch}
+        branch = self.quantum_branch
+        return {"total": total, "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
+                "quantum_circuit_weights": quantum, "branch": sum(p.numel() for p in branch.parameters()),
+                "branch_core": sum(p.numel() for p in branch.core.parameters())}

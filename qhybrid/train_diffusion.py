@@ -86,7 +86,7 @@ def load_ldm(folder: str | Path, check_vae: bool = True):
 
 def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_cfg: DiffusionTrainConfig,
                     scheduler_cfg: SchedulerConfig | None = None, num_qubits: int = 8, reps: int = 3,
-                    resume: bool = False, progress: bool = True, interrupt_after_step: int | None = None) -> dict:
+                    ansatz: str = "real_amplitudes", placement: str = "bottleneck", resume: bool = False, progress: bool = True, interrupt_after_step: int | None = None) -> dict:
     out, vae_path = Path(out), Path(vae_path)
     vae = load_vae(vae_path)
     vae_header = ckpt.read_header(vae_path, "vae")
@@ -110,7 +110,8 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
         if (out / ckpt.CONFIG_NAME).exists():
             raise DiffusionTrainingError(f"{out} already holds a checkpoint; continue it with --resume or choose another --out")
         c, s, _ = vae.cfg.latent_shape
-        dcfg = DenoiserConfig.for_kind(denoiser, c, s, num_qubits=num_qubits, reps=reps)
+        dcfg = DenoiserConfig.for_kind(denoiser, c, s, num_qubits=num_qubits, reps=reps, ansatz=ansatz,
+                                       placement=placement)
         scheduler_cfg = scheduler_cfg or SchedulerConfig()
     scheduler = NoiseScheduler(scheduler_cfg)
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from .config import config_from_dict
 from .layers import group_norm
+from .qres import QResBlock
 from .quantum import CircuitSpec, QuantumBlock
 
 VAE_SIZES = (32, 64, 128)
@@ -60,6 +61,7 @@ class VAEConfig:
     latent_scale: float = 1.0
     quantum: dict | None = None
     quantum_gate_init: float = 0.5
+    quantum_placement: str = "bottleneck"  # or "qresblock": QResBlocks as the encoder's and decoder's middle blocks
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -77,6 +79,8 @@ class VAEConfig:
         if self.latent_channels < 1 or self.base_channels < 1:
             raise ValueError("VAE latent_channels and base_channels must be positive")
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        if self.quantum_placement not in ("bottleneck", "qresblock"):
+            raise ValueError(f"VAE quantum_placement must be 'bottleneck' or 'qresblock', got {self.quantum_placement!r}")
         if self.quantum is not None:
             CircuitSpec.from_dict(self.quantum)  # validate early
 
@@ -117,6 +121,14 @@ class QuantumBottleneck(nn.Module):
         return h + self.gate * q[:, :, None, None]
 
 
+def _mid_block(cfg: VAEConfig, channels: int, seed: int) -> nn.Module:
+    """The middle residual block: a QResBlock for ``quantum_placement='qresblock'``."""
+    if cfg.quantum and cfg.quantum_placement == "qresblock":
+        return QResBlock(channels, channels, 0, CircuitSpec.from_dict(cfg.quantum), "quantum",
+                         cfg.quantum_gate_init, seed=seed)
+    return ResBlock(channels, channels)
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
@@ -129,10 +141,11 @@ class Encoder(nn.Module):
             ))
         self.levels = nn.Sequential(*levels)
         c = cfg.channels(cfg.downsamples)
-        self.mid = ResBlock(c, c)
+        qres = cfg.quantum and cfg.quantum_placement == "qresblock"
+        self.mid = _mid_block(cfg, c, seed=0)
         self.quantum = (
             QuantumBottleneck(c, CircuitSpec.from_dict(cfg.quantum), cfg.quantum_gate_init)
-            if cfg.quantum else None
+            if cfg.quantum and not qres else None
         )
         self.norm_out = group_norm(c)
         self.conv_out = nn.Conv2d(c, 2 * cfg.latent_channels, 3, padding=1)
@@ -149,7 +162,7 @@ class Decoder(nn.Module):
         super().__init__()
         c = cfg.channels(cfg.downsamples)
         self.conv_in = nn.Conv2d(cfg.latent_channels, c, 3, padding=1)
-        self.mid = ResBlock(c, c)
+        self.mid = _mid_block(cfg, c, seed=1)
         levels = []
         for i in reversed(range(cfg.downsamples)):
             levels.append(nn.Sequential(
@@ -176,12 +189,17 @@ class VAE(nn.Module):
         self.decoder = Decoder(cfg)
 
     @property
+    def quantum_blocks(self) -> list[QuantumBlock]:
+        return [m for m in self.modules() if isinstance(m, QuantumBlock)]
+
+    @property
     def is_quantum(self) -> bool:
-        return self.encoder.quantum is not None
+        return bool(self.quantum_blocks)
 
     @property
     def quantum_block(self) -> QuantumBlock | None:
-        return self.encoder.quantum.block if self.is_quantum else None
+        """The encoder's block (the first one)."""
+        return self.quantum_blocks[0] if self.is_quantum else None
 
     def _check(self, x: torch.Tensor) -> None:
         s = self.cfg.size
@@ -218,5 +236,5 @@ class VAE(nn.Module):
 
     def parameter_counts(self) -> dict:
         total = sum(p.numel() for p in self.parameters())
-        quantum = len(self.quantum_block.weight_params) if self.is_quantum else 0
+        quantum = sum(len(b.weight_params) for b in self.quantum_blocks)
         return {"total": total, "quantum_circuit_weights": quantum}

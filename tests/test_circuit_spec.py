@@ -70,8 +70,14 @@ def test_from_dict_rejects_unknown_keys_and_bad_json():
 def test_built_circuit_parameters(ansatz, encoding, reps):
     spec = CircuitSpec(num_qubits=4, ansatz=ansatz, encoding=encoding, reps=reps)
     circuit, inputs, weights = build_circuit(spec)
-    per_layer = 4 if ansatz == "real_amplitudes" else 8
-    assert len(weights) == per_layer * (reps + 1) == spec.num_weights
+    expected = {  # 4 qubits
+        "real_amplitudes": 4 * (reps + 1),  # RY per qubit, final rotation layer
+        "efficient_su2": 8 * (reps + 1),  # RY RZ per qubit, final rotation layer
+        "strongly_entangling": 12 * reps,  # RZ RY RZ per qubit and layer
+        "strongly_entangling_edited": 8 * reps,  # RY RZ per qubit and layer
+        "simplified_two_design": 4 + 6 * reps,  # RY layer, then RY on the 4 + 2 qubits of each brick pair
+    }[ansatz]
+    assert len(weights) == expected == spec.num_weights
     assert len(inputs) == 4
     assert set(circuit.parameters) == set(inputs) | set(weights)
     uploads = sum(1 for ins in circuit.data for p in ins.operation.params
@@ -84,3 +90,15 @@ def test_built_circuit_parameters(ansatz, encoding, reps):
 def test_observables_are_qiskit_operators():
     ops = build_observables(CircuitSpec(num_qubits=3, observables=("Z0", "X1 Y2")))
     assert ops[0] == SparsePauliOp("IIZ") and ops[1] == SparsePauliOp("YXI")
+
+
+def test_strongly_entangling_ring_range_changes_per_layer():
+    circuit, _, _ = build_circuit(CircuitSpec(num_qubits=4, ansatz="strongly_entangling", reps=4))
+    pairs = [tuple(circuit.find_bit(q).index for q in ins.qubits) for ins in circuit.data if ins.operation.name == "cx"]
+    layers = [pairs[i:i + 4] for i in range(0, 16, 4)]
+    assert layers[0] == [(0, 1), (1, 2), (2, 3), (3, 0)]  # range 1
+    assert layers[1] == [(0, 2), (1, 3), (2, 0), (3, 1)]  # range 2
+    assert layers[2] == [(0, 3), (1, 0), (2, 1), (3, 2)]  # range 3
+    assert layers[3] == layers[0]  # and round again
+    edited, _, _ = build_circuit(CircuitSpec(num_qubits=4, ansatz="strongly_entangling_edited", reps=2))
+    assert {ins.operation.name for ins in edited.data} == {"ry", "rz", "cz"}

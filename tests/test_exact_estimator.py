@@ -30,6 +30,12 @@ SPECS = [
         (5, "real_amplitudes", "angle", 2, "pairwise"),
         (5, "efficient_su2", "reuploading", 1, "reverse_linear"),
         (6, "real_amplitudes", "angle", 3, "full"),
+        (2, "strongly_entangling", "angle", 2, "linear"),
+        (3, "strongly_entangling", "reuploading", 3, "linear"),
+        (4, "strongly_entangling_edited", "angle", 3, "linear"),
+        (5, "strongly_entangling_edited", "reuploading", 2, "linear"),
+        (4, "simplified_two_design", "reuploading", 2, "linear"),
+        (5, "simplified_two_design", "angle", 3, "linear"),
     ]
 ] + [
     CircuitSpec(num_qubits=4, ansatz="efficient_su2", reps=2,

@@ -8,7 +8,7 @@ import torch
 
 from qhybrid.errors import InputError
 from qhybrid.noise import load_snapshot, write_snapshot
-from qhybrid.quantum import CircuitSpec, ExactEstimator, QuantumBlock, build_circuit, build_observables
+from qhybrid.quantum import ANSATZE, CircuitSpec, ExactEstimator, QuantumBlock, build_circuit, build_observables
 from qhybrid.quantum.noisy import (
     IsaProgram,
     NoiseSource,
@@ -46,6 +46,17 @@ def test_isa_circuit_uses_basis_gates_and_coupling_map(backend):
             pair = tuple(program.isa.find_bit(q).index for q in ins.qubits)
             assert pair in edges, (name, pair)
     assert len(program.physical) == 6 and len(set(program.physical)) == 6
+
+
+@pytest.mark.parametrize("ansatz", sorted(ANSATZE))
+def test_every_ansatz_transpiles_to_an_isa_circuit_that_matches_ideal_without_noise(ansatz):
+    spec = CircuitSpec(num_qubits=4, reps=2, ansatz=ansatz, encoding="reuploading")
+    circuit, observables, values = circuit_values(spec, rows=3)
+    clean = noiseless(noise_source_for_backend("fake_torino"))
+    program = IsaProgram(circuit, clean, optimization_level=2, seed=0)
+    assert all(ins.operation.name in clean.basis_gates + ["barrier"] for ins in program.isa.data)
+    exact = evs(NoisyEstimator(clean, shots=10**8, method="estimator", seed=0), circuit, observables, values)
+    np.testing.assert_allclose(exact, evs(ExactEstimator(), circuit, observables, values), atol=2e-3)
 
 
 def noiseless(source: NoiseSource) -> NoiseSource:

@@ -20,11 +20,120 @@ from qiskit.quantum_info import SparsePauliOp
 
 from ..config import config_from_dict
 
-#: Ansatz name -> Qiskit builder (functions, not the deprecated library classes).
+def _layered(num_qubits: int, reps: int, parameter_prefix: str, rotation, entangle, final_rotation: bool,
+             extra_per_layer: int = 0):
+    """Build rotation | entanglement | rotation | ... with barriers between layers (the cut marks
+    :func:`_ansatz_layers` uses). ``rotation(circuit, layer, next_parameter)`` and
+    ``entangle(circuit, layer)`` add one layer each."""
+    # count the parameters first, so they form one ParameterVector like Qiskit's builders
+    counter = QuantumCircuit(num_qubits)
+    count = [0]
+
+    def dummy_param():
+        count[0] += 1
+        return 0.0
+
+    for layer in range(reps + int(final_rotation)):
+        rotation(counter, layer, dummy_param)
+    params = iter(ParameterVector(parameter_prefix, count[0] + reps * extra_per_layer))
+    circuit = QuantumCircuit(num_qubits)
+    for layer in range(reps):
+        rotation(circuit, layer, lambda: next(params))
+        circuit.barrier()
+        entangle(circuit, layer)
+        if layer < reps - 1 or final_rotation:
+            circuit.barrier()
+    if final_rotation:
+        rotation(circuit, reps, lambda: next(params))
+    return circuit
+
+
+def _ring_range(num_qubits: int, layer: int) -> int:
+    """The CNOT range of layer ``layer`` in strongly entangling layers: 1, 2, ..., n-1, 1, ..."""
+    return 1 if num_qubits < 2 else layer % (num_qubits - 1) + 1
+
+
+def strongly_entangling(num_qubits: int, entanglement=None, reps: int = 1, insert_barriers: bool = True,
+                        parameter_prefix: str = "w") -> QuantumCircuit:
+    """Strongly entangling layers (Schuld et al. 2020, PennyLane's ``StronglyEntanglingLayers``):
+    per layer a general rotation Rot = RZ RY RZ on every qubit, then a CNOT ring whose range
+    changes from layer to layer. ``entanglement`` is ignored: the ring schedule is the ansatz."""
+    def rotation(circuit, layer, param):
+        for q in range(num_qubits):
+            circuit.rz(param(), q)
+            circuit.ry(param(), q)
+            circuit.rz(param(), q)
+
+    def entangle(circuit, layer):
+        if num_qubits > 1:
+            r = _ring_range(num_qubits, layer)
+            for q in range(num_qubits):
+                if num_qubits > 2 or q == 0:  # two qubits: one CNOT, not a cancelling pair
+                    circuit.cx(q, (q + r) % num_qubits)
+
+    return _layered(num_qubits, reps, parameter_prefix, rotation, entangle, final_rotation=False)
+
+
+def strongly_entangling_edited(num_qubits: int, entanglement=None, reps: int = 1, insert_barriers: bool = True,
+                               parameter_prefix: str = "w") -> QuantumCircuit:
+    """A lighter edit of :func:`strongly_entangling`: RY RZ per qubit (2 parameters, not 3) and a
+    CZ ring with the same changing range (CZ is native on IBM Heron devices and symmetric, so the
+    transpiler adds no direction fixes). qhybrid's reading of the paper's "edited" ansatz."""
+    def rotation(circuit, layer, param):
+        for q in range(num_qubits):
+            circuit.ry(param(), q)
+            circuit.rz(param(), q)
+
+    def entangle(circuit, layer):
+        if num_qubits > 1:
+            r = _ring_range(num_qubits, layer)
+            pairs = {tuple(sorted((q, (q + r) % num_qubits))) for q in range(num_qubits)}
+            for a, b in sorted(pairs):
+                circuit.cz(a, b)
+
+    return _layered(num_qubits, reps, parameter_prefix, rotation, entangle, final_rotation=False)
+
+
+def simplified_two_design(num_qubits: int, entanglement=None, reps: int = 1, insert_barriers: bool = True,
+                          parameter_prefix: str = "w") -> QuantumCircuit:
+    """Simplified 2-design (Cerezo et al. 2021, the barren-plateau study; PennyLane's
+    ``SimplifiedTwoDesign``): an RY layer, then per repetition CZ on pairs (0,1), (2,3), ... with
+    RY on their qubits, and CZ on pairs (1,2), (3,4), ... with RY on theirs. In the layered form
+    the "entanglement" layer holds CZ even, RY even, CZ odd and the "rotation" layer RY odd.
+    ``entanglement`` is ignored."""
+    even = [(q, q + 1) for q in range(0, num_qubits - 1, 2)]
+    odd = [(q, q + 1) for q in range(1, num_qubits - 1, 2)]
+    state = {"param": None}
+
+    def rotation(circuit, layer, param):
+        state["param"] = param  # the entanglement layer's RYs draw from the same vector
+        qubits = range(num_qubits) if layer == 0 else [q for pair in odd for q in pair]
+        for q in qubits:
+            circuit.ry(param(), q)
+
+    def entangle(circuit, layer):
+        for a, b in even:
+            circuit.cz(a, b)
+        for q in [q for pair in even for q in pair]:
+            circuit.ry(state["param"](), q)
+        for a, b in odd:
+            circuit.cz(a, b)
+
+    return _layered(num_qubits, reps, parameter_prefix, rotation, entangle, final_rotation=True,
+                    extra_per_layer=2 * len(even))
+
+
+#: Ansatz name -> builder: Qiskit's functions (not the deprecated library classes) and three
+#: ansätze of the quantum machine-learning literature built here in the same layered form.
 ANSATZE = {
     "real_amplitudes": real_amplitudes,
     "efficient_su2": efficient_su2,
+    "strongly_entangling": strongly_entangling,
+    "strongly_entangling_edited": strongly_entangling_edited,
+    "simplified_two_design": simplified_two_design,
 }
+#: Ansätze whose entanglement pattern is fixed (CircuitSpec.entanglement does not apply).
+FIXED_ENTANGLEMENT = ("strongly_entangling", "strongly_entangling_edited", "simplified_two_design")
 ENCODINGS = ("angle", "reuploading")
 ENTANGLEMENTS = ("linear", "reverse_linear", "circular", "full", "pairwise", "sca")
 #: Hard cap for the spec itself; targets apply their own, tighter limits (ideal: 20).
@@ -77,7 +186,8 @@ class CircuitSpec:
             layer is repeated before every ansatz repetition: more expressive in the inputs).
         ansatz: one of :data:`ANSATZE`.
         reps: repetitions of the ansatz's rotation + entanglement block.
-        entanglement: Qiskit's entanglement strategy for the ansatz, one of :data:`ENTANGLEMENTS`.
+        entanglement: Qiskit's entanglement strategy for the ansatz, one of :data:`ENTANGLEMENTS`
+            (ignored by the ansätze in :data:`FIXED_ENTANGLEMENT`, which define their own).
         observables: Pauli labels measured as outputs; default Z on each qubit.
     """
 
