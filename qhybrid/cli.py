@@ -376,6 +376,28 @@ def cmd_circuits_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_circuits_study(args: argparse.Namespace) -> int:
+    from .study import StudyConfig, run_study
+
+    def names(text):
+        return tuple(v.strip() for v in text.split(",") if v.strip())
+
+    kwargs = {"qubits": tuple(args.qubits), "reps": args.reps, "encoding": args.encoding, "shots": args.shots,
+              "gradient_samples": args.samples, "entanglement_samples": args.samples,
+              "expressibility_pairs": args.pairs, "noise_inputs": args.noise_inputs, "seed": args.seed,
+              "optimization_level": args.opt_level}
+    if args.ansatze:
+        kwargs["ansatze"] = names(args.ansatze)
+    if args.backends is not None:
+        kwargs["backends"] = names(args.backends)
+    results = run_study(args.out, StudyConfig(**kwargs))
+    rec = results.get("recommendation", {})
+    if rec.get("ansatz"):
+        print(f"recommended default by the report's rule: {rec['ansatz']}")
+    print(f"results: {args.out}/study.md (study.json, gradient_variance.png, entanglement_expressibility.png, noise.png)")
+    return 0
+
+
 def cmd_noisy_eval(args: argparse.Namespace) -> int:
     from .noisy_eval import run_noisy_eval
 
@@ -678,6 +700,21 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--seed", type=int, default=0, help="transpiler seed")
     insp.add_argument("--out", default="circuits", help="folder (default circuits/)")
     insp.set_defaults(func=cmd_circuits_inspect)
+
+    cst = circ.add_parser("study", help="ansatz study: gradient variance, entanglement, expressibility, noise")
+    cst.add_argument("--ansatze", default=None, help="comma-separated (default: all five)")
+    cst.add_argument("--qubits", type=_int_list(), default=[4, 6, 8, 10], help="default 4,6,8,10")
+    cst.add_argument("--reps", type=_positive_int, default=3)
+    cst.add_argument("--encoding", choices=["angle", "reuploading"], default="angle")
+    cst.add_argument("--backends", default=None, help="fake backends for the noise columns (default fake_torino; '' for none)")
+    cst.add_argument("--samples", type=_positive_int, default=200, help="random parameter draws per cell (default 200)")
+    cst.add_argument("--pairs", type=_positive_int, default=1000, help="state pairs for expressibility (default 1000)")
+    cst.add_argument("--noise-inputs", type=_positive_int, default=16, help="rows for the noise error (default 16)")
+    cst.add_argument("--shots", type=_positive_int, default=1024)
+    cst.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
+    cst.add_argument("--seed", type=int, default=0)
+    cst.add_argument("--out", default="circuits/study", help="folder (default circuits/study)")
+    cst.set_defaults(func=cmd_circuits_study)
 
     ne = sub.add_parser("noisy-eval", help="sample a hybrid model on ideal and noisy fake-backend targets")
     ne.add_argument("--model", required=True, help="hybrid LDM checkpoint folder")

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,18 +23,8 @@ TOKEN = "qhybrid-test-token-7f3a9c"  # must never reach a file
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    from qhybrid.train_diffusion import DiffusionTrainConfig, train_diffusion
-    from qhybrid.train_vae import VAETrainConfig, train_vae
-    from qhybrid.vae import VAEConfig
-
-    root = tmp_path_factory.mktemp("jobs")
-    train_vae(root / "vae", VAEConfig(size=32), VAETrainConfig(n=16, epochs=1, batch=8), progress=False)
-    train_diffusion(root / "ldm-hybrid", root / "vae", "hybrid", DiffusionTrainConfig(n=16, steps=10, batch=8),
-                    num_qubits=3, reps=1, progress=False)
-    train_diffusion(root / "ldm-classical", root / "vae", "classical", DiffusionTrainConfig(n=16, steps=5, batch=8),
-                    progress=False)
-    return root
+def models(tiny_models):
+    return tiny_models
 
 
 def submit(models, jobs_dir, **kw):

@@ -200,23 +200,8 @@ def test_backends_snapshot_and_inspect_cli(tmp_path):
             str(tmp_path / "notsnap.json"), "--out", str(tmp_path / "c")))
 
 
-@pytest.fixture(scope="module")
-def tiny_hybrid(tmp_path_factory):
-    from qhybrid.train_diffusion import DiffusionTrainConfig, train_diffusion
-    from qhybrid.train_vae import VAETrainConfig, train_vae
-    from qhybrid.vae import VAEConfig
-
-    root = tmp_path_factory.mktemp("noisy")
-    train_vae(root / "vae", VAEConfig(size=32), VAETrainConfig(n=16, epochs=1, batch=8), progress=False)
-    train_diffusion(root / "ldm-hybrid", root / "vae", "hybrid", DiffusionTrainConfig(n=16, steps=10, batch=8),
-                    num_qubits=3, reps=1, progress=False)
-    train_diffusion(root / "ldm-classical", root / "vae", "classical", DiffusionTrainConfig(n=16, steps=5, batch=8),
-                    progress=False)
-    return root
-
-
-def test_sample_and_noisy_eval_cli(tmp_path, tiny_hybrid):
-    model = tiny_hybrid / "ldm-hybrid"
+def test_sample_and_noisy_eval_cli(tmp_path, tiny_models):
+    model = tiny_models / "ldm-hybrid"
     out = tmp_path / "s"
     proc = run("sample", "--model", str(model), "--n", "3", "--steps", "3", "--target", "fake:fake_athens",
                "--shots", "256", "--mitigation", "--out", str(out))
@@ -231,7 +216,7 @@ def test_sample_and_noisy_eval_cli(tmp_path, tiny_hybrid):
     assert summary["targets"]["fake_athens"]["block_error_mean"] >= 0
     assert (tmp_path / "ne" / "noisy_eval.md").exists() and (tmp_path / "ne" / "samples.png").exists()
     assert "without a quantum block" in one_line_error(
-        run("noisy-eval", "--model", str(tiny_hybrid / "ldm-classical"), "--backends", "fake_athens"))
+        run("noisy-eval", "--model", str(tiny_models / "ldm-classical"), "--backends", "fake_athens"))
     assert "valid names" in one_line_error(run("noisy-eval", "--model", str(model), "--backends", "fake_mars"))
     assert "invalid choice" in one_line_error(run("sample", "--model", str(model), "--out", str(out), "--opt-level", "7"))
     assert "positive integer" in one_line_error(

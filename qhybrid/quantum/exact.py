@@ -660,6 +660,17 @@ class _DoneJob(PrimitiveJob):
         self._future = future
 
 
+def run_inline(function, pubs, precision: float | None, default_precision: float | None = 0.0) -> _DoneJob:
+    """Coerce PUBs and run ``function(pubs)`` in the caller's thread (see :class:`_DoneJob`)."""
+    if precision is None:
+        precision = default_precision
+    coerced = [EstimatorPub.coerce(pub, precision) if precision is not None else EstimatorPub.coerce(pub)
+               for pub in pubs]
+    job = _DoneJob(function, coerced)
+    job._submit()
+    return job
+
+
 class _DoneAlgorithmJob(AlgorithmJob, _DoneJob):
     def submit(self) -> None:
         _DoneJob._submit(self)
@@ -679,11 +690,7 @@ class ExactEstimator(BaseEstimatorV2):
         self.options = Options()
 
     def run(self, pubs, *, precision: float | None = None) -> PrimitiveJob:
-        coerced = [EstimatorPub.coerce(pub, precision if precision is not None else 0.0)
-                   for pub in pubs]
-        job = _DoneJob(self._run, coerced)
-        job._submit()
-        return job
+        return run_inline(self._run, pubs, precision)
 
     def _run(self, pubs: list[EstimatorPub]) -> PrimitiveResult:
         states: list[tuple[QuantumCircuit, np.ndarray, torch.Tensor]] = []

@@ -33,12 +33,11 @@ from functools import lru_cache
 import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
-from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import CouplingMap, generate_preset_pass_manager
 
 from ..errors import InputError
-from .exact import CompiledObservables, _DoneJob, group_pubs, pub_evs
+from .exact import CompiledObservables, group_pubs, pub_evs, run_inline
 
 COUNTS, ESTIMATOR = "counts", "estimator"
 DENSITY_MATRIX_MAX_QUBITS = 12
@@ -293,10 +292,7 @@ class NoisyEstimator(BaseEstimatorV2):
         return int(self._rng.integers(2**31))
 
     def run(self, pubs, *, precision: float | None = None):
-        coerced = [EstimatorPub.coerce(pub, precision if precision is not None else 0.0) for pub in pubs]
-        job = _DoneJob(self._run, coerced)
-        job._submit()
-        return job
+        return run_inline(self._run, pubs, precision)
 
     def _run(self, pubs):
         groups, prepared = group_pubs(pubs)

@@ -28,12 +28,11 @@ from typing import Any, Callable
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
-from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import generate_preset_pass_manager
 
 from ..errors import InputError, QHybridError
-from .exact import _DoneJob, group_pubs, pub_evs
+from .exact import group_pubs, pub_evs, run_inline
 
 MODES = ("session", "batch", "job")
 FINAL_STATES = ("DONE", "ERROR", "CANCELLED")
@@ -277,10 +276,7 @@ class RuntimeEstimator(BaseEstimatorV2):
 
     def run(self, pubs, *, precision: float | None = None):
         # precision is ignored: the number of shots is a RuntimeOptions setting
-        coerced = [EstimatorPub.coerce(pub) for pub in pubs]
-        job = _DoneJob(self._run, coerced)
-        job._submit()
-        return job
+        return run_inline(self._run, pubs, None, default_precision=None)
 
     def _run(self, pubs):
         groups, prepared = group_pubs(pubs)
