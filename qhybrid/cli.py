@@ -358,6 +358,16 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from .doctor import collect, format_report
+
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else format_report(info))
+    return 0
+
+
 def cmd_noise_snapshot(args: argparse.Namespace) -> int:
     from .noise import write_snapshot
 
@@ -680,6 +690,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     backends = sub.add_parser("backends", help="list the fake backends (qubits, basis gates)")
     backends.set_defaults(func=cmd_backends)
+
+    doctor = sub.add_parser("doctor", help="versions, fake backends, account (never shown), disk: for bug reports")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(func=cmd_doctor)
 
     noise = sub.add_parser("noise", help="noise-model snapshots").add_subparsers(
         dest="noise_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)

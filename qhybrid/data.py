@@ -134,13 +134,26 @@ def load_dataset(source: str | Path, size: int = 64, split: str = "train", n: in
 
 
 # --- image folders -----------------------------------------------------------------------------
+def _as_rgb(image: Image.Image) -> np.ndarray:
+    """Float RGB in [0, 255]. 16-bit and 32-bit grey images are scaled, not clipped (Pillow's
+    ``convert("RGB")`` clips them at 255, which turns a 16-bit photograph white)."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        grey = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(grey.max()), 1.0)
+        if image.mode in ("I", "F") and top <= 255:
+            top = 255.0
+        grey = np.clip(grey / top * 255.0, 0, 255).astype(np.float32)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
 def crop_to_fundus(image: Image.Image, size: int, threshold: float = 0.08) -> np.ndarray:
     """Crop to the bright fundus disc (dark surround removed), pad square, resize.
 
     The threshold is a fraction of the image's 99th-percentile brightness, so underexposed
     photographs still find their field of view.
     """
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    rgb = _as_rgb(image)
     lum = rgb.max(axis=2)
     ref = float(np.percentile(lum, 99)) if lum.size else 0.0
     mask = lum > max(threshold * ref, 4.0)

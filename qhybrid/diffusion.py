@@ -74,6 +74,11 @@ class NoiseScheduler:
         self.betas = betas
         self.alphas = 1 - betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        if not (torch.all(self.alphas_cumprod > 0) and torch.all(torch.isfinite(self.alphas_cumprod))):
+            raise ValueError(
+                f"this schedule drives the signal level (alphas_cumprod) to 0 before step {T} "
+                f"(beta_end={self.config.beta_end}, num_train_timesteps={T}); lower beta_end or the number of "
+                "timesteps")
 
     @property
     def num_train_timesteps(self) -> int:
