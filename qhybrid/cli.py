@@ -38,6 +38,40 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _eta(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 (deterministic DDIM) to 1 (DDPM-like), got {text}")
+    return value
+
+
+def _folder(text: str) -> str:
+    """argparse type: an output folder; an existing file in its place is a usage error."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder")
+    return text
+
+
+def _file(text: str) -> str:
+    """argparse type: an output file; an existing folder in its place is a usage error."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name to write")
+    return text
+
+
 # --- subcommands -------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
@@ -145,8 +179,11 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
     from .diffusion import SchedulerConfig
     from .train_diffusion import DiffusionTrainConfig, train_diffusion
 
+    from .quantum import CircuitSpec
+
     try:
         sched = SchedulerConfig(beta_schedule=args.schedule, prediction_type=args.prediction)
+        CircuitSpec(num_qubits=args.qubits, reps=args.reps, ansatz=args.ansatz)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     cfg = DiffusionTrainConfig(data=args.data, n=args.n, steps=args.steps, batch=args.batch, lr=args.lr,
@@ -400,6 +437,8 @@ def cmd_circuits_study(args: argparse.Namespace) -> int:
         kwargs["ansatze"] = names(args.ansatze)
     if args.backends is not None:
         kwargs["backends"] = names(args.backends)
+        if not kwargs["backends"]:
+            raise UsageError("--backends needs at least one fake backend (e.g. fake_torino) for the noise columns")
     results = run_study(args.out, StudyConfig(**kwargs))
     rec = results.get("recommendation", {})
     if rec.get("ansatz"):
@@ -547,8 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the VAE and the classical, classical-large and hybrid denoisers on built-in "
         "synthetic fundus images, sample from each and write a report.",
     )
-    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=_folder, default="runs/demo", help="output folder (default: runs/demo)")
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.add_argument("--quick", action="store_true", help="tiny sizes (about 3 minutes), for smoke tests")
     demo.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     demo.add_argument("--with-qvae", action="store_true",
@@ -560,19 +599,19 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="fundus data: synthesise, show").add_subparsers(
         dest="data_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     synth = data.add_parser("synth", help="write synthetic fundus PNGs and labels.csv")
-    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--out", type=_folder, required=True, help="output folder")
     synth.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
     synth.add_argument("--size", type=_positive_int, default=64, help="pixels, 32-256 (default 64)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=_seed, default=0)
     synth.add_argument("--grade", type=int, default=None, help="fix the DR grade (0-4)")
     synth.set_defaults(func=cmd_data_synth)
     show = data.add_parser("show", help="write a grid of a data set")
     show.add_argument("source", help="'synthetic', an image folder or an .npz file")
-    show.add_argument("--out", required=True, help="PNG file to write")
+    show.add_argument("--out", type=_file, required=True, help="PNG file to write")
     show.add_argument("--n", type=_positive_int, default=16)
     show.add_argument("--size", type=_positive_int, default=64)
     show.add_argument("--split", default="train", choices=["train", "val", "test", "all"])
-    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--seed", type=_seed, default=0)
     show.set_defaults(func=cmd_data_show)
 
     train = sub.add_parser("train", help="train a VAE or a latent diffusion model").add_subparsers(
@@ -590,9 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--epochs", type=_positive_int, default=20)
     vae.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
     vae.add_argument("--batch", type=_positive_int, default=16)
-    vae.add_argument("--lr", type=float, default=2e-3)
-    vae.add_argument("--seed", type=int, default=0)
-    vae.add_argument("--out", required=True, help="checkpoint folder, e.g. runs/x/vae")
+    vae.add_argument("--lr", type=_positive_float, default=2e-3)
+    vae.add_argument("--seed", type=_seed, default=0)
+    vae.add_argument("--out", type=_folder, required=True, help="checkpoint folder, e.g. runs/x/vae")
     vae.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     vae.set_defaults(func=cmd_train_vae)
     ldm = train.add_parser("diffusion", help="train a latent denoiser on a trained VAE")
@@ -607,13 +646,13 @@ def build_parser() -> argparse.ArgumentParser:
     ldm.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
     ldm.add_argument("--steps", type=_positive_int, default=1200)
     ldm.add_argument("--batch", type=_positive_int, default=64)
-    ldm.add_argument("--lr", type=float, default=2e-3)
+    ldm.add_argument("--lr", type=_positive_float, default=2e-3)
     ldm.add_argument("--qubits", type=_positive_int, default=8, help="hybrid: quantum block width (default 8)")
     ldm.add_argument("--reps", type=_positive_int, default=3, help="hybrid: ansatz repetitions (default 3)")
     ldm.add_argument("--schedule", default="cosine", help="beta schedule: cosine or linear")
     ldm.add_argument("--prediction", default="epsilon", help="epsilon or v_prediction")
-    ldm.add_argument("--seed", type=int, default=0)
-    ldm.add_argument("--out", required=True, help="checkpoint folder, e.g. runs/x/ldm-hybrid")
+    ldm.add_argument("--seed", type=_seed, default=0)
+    ldm.add_argument("--out", type=_folder, required=True, help="checkpoint folder, e.g. runs/x/ldm-hybrid")
     ldm.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     ldm.set_defaults(func=cmd_train_diffusion)
 
@@ -622,21 +661,21 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=_positive_int, default=64)
     sample.add_argument("--steps", type=_positive_int, default=50, help="sampling steps (default 50)")
     sample.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
-    sample.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic)")
+    sample.add_argument("--eta", type=_eta, default=0.0, help="DDIM noise, 0 to 1 (0 = deterministic)")
     _add_target_options(sample)
-    sample.add_argument("--jobs-dir", default="jobs", help="ibm target: where the job record goes (default jobs/)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", required=True, help="output folder")
+    sample.add_argument("--jobs-dir", type=_folder, default="jobs", help="ibm target: where the job record goes (default jobs/)")
+    sample.add_argument("--seed", type=_seed, default=0)
+    sample.add_argument("--out", type=_folder, required=True, help="output folder")
     sample.set_defaults(func=cmd_sample)
 
     val = sub.add_parser("validator", help="the gradability (image-quality) validator").add_subparsers(
         dest="validator_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     vt = val.add_parser("train", help="train the validator (synthetic + degradations, or a labelled folder)")
-    vt.add_argument("--out", required=True)
+    vt.add_argument("--out", type=_folder, required=True)
     vt.add_argument("--data", default="synthetic", help="'synthetic' or an image folder with a quality CSV")
     vt.add_argument("--n", type=_positive_int, default=600, help="synthetic base images (default 600)")
     vt.add_argument("--epochs", type=_positive_int, default=10)
-    vt.add_argument("--seed", type=int, default=1234)
+    vt.add_argument("--seed", type=_seed, default=1234)
     vt.set_defaults(func=cmd_validator_train)
     vs = val.add_parser("score", help="probability that each image is gradable")
     vs.add_argument("--model", required=True, help="validator folder")
@@ -647,10 +686,10 @@ def build_parser() -> argparse.ArgumentParser:
     enc = sub.add_parser("encoder", help="the fundus feature encoder used by the metrics").add_subparsers(
         dest="encoder_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     et = enc.add_parser("train", help="train the fundus feature encoder")
-    et.add_argument("--out", required=True)
+    et.add_argument("--out", type=_folder, required=True)
     et.add_argument("--n", type=_positive_int, default=600)
     et.add_argument("--epochs", type=_positive_int, default=8)
-    et.add_argument("--seed", type=int, default=2024)
+    et.add_argument("--seed", type=_seed, default=2024)
     et.set_defaults(func=cmd_encoder_train)
 
     ev = sub.add_parser("evaluate", help="compare generated images with real ones (metrics with intervals)")
@@ -664,8 +703,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--inception", default=None, help="local TorchScript Inception file for FID/KID")
     ev.add_argument("--k", type=_positive_int, default=5, help="k of the k-NN metrics")
     ev.add_argument("--bootstrap", type=_positive_int, default=100, help="bootstrap draws")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--json", default=None, help="write all figures to this JSON file")
+    ev.add_argument("--seed", type=_seed, default=0)
+    ev.add_argument("--json", type=_file, default=None, help="write all figures to this JSON file")
     ev.set_defaults(func=cmd_evaluate)
 
     cmp_ = sub.add_parser("compare", help="sample and evaluate every model of a run folder")
@@ -678,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--validator", default=None, help="validator folder (default: RUN/validator, trained if missing)")
     cmp_.add_argument("--encoder", default=None, help="encoder folder (default: RUN/encoder, trained if missing)")
     cmp_.add_argument("--inception", default=None)
-    cmp_.add_argument("--seed", type=int, default=0)
+    cmp_.add_argument("--seed", type=_seed, default=0)
     cmp_.add_argument("--train-sizes", type=_int_list(), default=None,
                       help="data-scarcity sweep: train every denoiser on each number of images (e.g. 64,256,1024) "
                            "with the run's VAE, compare each size, plot metrics against size (resumable)")
@@ -699,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="noise_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     snap = noise.add_parser("snapshot", help="freeze a fake backend's noise model into a JSON file")
     snap.add_argument("backend", help="e.g. fake_torino")
-    snap.add_argument("--out", default="noise_models", help="folder (default noise_models/)")
+    snap.add_argument("--out", type=_folder, default="noise_models", help="folder (default noise_models/)")
     snap.set_defaults(func=cmd_noise_snapshot)
 
     circ = sub.add_parser("circuits", help="inspect the quantum block's circuits").add_subparsers(
@@ -711,8 +750,8 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--backend", required=True, help="fake backend, e.g. fake_torino")
     insp.add_argument("--noise-model", default=None, help="transpile for a snapshot's coupling map instead")
     insp.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
-    insp.add_argument("--seed", type=int, default=0, help="transpiler seed")
-    insp.add_argument("--out", default="circuits", help="folder (default circuits/)")
+    insp.add_argument("--seed", type=_seed, default=0, help="transpiler seed")
+    insp.add_argument("--out", type=_folder, default="circuits", help="folder (default circuits/)")
     insp.set_defaults(func=cmd_circuits_inspect)
 
     cst = circ.add_parser("study", help="ansatz study: gradient variance, entanglement, expressibility, noise")
@@ -720,14 +759,14 @@ def build_parser() -> argparse.ArgumentParser:
     cst.add_argument("--qubits", type=_int_list(), default=[4, 6, 8, 10], help="default 4,6,8,10")
     cst.add_argument("--reps", type=_positive_int, default=3)
     cst.add_argument("--encoding", choices=["angle", "reuploading"], default="angle")
-    cst.add_argument("--backends", default=None, help="fake backends for the noise columns (default fake_torino; '' for none)")
+    cst.add_argument("--backends", default=None, help="fake backends for the noise columns (default fake_torino)")
     cst.add_argument("--samples", type=_positive_int, default=200, help="random parameter draws per cell (default 200)")
     cst.add_argument("--pairs", type=_positive_int, default=1000, help="state pairs for expressibility (default 1000)")
     cst.add_argument("--noise-inputs", type=_positive_int, default=16, help="rows for the noise error (default 16)")
     cst.add_argument("--shots", type=_positive_int, default=1024)
     cst.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
-    cst.add_argument("--seed", type=int, default=0)
-    cst.add_argument("--out", default="circuits/study", help="folder (default circuits/study)")
+    cst.add_argument("--seed", type=_seed, default=0)
+    cst.add_argument("--out", type=_folder, default="circuits/study", help="folder (default circuits/study)")
     cst.set_defaults(func=cmd_circuits_study)
 
     ne = sub.add_parser("noisy-eval", help="sample a hybrid model on ideal and noisy fake-backend targets")
@@ -740,8 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
     ne.add_argument("--mitigation", action="store_true", help="readout-error mitigation")
     ne.add_argument("--method", choices=["counts", "estimator"], default="counts")
     ne.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
-    ne.add_argument("--seed", type=int, default=0)
-    ne.add_argument("--out", default=None, help="output folder (default: next to the model, noisy-eval/)")
+    ne.add_argument("--seed", type=_seed, default=0)
+    ne.add_argument("--out", type=_folder, default=None, help="output folder (default: next to the model, noisy-eval/)")
     ne.set_defaults(func=cmd_noisy_eval)
     jobs = sub.add_parser("jobs", help="sampling runs on IBM Quantum (or fake_* backends, locally) with job records"
                           ).add_subparsers(dest="jobs_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
@@ -762,25 +801,25 @@ def build_parser() -> argparse.ArgumentParser:
     js.add_argument("--detach", action="store_true",
                     help="submit the next step and return without waiting (IBM Quantum backends)")
     js.add_argument("--poll", type=_positive_float, default=None, help="seconds between status checks (default 10; local 0.02)")
-    js.add_argument("--jobs-dir", default="jobs", help="where records go (default jobs/)")
+    js.add_argument("--jobs-dir", type=_folder, default="jobs", help="where records go (default jobs/)")
     js.set_defaults(func=cmd_jobs_submit)
     jl = jobs.add_parser("list", help="list the job records")
-    jl.add_argument("--jobs-dir", default="jobs")
+    jl.add_argument("--jobs-dir", type=_folder, default="jobs")
     jl.set_defaults(func=cmd_jobs_list)
     jst = jobs.add_parser("status", help="show a run's record (steps, job ids, options); no service calls")
     jst.add_argument("run_id")
     jst.add_argument("--json", action="store_true", help="print the record itself")
-    jst.add_argument("--jobs-dir", default="jobs")
+    jst.add_argument("--jobs-dir", type=_folder, default="jobs")
     jst.set_defaults(func=cmd_jobs_status)
     jf = jobs.add_parser("fetch", help="collect finished job results; decode the images when all steps are done")
     jf.add_argument("run_id")
-    jf.add_argument("--jobs-dir", default="jobs")
+    jf.add_argument("--jobs-dir", type=_folder, default="jobs")
     jf.set_defaults(func=cmd_jobs_fetch)
     jr = jobs.add_parser("resume", help="continue a run from its last completed step (finished or running jobs are reused)")
     jr.add_argument("run_id")
     jr.add_argument("--detach", action="store_true", help="submit the next step and return without waiting")
     jr.add_argument("--poll", type=_positive_float, default=None, help="seconds between status checks")
-    jr.add_argument("--jobs-dir", default="jobs")
+    jr.add_argument("--jobs-dir", type=_folder, default="jobs")
     jr.set_defaults(func=cmd_jobs_resume)
     return parser
 
@@ -795,23 +834,35 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("no command given (see 'qhybrid --help')")
         return int(args.func(args) or 0)
     except UsageError as exc:
+        _close_progress_bars()
         if debug:
             traceback.print_exc()
         print(f"qhybrid: error: {exc}", file=sys.stderr)
         return 2
     except QHybridError as exc:  # the message already names the problem and the fix
+        _close_progress_bars()
         if debug:
             traceback.print_exc()
         print(f"qhybrid: error: {_first_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("qhybrid: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns failures into a line
+        _close_progress_bars()
         if debug:
             traceback.print_exc()
         print(f"qhybrid: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars a failure left open, so the error line starts a line of its own
+    (an open bar would end up in front of it, and be redrawn after it at exit)."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 def _first_line(exc: BaseException) -> str:

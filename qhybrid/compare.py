@@ -47,6 +47,9 @@ def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progr
 
     vdir = Path(validator_dir) if validator_dir else run_dir / "validator"
     edir = Path(encoder_dir) if encoder_dir else run_dir / "encoder"
+    for given, folder, kind in ((validator_dir, vdir, "validator"), (encoder_dir, edir, "feature-encoder")):
+        if given is not None:  # a wrong folder fails now, not after training the other evaluator
+            ckpt.read_header(folder, kind)
     if validator_dir is None and not (vdir / ckpt.CONFIG_NAME).exists():
         log(f"training the gradability validator into {vdir} (once per run folder)")
         cfg = ValidatorTrainConfig(n=80, epochs=3) if quick else ValidatorTrainConfig()
@@ -71,6 +74,9 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
     models = find_models(run_dir)
     if not models:
         raise InputError(f"{run_dir} holds no latent diffusion checkpoints (folders with a config.json of kind ldm)")
+    if k >= min(n, real_n):  # as evaluate_sets checks, but before any sampling
+        raise InputError(f"the k-NN metrics (k={k}) need more than {k} samples and real images, got --n {n} and "
+                         f"--n-real {real_n}; raise them or lower --k")
     encoder, validator, vheader, vdir, edir = ensure_evaluators(run_dir, validator_dir, encoder_dir, progress, log,
                                                                  quick_evaluators)
     results, samples = {}, {}

@@ -125,6 +125,9 @@ def load_dataset(source: str | Path, size: int = 64, split: str = "train", n: in
             f"data source {str(source)!r} does not exist; give 'synthetic', an image folder or an .npz file"
         )
     if path.is_dir():
+        if (path / "config.json").is_file() and (path / "model.safetensors").exists():
+            raise DataError(f"{path} is a qhybrid checkpoint folder, not image data; give 'synthetic', an image "
+                            "folder or an .npz file")
         return _load_folder(path, size, split, n, labels)
     if path.suffix.lower() == ".npz":
         return _load_npz(path, size, split, n)

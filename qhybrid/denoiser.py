@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import config_from_dict
+from .errors import InputError
 from .layers import group_norm
 from .qres import QResBlock, QuantumBranch
 from .quantum import CircuitSpec, QuantumBlock
@@ -153,7 +154,8 @@ class LatentDenoiser(nn.Module):
         if self.quantum_block is not None:
             self.quantum_block.to_target(target, **options)
         elif target != "ideal":
-            raise ValueError(f"the {self.cfg.kind} denoiser has no quantum block; target must be 'ideal'")
+            raise InputError(f"the {self.cfg.kind} denoiser has no quantum block; its target must be 'ideal' "
+                             "(sample a hybrid model on fake: or ibm: targets)")
         return self
 
     def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

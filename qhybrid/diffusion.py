@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .config import config_from_dict
+from .errors import InputError
 
 BETA_SCHEDULES = ("linear", "cosine")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -121,7 +122,8 @@ class NoiseScheduler:
         """Evenly spaced descending timesteps ('leading' spacing, as diffusers' DDIM default)."""
         T = self.num_train_timesteps
         if not 1 <= num_inference_steps <= T:
-            raise ValueError(f"the number of sampling steps must be between 1 and {T}, got {num_inference_steps}")
+            raise InputError(f"the number of sampling steps must be between 1 and {T} (the model's training "
+                             f"timesteps), got {num_inference_steps}")
         ratio = T // num_inference_steps
         return [int(k * ratio) for k in range(num_inference_steps)][::-1]
 

@@ -29,6 +29,8 @@ def load_images(paths, size: int | None = None) -> tuple[np.ndarray, list[str], 
         p = Path(p)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if (p / "samples.json").is_file():  # a 'qhybrid sample' folder: grid.png only shows the samples
+                found = sorted(p.glob("sample_*.png"))
             if not found:
                 raise DataError(f"folder {p} contains no images ({', '.join(IMAGE_SUFFIXES)})")
             files += found

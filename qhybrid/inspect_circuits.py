@@ -47,6 +47,8 @@ def inspect_circuit(model=None, spec=None, backend: str = "fake_torino", noise_m
         circuit_spec, name = _spec_from_model(Path(model))
     else:
         path = Path(spec)
+        if path.is_dir():
+            raise InputError(f"circuit spec {path} is a folder; give a CircuitSpec JSON file")
         if not path.is_file():
             raise InputError(f"circuit spec {path} not found")
         try:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from . import io
 from .data import tensor_to_images
+from .errors import InputError
 from .plots import save_image_grid
 from .train_diffusion import load_ldm
 
@@ -28,9 +29,9 @@ SAMPLERS = ("ddim", "ddpm")
 def sample_latents(model, scheduler, n: int, steps: int = 50, sampler: str = "ddim", eta: float = 0.0,
                    seed: int = 0, batch: int = 64, progress: bool = True) -> torch.Tensor:
     if n <= 0:
-        raise ValueError(f"the number of samples must be positive, got {n}")
+        raise InputError(f"the number of samples must be positive, got {n}")
     if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        raise InputError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     shape = (model.cfg.latent_channels, model.cfg.latent_size, model.cfg.latent_size)
     gen = torch.Generator().manual_seed(seed)
     timesteps = scheduler.timesteps(steps) if sampler == "ddim" else list(range(scheduler.num_train_timesteps))[::-1]
@@ -72,6 +73,13 @@ def sample_images(model_dir: str | Path, n: int = 64, steps: int = 50, target: s
 def write_samples(images: np.ndarray, out: str | Path, info: dict) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # samples.json, written last, marks a finished folder: an earlier run's goes first, with its
+    # samples beyond this run's count, so an interrupted rewrite never passes for a result
+    (out / "samples.json").unlink(missing_ok=True)
+    for stale in out.glob("sample_*.png"):
+        index = stale.stem.removeprefix("sample_")
+        if index.isdigit() and int(index) >= len(images):
+            stale.unlink()
     for k, img in enumerate(images):
         buffer = _io.BytesIO()
         Image.fromarray(img).save(buffer, format="PNG")

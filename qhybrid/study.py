@@ -414,6 +414,10 @@ def run_study(out_dir: str | Path, cfg: StudyConfig | None = None, progress: boo
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder; choose another output folder")
+    try:  # now, not after minutes of simulation
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {out} ({exc.strerror}); choose another --out") from None
 
     start = time.perf_counter()
     cells, cell_seconds = [], []
