@@ -28,34 +28,23 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _number(convert, ok, expected: str):
+    """An argparse type: ``convert`` the text, then check ``ok``; both failures name what is expected."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
-def _eta(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 (deterministic DDIM) to 1 (DDPM-like), got {text}")
-    return value
+_positive_int = _number(int, lambda v: v > 0, "a positive integer")
+_seed = _number(int, lambda v: v >= 0, "a non-negative integer")
+_positive_float = _number(float, lambda v: v > 0, "a positive number")
+_eta = _number(float, lambda v: 0 <= v <= 1, "a number from 0 (deterministic DDIM) to 1 (DDPM-like)")
 
 
 def _folder(text: str) -> str:
@@ -464,16 +453,6 @@ def cmd_noisy_eval(args: argparse.Namespace) -> int:
               f"image change {e['image_mean_abs_change'] * 100:.1f}%, {e['seconds_per_step']:.2f} s/step")
     print(f"results: {out}/noisy_eval.md (noisy_eval.json, samples.png)")
     return 0
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def _int_list(allowed: tuple[int, ...] | None = None):
