@@ -28,6 +28,7 @@ import json
 import re
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,19 @@ class _Pending(Exception):
 
 class _Blocked(Exception):
     """The current step needs a submission and this pass may not submit (fetch)."""
+
+
+@contextmanager
+def service_call(what: str, record: "JobRecord", retry: str = "fetch"):
+    """Turn a failure while talking to the service into one line: what failed, that the record is
+    unchanged, and the command that retries."""
+    try:
+        yield
+    except RuntimeTargetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - network, authentication and API errors
+        raise RuntimeTargetError(f"{what} ({_short(exc)}); the record is unchanged; retry with "
+                                 f"'qhybrid jobs {retry} {record.run_id}'") from None
 
 
 def job_tag(run_id: str, k: int) -> str:
@@ -444,12 +458,9 @@ class JobRunner:
         step = record.steps[k]
         if self.local:
             return None  # a local job died with its process
-        try:
+        with service_call(f"could not ask IBM Quantum whether step {k} of {record.run_id} was submitted", record,
+                          "resume"):
             found = runtime_service().jobs(job_tags=[step["tag"]], limit=5)
-        except Exception as exc:  # noqa: BLE001
-            raise RuntimeTargetError(
-                f"could not ask IBM Quantum whether step {k} of {record.run_id} was submitted ({_short(exc)}); the "
-                f"record is unchanged; retry with 'qhybrid jobs resume {record.run_id}'") from None
         if not found:
             return None
         job = found[0]
@@ -472,24 +483,15 @@ class JobRunner:
             self.log(f"note: step {k} of {record.run_id} was local job {step['job_id']}, which ended with its "
                      "process; it will be submitted again (local simulation is free)")
             return None
-        try:
+        with service_call(f"could not fetch job {step['job_id']} (step {k} of {record.run_id}) from IBM Quantum",
+                          record):
             job = runtime_service().job(step["job_id"])
-        except RuntimeTargetError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise RuntimeTargetError(
-                f"could not fetch job {step['job_id']} (step {k} of {record.run_id}) from IBM Quantum "
-                f"({_short(exc)}); the record is unchanged; retry with 'qhybrid jobs fetch {record.run_id}'") from None
         LIVE_JOBS[step["job_id"]] = job
         return job
 
     def _status(self, job, record: JobRecord, k: int) -> str:
-        try:
+        with service_call(f"could not get the status of job {job.job_id()} (step {k} of {record.run_id})", record):
             status = job_status(job)
-        except Exception as exc:  # noqa: BLE001
-            raise RuntimeTargetError(
-                f"could not get the status of job {job.job_id()} (step {k} of {record.run_id}) ({_short(exc)}); "
-                f"the record is unchanged; retry with 'qhybrid jobs fetch {record.run_id}'") from None
         step = record.steps[k]
         if step.get("job_status") != status:
             step["job_status"] = status
@@ -497,12 +499,8 @@ class JobRunner:
         return status
 
     def _collect(self, job, record: JobRecord, k: int, shape: tuple) -> np.ndarray:
-        try:
+        with service_call(f"could not read the result of job {job.job_id()} (step {k} of {record.run_id})", record):
             result = job.result()
-        except Exception as exc:  # noqa: BLE001
-            raise RuntimeTargetError(
-                f"could not read the result of job {job.job_id()} (step {k} of {record.run_id}) ({_short(exc)}); "
-                f"the record is unchanged; retry with 'qhybrid jobs fetch {record.run_id}'") from None
         evs = evs_table(result, *shape)
         step = record.steps[k]
         name = record.write_array(f"step_{k:04d}_evs.npy", evs)
