@@ -55,9 +55,9 @@ def make_inputs(root: Path, models: Path | None = None) -> SimpleNamespace:
     import numpy as np
     from PIL import Image
 
-    from qhybrid.train_diffusion import DiffusionTrainConfig, train_diffusion
-    from qhybrid.train_vae import VAETrainConfig, train_vae
-    from qhybrid.vae import VAEConfig
+    from qhybrid.models.vae import VAEConfig
+    from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
+    from qhybrid.training.vae import VAETrainConfig, train_vae
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -102,8 +102,8 @@ def make_inputs(root: Path, models: Path | None = None) -> SimpleNamespace:
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p.images / f"img_{k}.png")
     p.jobs.mkdir()
     (p.jobs / "bad-record.json").write_text('{"format": "qhybrid-job-record", "run_id": ')
-    from qhybrid.features import EncoderTrainConfig, train_encoder
-    from qhybrid.validator import ValidatorTrainConfig, train_validator
+    from qhybrid.training.encoder import EncoderTrainConfig, train_encoder
+    from qhybrid.training.validator import ValidatorTrainConfig, train_validator
 
     train_validator(p.validator, ValidatorTrainConfig(n=8, epochs=1), progress=False)
     train_encoder(p.encoder, EncoderTrainConfig(n=8, epochs=1), progress=False)

@@ -254,9 +254,9 @@ def bench_block(args) -> str:
 # section: VAE training throughput
 # ----------------------------------------------------------------------------------------------
 def bench_vae(args) -> str:
-    from qhybrid.data import load_dataset
+    from qhybrid.data.loaders import load_dataset
+    from qhybrid.models.vae import VAE, VAEConfig
     from qhybrid.quantum import CircuitSpec
-    from qhybrid.vae import VAE, VAEConfig
 
     size, batch, rounds, steps = 64, 16, 4, 5
     x = load_dataset("synthetic", size, "train", n=batch * steps).tensor()
@@ -298,9 +298,9 @@ def bench_vae(args) -> str:
 # section: latent diffusion training and sampling
 # ----------------------------------------------------------------------------------------------
 def bench_diffusion(args) -> str:
-    from qhybrid.denoiser import DenoiserConfig, LatentDenoiser
-    from qhybrid.diffusion import NoiseScheduler
-    from qhybrid.sample import sample_latents
+    from qhybrid.diffusion.sampling import sample_latents
+    from qhybrid.diffusion.scheduler import NoiseScheduler
+    from qhybrid.models.denoiser import DenoiserConfig, LatentDenoiser
 
     batch, rounds, steps, n_samples, sample_steps = 64, 4, 5, 64, 50
     kinds = ("classical", "classical-large", "hybrid")
@@ -355,7 +355,10 @@ def bench_noisy(args) -> str:
     from qiskit_aer import AerSimulator
 
     from qhybrid.quantum import CircuitSpec, QuantumBlock
-    from qhybrid.quantum.noisy import noise_model_from_dict, noise_source_for_backend
+    from qhybrid.quantum.primitives.aer import (
+        noise_model_from_dict,
+        noise_source_for_backend,
+    )
 
     warnings.simplefilter("ignore")
     batch, shots = 16, 1024

@@ -8,16 +8,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from . import io
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from qhybrid import io
+from qhybrid.io import pyplot as _plt
 
 
 def grid_array(images: np.ndarray, ncols: int | None = None, pad: int = 2, upscale: int = 1) -> np.ndarray:

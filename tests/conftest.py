@@ -16,9 +16,9 @@ def rng():
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """A tiny VAE (32 px) with a 3-qubit hybrid and a classical LDM on it, trained in seconds."""
-    from qhybrid.train_diffusion import DiffusionTrainConfig, train_diffusion
-    from qhybrid.train_vae import VAETrainConfig, train_vae
-    from qhybrid.vae import VAEConfig
+    from qhybrid.models.vae import VAEConfig
+    from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
+    from qhybrid.training.vae import VAETrainConfig, train_vae
 
     root = tmp_path_factory.mktemp("tiny")
     train_vae(root / "vae", VAEConfig(size=32), VAETrainConfig(n=16, epochs=1, batch=8), progress=False)

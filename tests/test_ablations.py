@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from qhybrid.compare import comparison_table, intervals_separate, run_sweep
-from qhybrid.denoiser import ALL_DENOISERS, DenoiserConfig, LatentDenoiser
 from qhybrid.errors import InputError
-from qhybrid.qres import MatchedClassicalCore, QResBlock
+from qhybrid.models.denoiser import ALL_DENOISERS, DenoiserConfig, LatentDenoiser
+from qhybrid.models.quantum_layers import MatchedClassicalCore, QResBlock
+from qhybrid.models.vae import VAE, VAEConfig
 from qhybrid.quantum import CircuitSpec, QuantumBlock
-from qhybrid.vae import VAE, VAEConfig
+from qhybrid.workflows.compare import comparison_table, intervals_separate
+from qhybrid.workflows.sweep import run_sweep
 
 
 def denoiser(kind, placement="bottleneck", qubits=4, reps=2):
@@ -119,7 +120,7 @@ def test_intervals_and_comparison_table_marks():
 
 @pytest.mark.slow
 def test_data_scarcity_sweep_end_to_end(tmp_path):
-    from qhybrid.train_vae import VAETrainConfig, train_vae
+    from qhybrid.training.vae import VAETrainConfig, train_vae
 
     train_vae(tmp_path / "vae", VAEConfig(size=32), VAETrainConfig(n=32, epochs=1, batch=8), progress=False)
     summary = run_sweep(tmp_path, [16, 32], kinds=["classical", "hybrid", "hybrid-classical-core"], steps=4, batch=8,

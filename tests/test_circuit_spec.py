@@ -5,7 +5,13 @@ import json
 import pytest
 from qiskit.quantum_info import SparsePauliOp
 
-from qhybrid.quantum import ANSATZE, ENTANGLEMENTS, CircuitSpec, build_circuit, build_observables
+from qhybrid.quantum import (
+    ANSATZE,
+    ENTANGLEMENTS,
+    CircuitSpec,
+    build_circuit,
+    build_observables,
+)
 
 
 def test_defaults_measure_z_on_each_qubit():

@@ -5,7 +5,6 @@ import json
 from cli_helpers import one_line_error, run
 
 
-
 def test_usage_errors_exit_2_with_one_line():
     for args in (["data", "synth", "--out", "x", "--n", "0"], ["demo", "--bogus"], [], ["no-such-command"]):
         proc = run(*args)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qhybrid.data import DataError, DataWarning, crop_to_fundus, load_dataset
-from qhybrid.synthetic import SyntheticFundus
+from qhybrid.data.loaders import DataError, DataWarning, crop_to_fundus, load_dataset
+from qhybrid.data.synthetic import SyntheticFundus
 
 
 def write_folder(folder, with_corrupt=True, with_csv=True):

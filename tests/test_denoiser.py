@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from qhybrid.denoiser import DenoiserConfig, LatentDenoiser
-from qhybrid.diffusion import NoiseScheduler
+from qhybrid.diffusion.scheduler import NoiseScheduler
+from qhybrid.models.denoiser import DenoiserConfig, LatentDenoiser
 from qhybrid.quantum import QuantumBlock
 
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from qhybrid.diffusion import NoiseScheduler, SchedulerConfig
-from qhybrid.sample import sample_latents
+from qhybrid.diffusion.sampling import sample_latents
+from qhybrid.diffusion.scheduler import NoiseScheduler, SchedulerConfig
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])

@@ -59,7 +59,7 @@ def saved_home(tmp_path_factory):
 
 
 def test_report_lists_versions_and_fake_backends(tmp_path):
-    from qhybrid.quantum.noisy import fake_backend_names
+    from qhybrid.quantum.primitives.aer import fake_backend_names
 
     proc = run("doctor", env=_env(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -119,7 +119,7 @@ def test_json_parses_and_holds_no_secret(saved_home):
 
 
 def test_incompatibility_rules():
-    from qhybrid.doctor import NOT_INSTALLED, _incompatibilities
+    from qhybrid.workflows.doctor import NOT_INSTALLED, _incompatibilities
 
     def levels(packages, torch):
         return {c["check"]: c["level"] for c in _incompatibilities(packages, torch)}
@@ -138,7 +138,7 @@ def test_incompatibility_rules():
 
 
 def test_torchvision_is_warned_about_and_pennylane_noted(monkeypatch):
-    from qhybrid import doctor
+    from qhybrid.workflows import doctor
 
     real = doctor._version
     fake = {"torchvision": "0.28.0", "pennylane": "0.45.1"}

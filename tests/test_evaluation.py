@@ -5,17 +5,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_helpers import one_line_error, run
 from PIL import Image
 
-from qhybrid.degrade import DEGRADATIONS, degrade
+from qhybrid.data.degrade import DEGRADATIONS, degrade
+from qhybrid.data.synthetic import SyntheticFundus
 from qhybrid.errors import InputError
-from qhybrid.evaluate import evaluate_sets
-from qhybrid.features import EncoderTrainConfig, load_encoder, train_encoder
-from qhybrid.synthetic import SyntheticFundus
-from qhybrid.validator import ValidatorTrainConfig, load_validator, predict, roc_auc, train_validator
-
-from cli_helpers import one_line_error, run
-
+from qhybrid.evaluation.evaluate import evaluate_sets
+from qhybrid.evaluation.features import load_encoder
+from qhybrid.evaluation.validator import load_validator, predict, roc_auc
+from qhybrid.training.encoder import EncoderTrainConfig, train_encoder
+from qhybrid.training.validator import ValidatorTrainConfig, train_validator
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +70,7 @@ def test_encoder_learns_the_anatomy(encoder_dir):
     assert m["heldout_eye_accuracy"] >= 0.8
     assert m["heldout_disc_position_error"] < 0.15
     enc = load_encoder(encoder_dir)
-    from qhybrid.features import encode
+    from qhybrid.evaluation.features import encode
 
     f = encode(enc, fresh_images(4))
     assert f.shape == (4, 64) and np.all(np.isfinite(f))

@@ -18,7 +18,7 @@ from qhybrid.quantum import (
     build_circuit,
     build_observables,
 )
-from qhybrid.quantum.exact import CompiledCircuit
+from qhybrid.quantum.primitives.exact import CompiledCircuit
 
 SPECS = [
     CircuitSpec(num_qubits=n, ansatz=a, encoding=enc, reps=r, entanglement=e)

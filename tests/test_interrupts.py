@@ -9,10 +9,10 @@ import subprocess
 import time
 
 import numpy as np
+from cli_helpers import QHYBRID, run
 from PIL import Image
 
-from cli_helpers import QHYBRID, run
-from qhybrid import checkpoint as ckpt
+from qhybrid.models import checkpoint as ckpt
 
 
 def start(*args):
@@ -55,7 +55,7 @@ def assert_interrupted(code, err):
 
 
 def test_train_vae_ctrl_c_keeps_the_last_epoch_and_resume_finishes(tmp_path):
-    from qhybrid.train_vae import load_vae
+    from qhybrid.models.vae import load_vae
 
     out = tmp_path / "vae"
     args = ["train", "vae", "--size", "32", "--n", "16", "--batch", "8", "--epochs", "8", "--out", out]
@@ -73,7 +73,7 @@ def test_train_vae_ctrl_c_keeps_the_last_epoch_and_resume_finishes(tmp_path):
 
 
 def test_train_diffusion_killed_keeps_the_last_save_and_resume_finishes(tiny_models, tmp_path):
-    from qhybrid.train_diffusion import load_ldm
+    from qhybrid.diffusion.pipeline import load_ldm
 
     out = tmp_path / "ldm"
     # the trainer saves every 500 steps (and at the end): kill it between the save at 500 and the end

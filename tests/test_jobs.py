@@ -11,12 +11,11 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from qhybrid import jobs
-from qhybrid.quantum import CircuitSpec, QuantumBlock
-from qhybrid.quantum.noisy import fake_backend
-
 from cli_helpers import one_line_error, run
+
+from qhybrid.quantum import CircuitSpec, QuantumBlock
+from qhybrid.quantum.primitives.aer import fake_backend
+from qhybrid.workflows import jobs
 
 BACKEND = "fake_manila"
 TOKEN = "qhybrid-test-token-7f3a9c"  # must never reach a file
@@ -50,7 +49,7 @@ def test_runtime_estimator_matches_the_ideal_target_on_a_noiseless_backend():
     a noiseless 5-qubit backend with a ring layout in local testing mode, 200k shots."""
     from qiskit.providers.fake_provider import GenericBackendV2
 
-    from qhybrid.quantum.runtime import RuntimeEstimator, RuntimeOptions
+    from qhybrid.quantum.primitives.runtime import RuntimeEstimator, RuntimeOptions
 
     spec = CircuitSpec(num_qubits=4, reps=2, observables=("Z0", "Z1", "Z2 Z3", "Z3"))
     block = QuantumBlock(spec, seed=2).double()
@@ -90,7 +89,7 @@ def test_submit_end_to_end_writes_a_complete_record_and_images(models, reference
         assert record.read_array(s["result_file"]).shape == (3, 4)  # (observables, chains): one PUB
         assert record.read_array(s["latents_file"]).shape == (4, 4, 8, 8)
         assert s["shots"] == 1024 and s["submitted_at"] <= s["finished_at"]
-    from qhybrid.checkpoint import read_header
+    from qhybrid.models.checkpoint import read_header
 
     assert data["model"]["sha256"] == read_header(models / "ldm-hybrid")["weights_sha256"]
     # the ISA circuit: the backend's gates on its coupled pairs, observables on the chosen qubits

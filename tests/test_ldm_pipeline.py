@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from qhybrid.checkpoint import CheckpointError, load_checkpoint
-from qhybrid.sample import sample_images
-from qhybrid.train_diffusion import DiffusionTrainConfig, DiffusionTrainingError, load_ldm, train_diffusion
-from qhybrid.train_vae import VAETrainConfig, train_vae
-from qhybrid.vae import VAEConfig
+from qhybrid.diffusion.pipeline import load_ldm
+from qhybrid.models.checkpoint import CheckpointError, load_checkpoint
+from qhybrid.models.vae import VAEConfig
+from qhybrid.training.diffusion import (
+    DiffusionTrainConfig,
+    DiffusionTrainingError,
+    train_diffusion,
+)
+from qhybrid.training.vae import VAETrainConfig, train_vae
+from qhybrid.workflows.sampling import sample_images
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from scipy import linalg
 
 from qhybrid.errors import InputError
-from qhybrid.metrics import (
+from qhybrid.evaluation.metrics import (
     bootstrap,
     colour_stats,
     compare_features,

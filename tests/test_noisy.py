@@ -5,11 +5,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_helpers import one_line_error, run
 
 from qhybrid.errors import InputError
-from qhybrid.noise import load_snapshot, write_snapshot
-from qhybrid.quantum import ANSATZE, CircuitSpec, ExactEstimator, QuantumBlock, build_circuit, build_observables
-from qhybrid.quantum.noisy import (
+from qhybrid.quantum import (
+    ANSATZE,
+    CircuitSpec,
+    ExactEstimator,
+    QuantumBlock,
+    build_circuit,
+    build_observables,
+)
+from qhybrid.quantum.noise_snapshots import load_snapshot, write_snapshot
+from qhybrid.quantum.primitives.aer import (
     IsaProgram,
     NoiseSource,
     NoisyEstimator,
@@ -17,8 +25,6 @@ from qhybrid.quantum.noisy import (
     noise_model_from_dict,
     noise_source_for_backend,
 )
-
-from cli_helpers import one_line_error, run
 
 SPEC = CircuitSpec(num_qubits=4, reps=2, observables=("Z0", "Z1", "Z2 Z3", "Z3"))
 

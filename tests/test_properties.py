@@ -6,19 +6,28 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 from qiskit.quantum_info import Statevector
 
-from qhybrid import jobs
-from qhybrid.data import load_dataset
-from qhybrid.diffusion import BETA_SCHEDULES, PREDICTION_TYPES, NoiseScheduler, SchedulerConfig
-from qhybrid.quantum import CircuitSpec, ExactEstimator, build_circuit, build_observables
+from qhybrid.data.loaders import load_dataset
+from qhybrid.diffusion.scheduler import (
+    BETA_SCHEDULES,
+    PREDICTION_TYPES,
+    NoiseScheduler,
+    SchedulerConfig,
+)
+from qhybrid.quantum import (
+    CircuitSpec,
+    ExactEstimator,
+    build_circuit,
+    build_observables,
+)
 from qhybrid.quantum.circuits import ANSATZE, ENCODINGS, ENTANGLEMENTS
-from qhybrid.quantum.runtime import RuntimeOptions
+from qhybrid.quantum.primitives.runtime import RuntimeOptions
+from qhybrid.workflows import jobs
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

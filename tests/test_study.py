@@ -6,7 +6,7 @@ import json
 import pytest
 
 from qhybrid.errors import InputError
-from qhybrid.study import STUDY_FILES, StudyConfig, run_study
+from qhybrid.quantum.study import STUDY_FILES, StudyConfig, run_study
 
 ANSATZE_UNDER_TEST = ("real_amplitudes", "strongly_entangling")
 BACKEND = "fake_manila"  # 5 qubits: small noise model, quick to load

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qhybrid.synthetic import SyntheticFundus
+from qhybrid.data.synthetic import SyntheticFundus
 
 
 def lum(image):

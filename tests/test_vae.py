@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from qhybrid.checkpoint import CheckpointError, load_checkpoint
+from qhybrid.models.checkpoint import CheckpointError, load_checkpoint
+from qhybrid.models.vae import VAE, VAEConfig, load_vae
 from qhybrid.quantum import CircuitSpec
-from qhybrid.train_vae import TrainingError, VAETrainConfig, load_vae, train_vae
-from qhybrid.vae import VAE, VAEConfig
+from qhybrid.training.vae import TrainingError, VAETrainConfig, train_vae
 
 QSPEC = CircuitSpec(num_qubits=4, reps=1).to_dict()
 

@@ -25,8 +25,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .circuits import CircuitSpec, build_circuit, build_observables
-from .exact import CompiledCircuit, CompiledObservables
+from qhybrid.quantum.circuits import CircuitSpec, build_circuit, build_observables
+from qhybrid.quantum.primitives.exact import CompiledCircuit, CompiledObservables
 
 __all__ = [
     "meyer_wallach",

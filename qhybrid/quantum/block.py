@@ -15,8 +15,8 @@ import torch
 from qiskit_machine_learning.connectors import TorchConnector
 from torch import nn
 
-from .circuits import CircuitSpec, build_circuit, build_observables
-from .targets import Target, parse_target
+from qhybrid.quantum.circuits import CircuitSpec, build_circuit, build_observables
+from qhybrid.quantum.targets import Target, parse_target
 
 
 class _QNNFunction(torch.autograd.Function):

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from qiskit.circuit import ParameterVector, QuantumCircuit
 from qiskit.circuit.library import efficient_su2, real_amplitudes
 from qiskit.quantum_info import SparsePauliOp
 
-from ..config import config_from_dict
+from qhybrid.config import config_from_dict
+from qhybrid.errors import InputError
+
 
 def _layered(num_qubits: int, reps: int, parameter_prefix: str, rotation, entangle, final_rotation: bool,
              extra_per_layer: int = 0):
@@ -266,6 +269,19 @@ class CircuitSpec:
         except json.JSONDecodeError as exc:
             raise ValueError(f"CircuitSpec: not valid JSON ({exc})") from None
         return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "CircuitSpec":
+        """A CircuitSpec JSON file; a folder, a missing file or bad content is one InputError."""
+        path = Path(path)
+        if path.is_dir():
+            raise InputError(f"circuit spec {path} is a folder; give a CircuitSpec JSON file")
+        if not path.is_file():
+            raise InputError(f"circuit spec {path} not found")
+        try:
+            return cls.from_json(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: {exc}") from None
 
 
 def _ansatz_layers(spec: CircuitSpec) -> list[QuantumCircuit]:

@@ -20,8 +20,12 @@ from typing import Any
 from qiskit.circuit import QuantumCircuit
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
-from ..errors import InputError
-from .exact import MAX_IDEAL_QUBITS, ExactEstimator, ExactEstimatorGradient
+from qhybrid.errors import InputError
+from qhybrid.quantum.primitives.exact import (
+    MAX_IDEAL_QUBITS,
+    ExactEstimator,
+    ExactEstimatorGradient,
+)
 
 
 class TargetError(InputError):
@@ -87,12 +91,18 @@ class Target:
         if self.kind == "ideal":
             return ExactEstimator()
         if self.kind == "ibm":
-            from .runtime import RuntimeEstimator, RuntimeOptions
+            from qhybrid.quantum.primitives.runtime import (
+                RuntimeEstimator,
+                RuntimeOptions,
+            )
 
             options = {k: v for k, v in self.options.items() if k != "eager_transpile"}
             return RuntimeEstimator(self.backend, RuntimeOptions(**options))
-        from .noisy import NoisyEstimator, noise_source_for_backend
-        from ..noise import load_snapshot
+        from qhybrid.quantum.noise_snapshots import load_snapshot
+        from qhybrid.quantum.primitives.aer import (
+            NoisyEstimator,
+            noise_source_for_backend,
+        )
 
         opts = {**FAKE_OPTIONS, **self.options}
         path = opts.pop("noise_model")
@@ -126,7 +136,7 @@ def parse_target(target: "str | Target", **options: Any) -> Target:
             raise TargetError(f"unknown option(s) {', '.join(unknown)} for target {target!r}; "
                               f"allowed: {', '.join(IBM_OPTIONS)}")
         if backend.lower().startswith("fake"):
-            from .noisy import fake_backend
+            from qhybrid.quantum.primitives.aer import fake_backend
 
             fake_backend(backend)  # unknown names fail here; IBM names are checked on connection
     if kind == "fake":
@@ -135,7 +145,7 @@ def parse_target(target: "str | Target", **options: Any) -> Target:
             raise TargetError(f"unknown option(s) {', '.join(unknown)} for target {target!r}; "
                               f"allowed: {', '.join(FAKE_OPTIONS)}")
         if not options.get("noise_model"):
-            from .noisy import fake_backend
+            from qhybrid.quantum.primitives.aer import fake_backend
 
             fake_backend(backend)  # unknown names fail here, listing the valid ones
     return Target(kind, backend, dict(options))

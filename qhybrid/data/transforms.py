@@ -1,0 +1,59 @@
+"""Image array <-> tensor conversions, resizing and label-preserving augmentation."""
+
+from __future__ import annotations
+
+import io as _io
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def augment(img: np.ndarray, size: int, rng: np.random.Generator, flip: bool = True) -> np.ndarray:
+    """Label-preserving jitter: colour, gain/gamma (mild), scale/crop, flips, resolution, JPEG."""
+    h = img.shape[0]
+    pil = Image.fromarray(img)
+    scale = rng.uniform(0.85, 1.0)
+    crop = int(round(h * scale))
+    x0, y0 = rng.integers(0, h - crop + 1, 2)
+    pil = pil.crop((x0, y0, x0 + crop, y0 + crop))
+    if rng.random() < 0.3:  # a lower-resolution source
+        small = int(size * rng.uniform(0.45, 0.9))
+        pil = pil.resize((small, small), Image.Resampling.BILINEAR)
+    pil = pil.resize((size, size), [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC,
+                                    Image.Resampling.LANCZOS][rng.integers(3)])
+    if flip and rng.random() < 0.5:
+        pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if rng.random() < 0.3:
+        pil = pil.rotate(rng.uniform(-20, 20), resample=Image.Resampling.BILINEAR)
+    arr = np.asarray(pil).astype(np.float32) / 255
+    gains = rng.uniform(0.85, 1.15, 3) * rng.uniform(0.85, 1.15)
+    arr = np.clip(arr * gains, 0, 1) ** rng.uniform(0.85, 1.2)
+    grey = arr.mean(axis=2, keepdims=True)
+    arr = np.clip(grey + (arr - grey) * rng.uniform(0.75, 1.3), 0, 1)
+    out = (arr * 255 + 0.5).astype(np.uint8)
+    if rng.random() < 0.4:
+        out = _jpeg(out, rng.integers(40, 96))
+    return out
+
+
+# --- data ---------------------------------------------------------------------------------------
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = _io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def tensor_to_images(tensor: torch.Tensor) -> np.ndarray:
+    """Inverse of :func:`images_to_tensor` (clipped): uint8 (N, H, W, 3)."""
+    arr = ((tensor.detach().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return arr.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,266 @@
+"""Convolutional VAE for fundus images, classical or quantum-enhanced.
+
+The VAE maps a (3, size, size) image in [-1, 1] to a small latent (``latent_channels`` x
+``latent_size`` x ``latent_size``, 4 x 8 x 8 by default for every image size), where the diffusion
+model works. The quantum-enhanced variant adds a :class:`~qhybrid.quantum.QuantumBlock` in the
+encoder's bottleneck: the pooled features are projected to one angle per qubit, the block's
+expectation values are projected back and added, gated, to every latent position. It trains end to
+end on the ``ideal`` target; its weights run on any target later.
+
+After training, ``latent_scale`` (1 / std of the training latents) is computed and saved with the
+model, as in Stable Diffusion, so diffusion sees latents of unit variance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qhybrid.config import config_from_dict
+from qhybrid.models import checkpoint as ckpt
+from qhybrid.models.layers import group_norm
+from qhybrid.models.quantum_layers import QResBlock
+from qhybrid.quantum import CircuitSpec, QuantumBlock
+
+VAE_SIZES = (32, 64, 128)
+
+
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, plus a (1x1 when needed) skip."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.norm1 = group_norm(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2 = group_norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+@dataclass
+class VAEConfig:
+    """Saved as JSON next to the weights. ``quantum`` is a CircuitSpec dict for the quantum VAE."""
+
+    size: int = 64
+    latent_channels: int = 4
+    latent_size: int | None = None  # default: 8 for 32 px images, 16 otherwise
+    base_channels: int = 16
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    kl_weight: float = 1e-3
+    recon_loss: str = "l1"
+    latent_scale: float = 1.0
+    quantum: dict | None = None
+    quantum_gate_init: float = 0.5
+    quantum_placement: str = "bottleneck"  # or "qresblock": QResBlocks as the encoder's and decoder's middle blocks
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.size not in VAE_SIZES:
+            raise ValueError(f"VAE image size must be one of {', '.join(map(str, VAE_SIZES))}, got {self.size}")
+        if self.latent_size is None:
+            self.latent_size = 8 if self.size == 32 else 16
+        if self.latent_size < 2 or self.size % self.latent_size or \
+                (self.size // self.latent_size) & (self.size // self.latent_size - 1):
+            raise ValueError(
+                f"VAE latent_size must divide the image size by a power of two, got {self.latent_size} for {self.size}"
+            )
+        if self.recon_loss not in ("l1", "mse"):
+            raise ValueError(f"VAE recon_loss must be 'l1' or 'mse', got {self.recon_loss!r}")
+        if self.latent_channels < 1 or self.base_channels < 1:
+            raise ValueError("VAE latent_channels and base_channels must be positive")
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        if self.quantum_placement not in ("bottleneck", "qresblock"):
+            raise ValueError(f"VAE quantum_placement must be 'bottleneck' or 'qresblock', got {self.quantum_placement!r}")
+        if self.quantum is not None:
+            CircuitSpec.from_dict(self.quantum)  # validate early
+
+    @property
+    def downsamples(self) -> int:
+        return int(math.log2(self.size // self.latent_size))
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (self.latent_channels, self.latent_size, self.latent_size)
+
+    def channels(self, level: int) -> int:
+        return self.base_channels * self.channel_mult[min(level, len(self.channel_mult) - 1)]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["channel_mult"] = list(self.channel_mult)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VAEConfig":
+        return config_from_dict(cls, data)
+
+
+class QuantumBottleneck(nn.Module):
+    """pooled features -> angles -> QuantumBlock -> features, added gated to every position."""
+
+    def __init__(self, channels: int, spec: CircuitSpec, gate_init: float, seed: int = 0):
+        super().__init__()
+        self.to_angles = nn.Linear(channels, spec.num_qubits)
+        self.block = QuantumBlock(spec, seed=seed)
+        self.from_block = nn.Linear(spec.num_outputs, channels)
+        self.gate = nn.Parameter(torch.tensor(float(gate_init)))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        angles = math.pi * torch.tanh(self.to_angles(h.mean(dim=(2, 3))))
+        q = self.from_block(self.block(angles))
+        return h + self.gate * q[:, :, None, None]
+
+
+def _mid_block(cfg: VAEConfig, channels: int, seed: int) -> nn.Module:
+    """The middle residual block: a QResBlock for ``quantum_placement='qresblock'``."""
+    if cfg.quantum and cfg.quantum_placement == "qresblock":
+        return QResBlock(channels, channels, 0, CircuitSpec.from_dict(cfg.quantum), "quantum",
+                         cfg.quantum_gate_init, seed=seed)
+    return ResBlock(channels, channels)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, cfg.channels(0), 3, padding=1)
+        levels = []
+        for i in range(cfg.downsamples):
+            levels.append(nn.Sequential(
+                ResBlock(cfg.channels(i), cfg.channels(i)),
+                nn.Conv2d(cfg.channels(i), cfg.channels(i + 1), 3, stride=2, padding=1),
+            ))
+        self.levels = nn.Sequential(*levels)
+        c = cfg.channels(cfg.downsamples)
+        qres = cfg.quantum and cfg.quantum_placement == "qresblock"
+        self.mid = _mid_block(cfg, c, seed=0)
+        self.quantum = (
+            QuantumBottleneck(c, CircuitSpec.from_dict(cfg.quantum), cfg.quantum_gate_init)
+            if cfg.quantum and not qres else None
+        )
+        self.norm_out = group_norm(c)
+        self.conv_out = nn.Conv2d(c, 2 * cfg.latent_channels, 3, padding=1)
+
+    def forward(self, x):
+        h = self.mid(self.levels(self.conv_in(x)))
+        if self.quantum is not None:
+            h = self.quantum(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        c = cfg.channels(cfg.downsamples)
+        self.conv_in = nn.Conv2d(cfg.latent_channels, c, 3, padding=1)
+        self.mid = _mid_block(cfg, c, seed=1)
+        levels = []
+        for i in reversed(range(cfg.downsamples)):
+            levels.append(nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(cfg.channels(i + 1), cfg.channels(i), 3, padding=1),
+                ResBlock(cfg.channels(i), cfg.channels(i)),
+            ))
+        self.levels = nn.Sequential(*levels)
+        self.norm_out = group_norm(cfg.channels(0))
+        self.conv_out = nn.Conv2d(cfg.channels(0), 3, 3, padding=1)
+
+    def forward(self, z):
+        h = self.levels(self.mid(self.conv_in(z)))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class VAE(nn.Module):
+    """``encode`` -> (mu, logvar); ``decode`` latents -> images; ``*_latents`` apply the scale."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    @property
+    def quantum_blocks(self) -> list[QuantumBlock]:
+        return [m for m in self.modules() if isinstance(m, QuantumBlock)]
+
+    @property
+    def is_quantum(self) -> bool:
+        return bool(self.quantum_blocks)
+
+    @property
+    def quantum_block(self) -> QuantumBlock | None:
+        """The encoder's block (the first one)."""
+        return self.quantum_blocks[0] if self.is_quantum else None
+
+    def _check(self, x: torch.Tensor) -> None:
+        s = self.cfg.size
+        if x.dim() != 4 or x.shape[1:] != (3, s, s):
+            raise ValueError(f"VAE expects images of shape (batch, 3, {s}, {s}), got {tuple(x.shape)}")
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x)
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-20, 10)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, sample: bool = True):
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        return self.decode(z), mu, logvar
+
+    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        recon, mu, logvar = self(x)
+        rec = F.l1_loss(recon, x) if self.cfg.recon_loss == "l1" else F.mse_loss(recon, x)
+        kl = 0.5 * torch.mean(mu.pow(2) + logvar.exp() - 1 - logvar)
+        total = rec + self.cfg.kl_weight * kl
+        return total, {"loss": total.item(), "recon": rec.item(), "kl": kl.item()}
+
+    @torch.no_grad()
+    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled latent means (what diffusion trains on)."""
+        return self.encode(x)[0] * self.cfg.latent_scale
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decode(z / self.cfg.latent_scale)
+
+    def parameter_counts(self) -> dict:
+        total = sum(p.numel() for p in self.parameters())
+        quantum = sum(len(b.weight_params) for b in self.quantum_blocks)
+        return {"total": total, "quantum_circuit_weights": quantum}
+
+
+
+
+def load_vae(folder: str | Path) -> VAE:
+    """Load a VAE checkpoint folder (classical or quantum-enhanced)."""
+    header, state = ckpt.load_checkpoint(folder, "vae")
+    try:
+        cfg = VAEConfig.from_dict(header["config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ckpt.CheckpointError(f"{folder}: the VAE config in config.json is invalid ({exc})") from None
+    model = VAE(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ckpt.CheckpointError(f"{folder}: weights do not fit the VAE config ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def latent_scale(model: VAE, images: torch.Tensor, batch: int = 64) -> float:
+    mus = [model.encode(images[i:i + batch])[0] for i in range(0, len(images), batch)]
+    return float(1.0 / torch.cat(mus).std().clamp_min(1e-6))

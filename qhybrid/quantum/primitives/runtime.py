@@ -1,0 +1,293 @@
+"""The ``ibm:<backend>`` target: qiskit-ibm-runtime's V2 Estimator on IBM Quantum hardware, or,
+for ``fake_*`` backend names, in the runtime's *local testing mode* (``mode=`` a fake backend).
+
+Both go through the same code: the circuit is transpiled once for the backend into an ISA circuit
+(``generate_preset_pass_manager``), observables are mapped with ``apply_layout``, and every call of
+the QNN becomes **one PUB**: the ISA circuit, the K observables as a (K, 1) array and the parameter
+rows (one per chain) as an (n, P) array, so the result is a (K, n) table from one job.
+
+What local testing mode honours: shots (``default_shots``) and ``simulator.seed_simulator``. It
+ignores resilience level, twirling and dynamical decoupling (the runtime warns; qhybrid records
+them as ``ignored_locally``). It simulates the backend's whole noise model for every job, which is
+slow on 127-156-qubit devices (about 12 s per job on fake_torino); qhybrid's own ``fake:`` target
+compacts the circuit and is the fast way to study noise. Local mode is for rehearsing the
+submission, records, fetch and resume offline.
+
+Credentials come only from the runtime's own account discovery (saved account or the
+``QISKIT_IBM_*`` environment variables); qhybrid never reads, prints or writes a token.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any, Callable
+
+import numpy as np
+from qiskit import QuantumCircuit
+from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
+from qiskit.quantum_info import SparsePauliOp
+from qiskit.transpiler import generate_preset_pass_manager
+
+from qhybrid.errors import InputError, QHybridError
+from qhybrid.quantum.primitives.pubs import group_pubs, pub_evs, run_inline
+
+MODES = ("session", "batch", "job")
+FINAL_STATES = ("DONE", "ERROR", "CANCELLED")
+ACCOUNT_HELP = (
+    "save one with QiskitRuntimeService.save_account(token=..., instance=..., set_as_default=True) "
+    "or set QISKIT_IBM_TOKEN and QISKIT_IBM_INSTANCE; to rehearse offline use a fake_<name> backend"
+)
+
+
+class RuntimeTargetError(QHybridError):
+    """IBM Quantum could not be used (no account, no network, a job failed): exit code 1."""
+
+
+def is_local(backend_name: str) -> bool:
+    """``fake_*`` names run in the runtime's local testing mode; anything else on IBM Quantum."""
+    return backend_name.strip().lower().startswith("fake")
+
+
+def redact(text: str) -> str:
+    """``text`` with the token of the environment (if any) blanked out."""
+    token = os.environ.get("QISKIT_IBM_TOKEN")
+    return text.replace(token, "***") if token and len(token) >= 4 else text
+
+
+def _short(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return redact(f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300])
+
+
+@lru_cache(maxsize=1)
+def runtime_service():
+    """``QiskitRuntimeService()`` with the runtime's own account discovery, or a clear error."""
+    from qiskit_ibm_runtime import QiskitRuntimeService
+    from qiskit_ibm_runtime.accounts import AccountNotFoundError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return QiskitRuntimeService()
+    except AccountNotFoundError:
+        raise RuntimeTargetError(f"no IBM Quantum account is configured: {ACCOUNT_HELP}") from None
+    except Exception as exc:  # noqa: BLE001 - account parsing, authentication and network errors
+        raise RuntimeTargetError(
+            f"could not connect to IBM Quantum ({_short(exc)}); check the network and the account "
+            f"({ACCOUNT_HELP})"
+        ) from None
+
+
+def get_backend(name: str):
+    """A fake backend (local testing mode) or an IBM Quantum backend of the configured account."""
+    if is_local(name):
+        from qhybrid.quantum.primitives.aer import fake_backend
+
+        return fake_backend(name)
+    service = runtime_service()
+    try:
+        return service.backend(name)
+    except Exception as exc:  # noqa: BLE001 - QiskitBackendNotFoundError or a network error
+        if "not found" in str(exc).lower() or "NotFound" in type(exc).__name__:
+            try:
+                names = ", ".join(sorted(b.name for b in service.backends()))
+            except Exception:  # noqa: BLE001
+                names = "(could not list them)"
+            raise InputError(f"unknown IBM Quantum backend {name!r}; your account has: {names}") from None
+        raise RuntimeTargetError(f"could not get backend {name!r} from IBM Quantum ({_short(exc)})") from None
+
+
+# --- options ------------------------------------------------------------------------------------
+@dataclass
+class RuntimeOptions:
+    """What a run sends to the runtime Estimator, plus how the circuit is transpiled."""
+
+    shots: int = 1024
+    resilience_level: int | None = None  # None: the service's default (1: readout mitigation, TREX)
+    twirling: bool = False
+    dd: bool = False
+    optimization_level: int = 2
+    seed_transpiler: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.shots, bool) or not isinstance(self.shots, (int, np.integer)) or self.shots <= 0:
+            raise InputError(f"shots must be a positive integer, got {self.shots!r}")
+        if self.resilience_level is not None and self.resilience_level not in (0, 1, 2):
+            raise InputError(f"resilience level must be 0, 1 or 2, got {self.resilience_level!r}")
+        if self.optimization_level not in (0, 1, 2, 3):
+            raise InputError(f"optimization level must be 0-3, got {self.optimization_level!r}")
+
+    def primitive_options(self, local: bool, seed_simulator: int | None = None) -> dict:
+        """The ``EstimatorV2`` options dict (the local simulator's seed only in local mode)."""
+        opts: dict[str, Any] = {"default_shots": int(self.shots)}
+        if self.resilience_level is not None:
+            opts["resilience_level"] = int(self.resilience_level)
+        if self.twirling:
+            opts["twirling"] = {"enable_gates": True, "enable_measure": True}
+        if self.dd:
+            opts["dynamical_decoupling"] = {"enable": True, "sequence_type": "XY4"}
+        if local and seed_simulator is not None:
+            opts["simulator"] = {"seed_simulator": int(seed_simulator)}
+        return opts
+
+    def ignored_locally(self) -> list[str]:
+        """The options the runtime's local testing mode has no effect on."""
+        names = []
+        if self.resilience_level is not None:
+            names.append("resilience_level")
+        if self.twirling:
+            names.append("twirling")
+        if self.dd:
+            names.append("dynamical_decoupling")
+        return names
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- ISA circuits -------------------------------------------------------------------------------
+@dataclass
+class IsaCircuit:
+    """A circuit transpiled for one backend, its observables mapped to the physical layout."""
+
+    circuit: QuantumCircuit
+    observables: list[SparsePauliOp] = field(default_factory=list)
+
+    @classmethod
+    def transpile(cls, circuit: QuantumCircuit, observables, backend, optimization_level: int = 2,
+                  seed_transpiler: int | None = 0) -> "IsaCircuit":
+        width = backend.num_qubits
+        if circuit.num_qubits > width:
+            raise InputError(
+                f"the model's circuit has {circuit.num_qubits} qubits but backend {backend.name} has "
+                f"only {width}; choose a larger backend ('qhybrid backends' lists the fake ones)"
+            )
+        pm = generate_preset_pass_manager(optimization_level=optimization_level, backend=backend,
+                                          seed_transpiler=seed_transpiler)
+        isa = pm.run(circuit)
+        return cls(isa, [cls.map(isa, o) for o in observables])
+
+    @staticmethod
+    def map(isa: QuantumCircuit, observable) -> SparsePauliOp:
+        op = observable if isinstance(observable, SparsePauliOp) else SparsePauliOp(observable)
+        return op.apply_layout(isa.layout) if isa.layout is not None else op
+
+    def values(self, logical: QuantumCircuit, values: np.ndarray) -> np.ndarray:
+        """Rows in ``logical.parameters`` order -> rows in ``self.circuit.parameters`` order."""
+        by_name = {p.name: k for k, p in enumerate(logical.parameters)}
+        missing = [p.name for p in self.circuit.parameters if p.name not in by_name]
+        if missing:
+            raise ValueError(f"the ISA circuit has parameters the model's circuit lacks: {missing[:5]}")
+        return np.asarray(values, dtype=float)[:, [by_name[p.name] for p in self.circuit.parameters]]
+
+    def pub(self, values: np.ndarray) -> tuple:
+        """One PUB for all rows: observables (K, 1) x parameter values (n, P) -> evs (K, n)."""
+        return (self.circuit, [[o] for o in self.observables], values)
+
+
+def job_status(job) -> str:
+    """A job's status as an upper-case string (local jobs give an enum, runtime jobs a string)."""
+    status = job.status()
+    return str(getattr(status, "name", status)).upper()
+
+
+def evs_table(result, num_observables: int, rows: int) -> np.ndarray:
+    """The (K, n) expectation values of the one PUB of a step's job."""
+    evs = np.asarray(result[0].data.evs, dtype=np.float64)
+    if evs.shape != (num_observables, rows):
+        raise RuntimeTargetError(f"the job returned expectation values of shape {evs.shape}; expected "
+                                 f"({num_observables}, {rows})")
+    return evs
+
+
+def estimator_for(mode, options: RuntimeOptions, local: bool, seed_simulator: int | None = None,
+                  tags: list[str] | None = None):
+    """A runtime ``EstimatorV2`` on ``mode`` (backend, Session or Batch) with ``options``."""
+    from qiskit_ibm_runtime import EstimatorV2
+
+    opts = options.primitive_options(local, seed_simulator)
+    if tags and not local:
+        opts["environment"] = {"job_tags": list(tags)}
+    with warnings.catch_warnings():
+        # qiskit-ibm-runtime 0.50 deprecates the server-side EstimatorV2 in favour of a client-side
+        # executor-based Estimator; qhybrid keeps EstimatorV2 because a job fetched by id days
+        # later returns finished expectation values (see ARCHITECTURE.md)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return EstimatorV2(mode=mode, options=opts)
+
+
+def submit_pub(mode, options: RuntimeOptions, local: bool, pub: tuple, seed_simulator: int | None = None,
+               tags: list[str] | None = None):
+    """Submit one PUB; local testing mode's "no effect" warnings are expected and silenced (the
+    record lists the ignored options)."""
+    estimator = estimator_for(mode, options, local, seed_simulator, tags)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no effect in local testing mode.*")
+        return estimator.run([pub])
+
+
+# --- the estimator behind the ibm: target ------------------------------------------------------
+Executor = Callable[[IsaCircuit, np.ndarray], np.ndarray]
+
+
+class RuntimeEstimator(BaseEstimatorV2):
+    """``BaseEstimatorV2`` that an ``EstimatorQNN`` calls; every QNN call becomes one runtime job.
+
+    ``executor(isa, values) -> evs (K, n)`` does the submission; the default submits in job mode
+    and waits. :mod:`qhybrid.jobs` replaces it with one that keeps crash-safe job records.
+    """
+
+    def __init__(self, backend_name: str, options: RuntimeOptions | None = None, executor: Executor | None = None,
+                 backend=None):
+        self.backend_name = backend_name
+        # any other BackendV2 object (``backend=``) runs in local testing mode too
+        self.local = is_local(backend_name) or backend is not None
+        self.options = options or RuntimeOptions()
+        self.backend = backend if backend is not None else get_backend(backend_name)
+        self.executor = executor or self._submit_and_wait
+        self._isa: dict[int, tuple[QuantumCircuit, IsaCircuit]] = {}
+        self.jobs: list[str] = []
+
+    def isa(self, circuit: QuantumCircuit, observables) -> IsaCircuit:
+        """The ISA form of ``circuit`` (transpiled once; observables mapped per call)."""
+        hit = self._isa.get(id(circuit))
+        if hit is None or hit[0] is not circuit:
+            transpiled = IsaCircuit.transpile(circuit, [], self.backend, self.options.optimization_level,
+                                              self.options.seed_transpiler)
+            hit = (circuit, transpiled)
+            self._isa[id(circuit)] = hit
+        return IsaCircuit(hit[1].circuit, [IsaCircuit.map(hit[1].circuit, o) for o in observables])
+
+    def use_isa(self, circuit: QuantumCircuit, isa_circuit: QuantumCircuit) -> None:
+        """Use a stored ISA circuit (a job record's) instead of transpiling again."""
+        self._isa[id(circuit)] = (circuit, IsaCircuit(isa_circuit))
+
+    def _submit_and_wait(self, isa: IsaCircuit, values: np.ndarray) -> np.ndarray:
+        job = submit_pub(self.backend, self.options, self.local, isa.pub(values))
+        self.jobs.append(job.job_id())
+        try:
+            result = job.result()
+        except Exception as exc:  # noqa: BLE001
+            raise RuntimeTargetError(f"job {job.job_id()} on {self.backend_name} failed: {_short(exc)}") from None
+        return evs_table(result, len(isa.observables), len(values))
+
+    def run(self, pubs, *, precision: float | None = None):
+        # precision is ignored: the number of shots is a RuntimeOptions setting
+        return run_inline(self._run, pubs, None, default_precision=None)
+
+    def _run(self, pubs):
+        groups, prepared = group_pubs(pubs)
+        for group in groups:
+            isa = self.isa(group.circuit, group.observables)
+            values = isa.values(group.circuit, group.values)
+            group.table = np.asarray(self.executor(isa, values)).T  # (rows, K)
+        results = []
+        for entry in prepared:
+            evs = pub_evs(entry)
+            stds = np.sqrt(np.clip(1 - evs**2, 0, None) / self.options.shots)
+            results.append(PubResult(DataBin(evs=evs, stds=stds, shape=evs.shape), metadata={
+                "shots": self.options.shots, "backend": self.backend_name, "local": self.local}))
+        return PrimitiveResult(results, metadata={"version": 2})

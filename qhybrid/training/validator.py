@@ -1,0 +1,176 @@
+"""Training the gradability validator on synthetic retinas and degradations."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from qhybrid.data.degrade import DEGRADATIONS, GRADABLE_RANGE, UNGRADABLE_RANGE, degrade
+from qhybrid.data.synthetic import SyntheticFundus, render_fundus
+from qhybrid.data.transforms import augment, to_tensor
+from qhybrid.errors import InputError
+from qhybrid.evaluation.validator import (
+    VALIDATOR_SEED_OFFSET,
+    GradabilityNet,
+    ValidatorConfig,
+    predict,
+    roc_auc,
+)
+from qhybrid.models import checkpoint as ckpt
+
+
+# --- training -----------------------------------------------------------------------------------
+@dataclass
+class ValidatorTrainConfig:
+    data: str = "synthetic"
+    n: int = 600
+    epochs: int = 10
+    batch: int = 64
+    lr: float = 3e-3
+    seed: int = 1234
+
+
+def _make_example(base: np.ndarray, blank: np.ndarray, gradable: bool, rng, size: int):
+    """Returns (augmented image, degradation name or '')."""
+    if gradable:
+        img = base
+        if rng.random() < 0.6:
+            kind = DEGRADATIONS[rng.integers(len(DEGRADATIONS) - 1)]  # never 'no_structure'
+            img = degrade(img, kind, rng.uniform(*GRADABLE_RANGE), rng)
+        return augment(img, size, rng), ""
+    kind = DEGRADATIONS[rng.integers(len(DEGRADATIONS))]
+    if kind == "no_structure":
+        img = blank if rng.random() < 0.7 else degrade(base, kind, 1.0, rng)
+    else:
+        img = degrade(base, kind, rng.uniform(*UNGRADABLE_RANGE), rng)
+    return augment(img, size, rng), kind
+
+
+def synthetic_bases(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clean synthetic retinas and structure-less ones, from the validator's own seed space."""
+    render = int(size * 1.25)
+    gen = SyntheticFundus(render, seed=VALIDATOR_SEED_OFFSET + seed)
+    bases, _ = gen.sample(n)
+    blanks = np.stack([render_fundus(render, np.random.default_rng([VALIDATOR_SEED_OFFSET + seed, i, 7]),
+                                     structure=False)[0] for i in range(max(8, n // 4))])
+    return bases, blanks
+
+
+def _real_folder(source: str, size: int, seed: int):
+    from qhybrid.data.loaders import load_dataset
+
+    train = load_dataset(source, size=int(size * 1.25), split="train")
+    val = load_dataset(source, size=int(size * 1.25), split="val")
+    def labelled(ds):
+        keep = [i for i, lab in enumerate(ds.labels) if lab.get("gradable") is not None]
+        return ds.images[keep], np.array([bool(ds.labels[i]["gradable"]) for i in keep])
+    (xt, yt), (xv, yv) = labelled(train), labelled(val)
+    if len(yt) < 10 or yt.all() or not yt.any():
+        raise InputError(
+            f"{source}: need quality labels for both gradable and ungradable images to train the validator "
+            "(a labels.csv with a 'quality' column: Good / Usable / Reject)"
+        )
+    return xt, yt, xv, yv
+
+
+def train_validator(out: str | Path, cfg: ValidatorTrainConfig, model_cfg: ValidatorConfig | None = None,
+                    progress: bool = True) -> dict:
+    out = Path(out)
+    if (out / ckpt.CONFIG_NAME).exists():
+        raise InputError(f"{out} already holds a checkpoint; choose another --out")
+    model_cfg = model_cfg or ValidatorConfig()
+    size = model_cfg.size
+    rng = np.random.default_rng([VALIDATOR_SEED_OFFSET, cfg.seed])
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    real = None
+    if cfg.data == "synthetic":
+        bases, blanks = synthetic_bases(cfg.n, size, cfg.seed)
+        hold_bases, hold_blanks = synthetic_bases(max(60, cfg.n // 4), size, cfg.seed + 1)
+    else:
+        real = _real_folder(cfg.data, size, cfg.seed)
+        bases = real[0][real[1]]
+        blanks = synthetic_bases(16, size, cfg.seed)[1]
+        hold_bases, hold_blanks = None, None
+
+    # fixed held-out set (own images, fixed degradations)
+    hold_rng = np.random.default_rng([VALIDATOR_SEED_OFFSET, cfg.seed, 99])
+    if real is None:
+        hx, hy, hk = [], [], []
+        for i, base in enumerate(hold_bases):
+            for gradable in (True, False):
+                img, kind = _make_example(base, hold_blanks[i % len(hold_blanks)], gradable, hold_rng, size)
+                hx.append(img)
+                hy.append(gradable)
+                hk.append(kind)
+        hold_x, hold_y, hold_k = np.stack(hx), np.array(hy), np.array(hk)
+    else:
+        hold_x = np.stack([np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.LANCZOS)) for i in real[2]])
+        hold_y, hold_k = real[3], np.array([""] * len(real[3]))
+
+    model = GradabilityNet(model_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    per_epoch = 2 * len(bases) if real is None else len(real[1]) + len(bases)
+    steps = cfg.epochs * int(np.ceil(per_epoch / cfg.batch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(2, steps), pct_start=0.15)
+    bar = tqdm(total=steps, disable=not progress, desc="train gradability validator", unit="step")
+    losses = []
+    for epoch in range(cfg.epochs):
+        xs, ys = [], []
+        if real is None:
+            for i, base in enumerate(bases):
+                for gradable in (True, False):
+                    xs.append(_make_example(base, blanks[rng.integers(len(blanks))], gradable, rng, size)[0])
+                    ys.append(gradable)
+        else:
+            for img, lab in zip(real[0], real[1]):
+                xs.append(augment(img, size, rng))
+                ys.append(bool(lab))
+            for base in bases:  # extra negatives: degraded copies of gradable photographs
+                xs.append(_make_example(base, blanks[rng.integers(len(blanks))], False, rng, size)[0])
+                ys.append(False)
+        x, y = to_tensor(np.stack(xs)), torch.tensor(ys, dtype=torch.float32)
+        order = torch.randperm(len(x))
+        model.train()
+        for k in range(0, len(x), cfg.batch):
+            idx = order[k:k + cfg.batch]
+            if len(idx) < 2:
+                continue
+            loss = F.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched.last_epoch + 1 < sched.total_steps:
+                sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    model.eval()
+    probs = predict(model, hold_x)
+    pred = probs >= model_cfg.threshold
+    metrics = {
+        "heldout_accuracy": float(np.mean(pred == hold_y)),
+        "heldout_roc_auc": roc_auc(hold_y, probs),
+        "heldout_images": int(len(hold_y)),
+        "per_degradation_accuracy": {k: float(np.mean(~pred[hold_k == k])) for k in DEGRADATIONS if np.any(hold_k == k)},
+        "gradable_accuracy": float(np.mean(pred[hold_y])),
+        "data": cfg.data,
+        "seconds": time.perf_counter() - t0,
+    }
+    ckpt.save_checkpoint(out, "validator", asdict(model_cfg), model.state_dict(),
+                         extra={"metrics": metrics, "train": asdict(cfg)})
+    from qhybrid.plots import save_image_grid
+    show = np.concatenate([hold_x[hold_y][:8], hold_x[~hold_y][:16]])
+    titles = [f"gradable p={p:.2f}" for p in probs[hold_y][:8]] + [
+        f"{k} p={p:.2f}" for k, p in zip(hold_k[~hold_y][:16], probs[~hold_y][:16])]
+    save_image_grid(show, out / "heldout.png", ncols=8, titles=titles,
+                    suptitle="validator held-out examples: p = probability gradable")
+    return metrics

@@ -1,0 +1,788 @@
+"""Sampling a hybrid LDM on IBM Quantum with job records that survive crashes.
+
+Diffusion sampling is sequential: step k+1 needs the latents of step k, so a run is one runtime
+job per denoising step, and each job is one PUB holding every chain (the chains are the rows of
+the parameter-value array; see :mod:`qhybrid.quantum.runtime`). The classical parts of the
+denoiser run here, between the jobs.
+
+A run is a JSON record ``jobs/<run_id>.json`` plus a folder ``jobs/<run_id>/`` with the ISA
+circuit (QPY and QASM 3), the initial latents, the expectation values each job returned and the
+latents after each completed step. Every change is written atomically and *before* the next
+action: a job id is on disk before the process waits for it, and a result before it is used. So
+a crash at any moment leaves a valid record, and ``resume`` continues from the last completed
+step without submitting a finished or still-running step again. Local testing-mode jobs
+(``fake_*`` backends) live inside their process; a record that outlives its process marks such a
+job ``lost`` and resubmits it (simulation is free), which IBM Quantum jobs never need.
+
+Several seeds or resilience levels make several independent runs (one record each) that advance
+together: each round submits one job per run, in one Batch by default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io as _io
+import itertools
+import json
+import re
+import secrets
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from qhybrid import io
+from qhybrid.errors import InputError, QHybridError
+from qhybrid.models import checkpoint as ckpt
+from qhybrid.quantum.primitives.runtime import (
+    FINAL_STATES,
+    MODES,
+    IsaCircuit,
+    RuntimeOptions,
+    RuntimeTargetError,
+    _short,
+    evs_table,
+    is_local,
+    job_status,
+    runtime_service,
+    submit_pub,
+)
+from qhybrid.quantum.targets import Target
+
+RECORD_FORMAT = "qhybrid-job-record"
+RECORD_VERSION = 1
+DEFAULT_JOBS_DIR = "jobs"
+STEP_STATES = ("pending", "submitting", "submitted", "result", "done", "failed")
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Jobs submitted by this process, by id: how a local testing-mode job is found again.
+LIVE_JOBS: dict[str, object] = {}
+
+
+class JobRecordError(QHybridError):
+    """A job record that cannot be read or does not belong to the model it names (exit 1)."""
+
+
+class Interrupted(QHybridError):
+    """Ctrl-C while waiting for jobs; the record says where the run stands (exit 130)."""
+
+    exit_code = 130
+
+
+class _Pending(Exception):
+    """The current step's job is submitted but not finished."""
+
+    def __init__(self, job):
+        super().__init__("pending")
+        self.job = job
+
+
+class _Blocked(Exception):
+    """The current step needs a submission and this pass may not submit (fetch)."""
+
+
+@contextmanager
+def service_call(what: str, record: "JobRecord", retry: str = "fetch"):
+    """Turn a failure while talking to the service into one line: what failed, that the record is
+    unchanged, and the command that retries."""
+    try:
+        yield
+    except RuntimeTargetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - network, authentication and API errors
+        raise RuntimeTargetError(f"{what} ({_short(exc)}); the record is unchanged; retry with "
+                                 f"'qhybrid jobs {retry} {record.run_id}'") from None
+
+
+def job_tag(run_id: str, k: int) -> str:
+    """The tag each step's job carries, so a job can be found even if its id was never saved."""
+    return f"qhybrid:{run_id}:step{k}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- records ------------------------------------------------------------------------------------
+class JobRecord:
+    """One run's record: the JSON file and the folder beside it."""
+
+    def __init__(self, path: Path, data: dict):
+        self.path = Path(path)
+        self.data = data
+
+    @property
+    def run_id(self) -> str:
+        return self.data["run_id"]
+
+    @property
+    def folder(self) -> Path:
+        return self.path.with_suffix("")
+
+    @property
+    def steps(self) -> list[dict]:
+        return self.data["steps"]
+
+    @property
+    def options(self) -> RuntimeOptions:
+        return RuntimeOptions(**self.data["options"])
+
+    def save(self) -> None:
+        self.data["updated"] = _now()
+        io.write_json(self.path, self.data)
+
+    def next_step(self) -> int | None:
+        return next((s["index"] for s in self.steps if s["status"] != "done"), None)
+
+    def completed_steps(self) -> int:
+        return sum(s["status"] == "done" for s in self.steps)
+
+    def write_array(self, name: str, array: np.ndarray) -> str:
+        buffer = _io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array))
+        io.write_bytes(self.folder / name, buffer.getvalue())
+        return name
+
+    def read_array(self, name: str) -> np.ndarray:
+        path = self.folder / name
+        try:
+            return np.load(path)
+        except (OSError, ValueError) as exc:
+            raise JobRecordError(f"{path} is missing or damaged ({exc}); the run {self.run_id} cannot continue "
+                                 "from it; start a new run with 'qhybrid jobs submit'") from None
+
+    def latents_before(self, k: int) -> torch.Tensor:
+        name = self.data["initial_latents"] if k == 0 else self.steps[k - 1]["latents_file"]
+        return torch.from_numpy(self.read_array(name))
+
+    def step_seed(self, k: int) -> int:
+        """Seed of the local simulator for step k: a resumed run redraws the same shots."""
+        return 1 + (int(self.data["sampling"]["seed"]) * 1_000_003 + 7919 * k) % (2**31 - 2)
+
+    @classmethod
+    def load(cls, jobs_dir: str | Path, run_id: str) -> "JobRecord":
+        jobs_dir = Path(jobs_dir)
+        if not RUN_ID_PATTERN.match(run_id or ""):
+            raise InputError(f"{run_id!r} is not a run id (letters, digits, '.', '_', '-'); "
+                             "'qhybrid jobs list' shows the runs")
+        path = jobs_dir / f"{run_id}.json"
+        if not path.exists():
+            known = sorted(p.stem for p in jobs_dir.glob("*.json")) if jobs_dir.is_dir() else []
+            hint = f"known runs: {', '.join(known[-5:])}" if known else f"there are no runs in {jobs_dir}/"
+            raise InputError(f"no job record {path}; {hint} ('qhybrid jobs list --jobs-dir DIR')")
+        return cls(path, read_record(path))
+
+
+def read_record(path: Path) -> dict:
+    """Parse and check a record file; damage is a one-line :class:`JobRecordError`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise JobRecordError(f"{path} is not valid JSON ({exc}); qhybrid writes records atomically, so "
+                             "something else changed it; restore it or start a new run") from None
+    problem = _record_problem(data)
+    if problem:
+        raise JobRecordError(f"{path} is not a valid qhybrid job record ({problem}); restore it or start "
+                             "a new run")
+    return data
+
+
+_RECORD_KEYS = {"run_id": str, "status": str, "created": str, "backend": dict, "mode": dict, "model": dict,
+                "circuit": dict, "options": dict, "sampling": dict, "steps": list, "initial_latents": str}
+
+
+def _record_problem(data) -> str | None:
+    """Why ``data`` is not a usable record (None if it is)."""
+    try:
+        if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+            return f"'format' is not {RECORD_FORMAT!r}"
+        if data.get("format_version") != RECORD_VERSION:
+            return f"format version {data.get('format_version')!r}; this qhybrid reads version {RECORD_VERSION}"
+        for key, kind in _RECORD_KEYS.items():
+            if not isinstance(data.get(key), kind):
+                return f"no {key!r}" if key not in data else f"{key!r} is not a {kind.__name__}"
+        if not isinstance(data["backend"].get("name"), str) or "requested" not in data["mode"]:
+            return "backend.name or mode.requested is missing"
+        if not isinstance(data["model"].get("path"), str) or not isinstance(data["sampling"].get("seed"), int):
+            return "model.path or sampling.seed is missing"
+        steps = data["steps"]
+        if len(steps) != data["sampling"].get("steps"):
+            return "the step list does not match sampling.steps"
+        for k, step in enumerate(steps):
+            if not isinstance(step, dict) or step.get("index") != k or step.get("status") not in STEP_STATES:
+                return f"step {k} is malformed"
+            needs = {"submitting": ("tag",), "submitted": ("job_id",), "result": ("job_id", "result_file"),
+                     "done": ("job_id", "result_file", "latents_file")}.get(step["status"], ())
+            if any(not step.get(key) for key in needs):
+                return f"step {k} is '{step['status']}' without {', '.join(needs)}"
+        RuntimeOptions(**data["options"])
+    except Exception as exc:  # noqa: BLE001 - any surprise in a damaged file is "not a valid record"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def list_records(jobs_dir: str | Path) -> list[tuple[Path, dict | None, str | None]]:
+    """Every ``*.json`` in ``jobs_dir``: (path, record or None, problem or None), oldest first."""
+    rows = []
+    for path in sorted(Path(jobs_dir).glob("*.json")):
+        try:
+            rows.append((path, read_record(path), None))
+        except JobRecordError as exc:
+            rows.append((path, None, str(exc)))
+    return sorted(rows, key=lambda r: (r[1] or {}).get("created", ""))
+
+
+def _new_run_id(model: Path, backend: str, seed: int, level: int | None) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    level_part = "" if level is None else f"-r{level}"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", model.name)
+    return f"{stamp}-{name}-{backend}-s{seed}{level_part}-{secrets.token_hex(2)}"
+
+
+# --- the runner ---------------------------------------------------------------------------------
+@dataclass
+class Advance:
+    """What a pass over the runs may do."""
+
+    submit: bool = True  # submit steps that need a job (False: fetch)
+    wait: bool = True  # wait for submitted jobs (False: return once nothing can move)
+
+
+class JobRunner:
+    """Advances one or more runs of the same model, backend and ISA circuit."""
+
+    def __init__(self, records: list[JobRecord], progress: bool = True, poll: float | None = None,
+                 log=print, interrupt_after_step: int | None = None, interrupt_after_submit: int | None = None):
+        from qhybrid.diffusion.pipeline import load_ldm
+
+        self.records = records
+        self._locks: list = []  # taken by advance()
+        first = records[0].data
+        self.backend_name = first["backend"]["name"]
+        self.local = is_local(self.backend_name)
+        self.progress = progress
+        self.poll = poll if poll is not None else (0.02 if self.local else 10.0)
+        self.log = log
+        self.interrupt_after_step = interrupt_after_step
+        self.interrupt_after_submit = interrupt_after_submit
+        self.submitted = 0  # jobs this runner submitted
+        model_dir = Path(first["model"]["path"])
+        header = ckpt.read_header(model_dir, "ldm")
+        if header.get("weights_sha256") != first["model"]["sha256"]:
+            raise JobRecordError(
+                f"the model {model_dir} changed since run {records[0].run_id} was submitted (its weights hash "
+                "differs); restore that checkpoint, or start a new run with 'qhybrid jobs submit'")
+        self.model, self.scheduler, self.vae, _ = load_ldm(model_dir)
+        block = self.model.quantum_block
+        if block is None:
+            raise InputError(f"{model_dir} is a {self.model.cfg.kind} model with no quantum block; only hybrid "
+                             "models run on IBM Quantum (sample classical ones with 'qhybrid sample')")
+        opts = records[0].options
+        # no transpilation here: a new run transpiles in submit(), an existing one loads its QPY
+        self.model.to_target(Target("ibm", self.backend_name, {
+            "optimization_level": opts.optimization_level, "seed_transpiler": opts.seed_transpiler,
+            "eager_transpile": False}))
+        self.estimator = block.qnn.estimator
+        self.estimator.executor = self._execute
+        self.logical = block.qnn._circuit
+        self.observables = list(block.observables)
+        self.timesteps = self.scheduler.timesteps(int(first["sampling"]["steps"]))
+        self._mode = None
+        self._mode_used = None
+        self._current: tuple[JobRecord, int, bool] | None = None
+
+    def _lock(self, record: JobRecord) -> None:
+        """One process per run: a second submit/resume/fetch of the same run stops at once."""
+        import fcntl
+
+        record.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(record.path.with_suffix(".lock"), "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            self._unlock()
+            raise JobRecordError(f"run {record.run_id} is being worked on by another qhybrid process (a submit, "
+                                 "resume or fetch); wait for it to finish or stop it first") from None
+        self._locks.append(handle)
+
+    def _unlock(self) -> None:
+        for handle in self._locks:
+            handle.close()  # closing releases the lock
+        self._locks = []
+
+    # -- the ISA circuit, stored once per run ---------------------------------------------------
+    def write_circuit(self, record: JobRecord, isa: IsaCircuit) -> None:
+        from qiskit import qasm3, qpy
+
+        buffer = _io.BytesIO()
+        qpy.dump(isa.circuit, buffer)
+        qpy_bytes = buffer.getvalue()
+        io.write_bytes(record.folder / "circuit.qpy", qpy_bytes)
+        qasm = qasm3.dumps(isa.circuit)
+        io.write_text(record.folder / "circuit.qasm3", qasm)
+        ops = isa.circuit.count_ops()
+        layout = isa.circuit.layout
+        record.data["circuit"] = {
+            "qpy_file": "circuit.qpy", "qasm3_file": "circuit.qasm3",
+            "qpy_sha256": _sha256(qpy_bytes), "qasm3_sha256": _sha256(qasm.encode()),
+            "num_qubits": self.logical.num_qubits, "depth": isa.circuit.depth(),
+            "two_qubit_gates": sum(1 for ins in isa.circuit.data if ins.operation.num_qubits == 2),
+            "ops": dict(ops),
+            "physical_qubits": list(layout.final_index_layout()) if layout is not None else None,
+            "observables": [[[lbl, float(c.real)] for lbl, c in o.to_list()] for o in isa.observables],
+        }
+
+    def load_circuit(self, record: JobRecord) -> None:
+        from qiskit import qpy
+
+        info = record.data["circuit"]
+        path = record.folder / info["qpy_file"]
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise JobRecordError(f"{path} is missing ({exc.strerror}); run {record.run_id} cannot continue") from None
+        if _sha256(data) != info["qpy_sha256"]:
+            raise JobRecordError(f"{path} does not match the hash in the record; run {record.run_id} cannot "
+                                 "continue; start a new run")
+        circuit = qpy.load(_io.BytesIO(data))[0]
+        self.estimator.use_isa(self.logical, circuit)
+        mapped = self.estimator.isa(self.logical, self.observables).observables
+        recorded = [sorted(map(tuple, obs)) for obs in info["observables"]]
+        if [sorted((lbl, float(c.real)) for lbl, c in o.to_list()) for o in mapped] != recorded:
+            raise JobRecordError(f"the observables of {path} do not match the record; start a new run")
+
+    # -- execution modes ------------------------------------------------------------------------
+    def _mode_for_submission(self):
+        """The Session, Batch or backend the jobs go to (opened on the first submission)."""
+        if self._mode is not None:
+            return self._mode
+        from qiskit_ibm_runtime import Batch, Session
+
+        requested = self.records[0].data["mode"]["requested"]
+        backend = self.estimator.backend
+        note = None
+        if requested == "job":
+            mode, used = backend, "job"
+        else:
+            cls = Session if requested == "session" else Batch
+            try:
+                mode, used = cls(backend=backend), requested
+            except Exception as exc:  # noqa: BLE001 - plan limits and API errors
+                refused = any(w in str(exc).lower() for w in ("plan", "not authorized", "not allowed", "403"))
+                if requested != "session" or not refused:
+                    raise RuntimeTargetError(f"could not open a {requested} on {self.backend_name} ({_short(exc)}); "
+                                             "retry, or use --mode job") from None
+                mode, used = backend, "job"
+                note = (f"a session could not be opened ({_short(exc)}); the account's plan may not allow "
+                        "sessions (the Open Plan does not), so the steps run in job mode: each queues on its own")
+                self.log(f"note: {note}")
+        self._mode, self._mode_used = mode, used
+        mode_id = getattr(mode, "session_id", None)
+        for record in self.records:
+            record.data["mode"].update({"used": used, "id": mode_id, "note": note})
+        return mode
+
+    def close(self) -> None:
+        if self._mode is not None and hasattr(self._mode, "close"):
+            try:
+                self._mode.close()
+            except Exception as exc:  # noqa: BLE001 - closing is best effort; jobs already run
+                self.log(f"note: closing the {self._mode_used} failed ({_short(exc)})")
+        self._mode = None
+
+    # -- one step's quantum evaluation (the estimator's executor) -------------------------------
+    def _execute(self, isa: IsaCircuit, values: np.ndarray) -> np.ndarray:
+        record, k, may_submit = self._current
+        step = record.steps[k]
+        shape = (len(isa.observables), len(values))
+        if step["status"] in ("result", "done"):
+            evs = record.read_array(step["result_file"])
+            if evs.shape != shape:
+                raise JobRecordError(f"{record.folder / step['result_file']} holds {evs.shape} values; expected {shape}")
+            return evs
+        if step["status"] == "submitting" and self._find_tagged(record, k) is None:
+            step["status"] = "pending"  # nothing reached the service: submit (below) if allowed
+        if step["status"] == "submitted":
+            job = self._retrieve(record, k)
+            if job is not None:
+                status = self._status(job, record, k)
+                if status == "DONE":
+                    return self._collect(job, record, k, shape)
+                if status in ("ERROR", "CANCELLED"):
+                    self._fail(job, record, k, status)
+                raise _Pending(job)
+        if not may_submit:
+            raise _Blocked
+        return self._submit(record, k, isa, values)
+
+    def _submit(self, record: JobRecord, k: int, isa: IsaCircuit, values: np.ndarray):
+        step = record.steps[k]
+        mode = self._mode_for_submission()
+        seed = record.step_seed(k) if self.local else None
+        tag = job_tag(record.run_id, k)
+        # on disk before the call: if the process dies between the service accepting the job and
+        # the id reaching the record, resume finds the job by its tag instead of paying twice
+        previous = {"job_id": step.get("job_id"), "status": step.get("job_status"), "note": step.get("note")}
+        step.update({"status": "submitting", "tag": tag, "submitting_at": _now()})
+        record.save()
+        try:
+            job = submit_pub(mode, record.options, self.local, isa.pub(values), seed, tags=[tag])
+        except Exception as exc:  # noqa: BLE001 - network, plan or validation errors from the service
+            raise RuntimeTargetError(
+                f"submitting step {k} of run {record.run_id} failed ({_short(exc)}); if the service accepted it "
+                f"anyway, 'qhybrid jobs resume {record.run_id}' finds it by its tag {tag}") from None
+        self.submitted += 1
+        LIVE_JOBS[job.job_id()] = job
+        if previous["job_id"]:  # a lost, failed or cancelled earlier attempt: keep its id
+            step.setdefault("attempts", []).append(previous)
+        step.update({"status": "submitted", "job_id": job.job_id(), "job_status": "SUBMITTED",
+                     "submitted_at": _now(), "finished_at": None, "note": None, "mode": self._mode_used,
+                     "mode_id": getattr(mode, "session_id", None), "simulator_seed": seed})
+        record.data["status"] = "running"
+        record.save()
+        if self.interrupt_after_submit is not None and k >= self.interrupt_after_submit:
+            raise KeyboardInterrupt
+        raise _Pending(job)
+
+    def _find_tagged(self, record: JobRecord, k: int):
+        """A step left 'submitting' by a crash: the job the service accepted under its tag, if any."""
+        step = record.steps[k]
+        if self.local:
+            return None  # a local job died with its process
+        with service_call(f"could not ask IBM Quantum whether step {k} of {record.run_id} was submitted", record,
+                          "resume"):
+            found = runtime_service().jobs(job_tags=[step["tag"]], limit=5)
+        if not found:
+            return None
+        job = found[0]
+        LIVE_JOBS[job.job_id()] = job
+        step.update({"status": "submitted", "job_id": job.job_id(), "job_status": "SUBMITTED",
+                     "submitted_at": step.get("submitting_at"), "note": "found by its tag after a crash"})
+        record.save()
+        self.log(f"note: step {k} of {record.run_id} had been submitted before a crash: job {job.job_id()}")
+        return job
+
+    def _retrieve(self, record: JobRecord, k: int):
+        step = record.steps[k]
+        job = LIVE_JOBS.get(step["job_id"])
+        if job is not None:
+            return job
+        if self.local:
+            step.update({"status": "pending", "job_status": "LOST",
+                         "note": "a local testing-mode job ends with the process that submitted it; resubmitted"})
+            record.save()
+            self.log(f"note: step {k} of {record.run_id} was local job {step['job_id']}, which ended with its "
+                     "process; it will be submitted again (local simulation is free)")
+            return None
+        with service_call(f"could not fetch job {step['job_id']} (step {k} of {record.run_id}) from IBM Quantum",
+                          record):
+            job = runtime_service().job(step["job_id"])
+        LIVE_JOBS[step["job_id"]] = job
+        return job
+
+    def _status(self, job, record: JobRecord, k: int) -> str:
+        with service_call(f"could not get the status of job {job.job_id()} (step {k} of {record.run_id})", record):
+            status = job_status(job)
+        step = record.steps[k]
+        if step.get("job_status") != status:
+            step["job_status"] = status
+            record.save()
+        return status
+
+    def _collect(self, job, record: JobRecord, k: int, shape: tuple) -> np.ndarray:
+        with service_call(f"could not read the result of job {job.job_id()} (step {k} of {record.run_id})", record):
+            result = job.result()
+        evs = evs_table(result, *shape)
+        step = record.steps[k]
+        name = record.write_array(f"step_{k:04d}_evs.npy", evs)
+        metadata = dict(result[0].metadata)
+        step.update({"status": "result", "job_status": "DONE", "result_file": name, "finished_at": _now(),
+                     "shots": metadata.get("shots"), "metadata": json.loads(json.dumps(metadata, default=str))})
+        record.save()
+        return evs
+
+    def _fail(self, job, record: JobRecord, k: int, status: str):
+        try:
+            message = job.error_message() if hasattr(job, "error_message") else None
+        except Exception:  # noqa: BLE001
+            message = None
+        step = record.steps[k]
+        step.update({"status": "failed", "job_status": status, "finished_at": _now(),
+                     "note": _short(Exception(message)) if message else status})
+        record.data["status"] = "failed"
+        record.save()
+        raise RuntimeTargetError(f"step {k} of {record.run_id} (job {job.job_id()}) ended {status}: "
+                                 f"{step['note']}; 'qhybrid jobs resume {record.run_id}' submits it again")
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _step(self, record: JobRecord, k: int, may_submit: bool) -> None:
+        """Denoising step k of one run: the classical parts here, the quantum block as a job."""
+        z = record.latents_before(k)
+        t = self.timesteps[k]
+        t_prev = self.timesteps[k + 1] if k + 1 < len(self.timesteps) else -1
+        self._current = (record, k, may_submit)
+        with torch.no_grad():
+            pred = self.model(z, torch.full((len(z),), t, dtype=torch.long))
+            z_next = self.scheduler.ddim_step(pred, t, t_prev, z)
+        step = record.steps[k]
+        step["latents_file"] = record.write_array(f"step_{k:04d}_latents.npy", z_next.numpy())
+        step["status"] = "done"
+        record.save()
+
+    def advance(self, how: Advance = Advance()) -> None:
+        """Move every run as far as ``how`` allows; records are saved after each change."""
+        for record in self.records:
+            self._lock(record)
+        try:
+            for record in self.records:
+                self.load_circuit(record)
+        except BaseException:
+            self._unlock()
+            raise
+        total = sum(len(r.steps) for r in self.records)
+        bar = tqdm(total=total, initial=sum(r.completed_steps() for r in self.records), unit="step",
+                   desc=f"jobs on {self.backend_name}", disable=not self.progress)
+        may_submit = how.submit
+        failures: dict[str, str] = {}
+        try:
+            while True:
+                pending, moved = [], False
+                for record in self.records:
+                    k = record.next_step()
+                    if k is None or record.run_id in failures:
+                        continue
+                    try:
+                        self._step(record, k, may_submit)
+                        moved = True
+                        bar.update(1)
+                        if self.interrupt_after_step is not None and k >= self.interrupt_after_step:
+                            raise KeyboardInterrupt
+                    except _Pending as exc:
+                        pending.append((record, k, exc.job))
+                    except _Blocked:
+                        pass
+                    except QHybridError as exc:  # this run stops; its siblings go on
+                        failures[record.run_id] = str(exc)
+                pending = [p for p in pending if p[0].run_id not in failures]
+                if pending and how.wait:
+                    self._wait(pending, bar, failures)
+                elif pending and self.local:
+                    # a local job lives in this process: finish and collect it, submit nothing more
+                    self._wait(pending, bar, failures)
+                    may_submit = False
+                elif not moved:
+                    break
+        except KeyboardInterrupt:
+            self._finish(bar)
+            waiting = [f"step {r.next_step()} of {r.run_id}" for r in self.records if r.next_step() is not None]
+            raise Interrupted(
+                f"stopped; the records are saved ({', '.join(waiting) or 'nothing'} not finished); submitted IBM "
+                f"Quantum jobs keep running: 'qhybrid jobs fetch RUN_ID' collects them, 'qhybrid jobs resume "
+                f"RUN_ID' continues") from None
+        except BaseException:
+            bar.close()
+            self.close()
+            self._unlock()
+            raise  # the first error wins; the records hold every change made before it
+        self._finish(bar)
+        if failures:
+            if len(self.records) == 1:
+                raise RuntimeTargetError(next(iter(failures.values())))
+            ok = [r.run_id for r in self.records if r.run_id not in failures]
+            raise RuntimeTargetError(
+                f"{len(failures)} of {len(self.records)} runs stopped: "
+                + "; ".join(f"{run_id}: {msg}" for run_id, msg in failures.items())
+                + (f" (the others went on: {', '.join(ok)})" if ok else ""))
+
+    def _finish(self, bar) -> None:
+        bar.close()
+        self.close()
+        try:
+            for record in self.records:
+                self._settle(record)
+        finally:
+            self._unlock()
+
+    def _wait(self, pending: list, bar, failures: dict) -> None:
+        while True:
+            states = []
+            for record, k, job in pending:
+                if record.run_id in failures:
+                    continue
+                try:
+                    states.append(self._status(job, record, k))
+                except QHybridError as exc:
+                    failures[record.run_id] = str(exc)
+            label = ", ".join(sorted(set(states)))
+            if label != getattr(bar, "postfix", None):
+                bar.set_postfix_str(label)
+            if all(s in FINAL_STATES for s in states):  # (also when every run has failed)
+                return
+            time.sleep(self.poll)
+
+    def _settle(self, record: JobRecord) -> None:
+        """Final status, and the decoded images once every step is done."""
+        if record.next_step() is None:
+            if not record.data.get("images"):
+                self._decode(record)
+            record.data["status"] = "completed"
+        elif any(s["status"] == "failed" for s in record.steps):
+            record.data["status"] = "failed"
+        elif any(s["status"] == "submitted" for s in record.steps):
+            record.data["status"] = "waiting"
+        else:
+            record.data["status"] = "stopped"
+        record.save()
+
+    def _decode(self, record: JobRecord) -> None:
+        from qhybrid.data.transforms import tensor_to_images
+        from qhybrid.workflows.sampling import write_samples
+
+        z = record.latents_before(len(record.steps))
+        with torch.no_grad():
+            images = tensor_to_images(torch.cat([self.vae.decode_latents(z[i:i + 64]) for i in range(0, len(z), 64)]))
+        info = {"run_id": record.run_id, "model": record.data["model"]["path"], "backend": self.backend_name,
+                "n": len(images), "steps": len(record.steps), "sampler": "ddim", "eta": 0.0,
+                "seed": record.data["sampling"]["seed"], "target": f"ibm:{self.backend_name}",
+                "options": record.data["options"], "job_ids": [s["job_id"] for s in record.steps]}
+        out = write_samples(images, record.folder / "samples", info)
+        record.data["images"] = {"dir": str(out.relative_to(record.path.parent)), "count": len(images),
+                                 "decoded_at": _now()}
+        self.log(f"run {record.run_id}: {len(images)} images in {out}/ (grid.png, sample_*.png)")
+
+
+# --- entry points -------------------------------------------------------------------------------
+def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=(0,), resilience_levels=(None,),
+           shots: int = 1024, twirling: bool = False, dd: bool = False, mode: str | None = None,
+           optimization_level: int = 2, seed_transpiler: int = 0, jobs_dir: str | Path = DEFAULT_JOBS_DIR,
+           wait: bool = True, progress: bool = True, poll: float | None = None, log=print,
+           interrupt_after_step: int | None = None, interrupt_after_submit: int | None = None) -> list[JobRecord]:
+    """Create one record per (seed, resilience level) and run them (see the module docstring)."""
+    for name, value in (("--n", n), ("--steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    seeds, levels = list(seeds), list(resilience_levels)
+    if not seeds or not levels:
+        raise InputError("give at least one seed and one resilience level")
+    if mode is None:
+        mode = "batch" if len(seeds) * len(levels) > 1 else "session"
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    options = [RuntimeOptions(shots=shots, resilience_level=level, twirling=twirling, dd=dd,
+                              optimization_level=optimization_level, seed_transpiler=seed_transpiler)
+               for level in levels]
+    if is_local(backend):
+        from qhybrid.quantum.primitives.aer import fake_backend
+
+        fake_backend(backend)  # an unknown name fails here, listing the valid ones
+    model = Path(model)
+    header = ckpt.read_header(model, "ldm")
+    total_steps = header["config"]["scheduler"].get("num_train_timesteps", 1000)
+    if steps > total_steps:
+        raise InputError(f"--steps must be at most {total_steps} (the model's training timesteps), got {steps}")
+    jobs_dir = Path(jobs_dir)
+    records = []
+    for seed, opts in itertools.product(seeds, options):
+        run_id = _new_run_id(model, backend, seed, opts.resilience_level)
+        data = {
+            "format": RECORD_FORMAT, "format_version": RECORD_VERSION, "run_id": run_id,
+            "status": "created", "created": _now(), "updated": _now(),
+            "backend": {"name": backend, "local_testing_mode": is_local(backend)},
+            "mode": {"requested": mode, "used": None, "id": None, "note": None},
+            "options": opts.to_dict(),
+            "ignored_locally": opts.ignored_locally() if is_local(backend) else [],
+            "sampling": {"n": n, "steps": steps, "seed": seed, "sampler": "ddim", "eta": 0.0},
+            "model": {"path": str(model.resolve()), "sha256": header.get("weights_sha256"),
+                      "kind": header["config"]["denoiser"].get("kind")},
+            "circuit": {}, "initial_latents": "initial_latents.npy", "images": None,
+            "steps": [{"index": k, "timestep": None, "status": "pending", "job_id": None} for k in range(steps)],
+        }
+        records.append(JobRecord(jobs_dir / f"{run_id}.json", data))
+    # the runner loads the model and transpiles: a classical model, an unknown backend or a
+    # circuit wider than the backend fails here, before anything is written
+    runner = JobRunner(records, progress, poll, log, interrupt_after_step, interrupt_after_submit)
+    latent_shape = (runner.model.cfg.latent_channels, runner.model.cfg.latent_size, runner.model.cfg.latent_size)
+    isa = runner.estimator.isa(runner.logical, runner.observables)
+    for record in records:
+        for step, t in zip(record.steps, runner.timesteps):
+            step["timestep"] = int(t)
+        gen = torch.Generator().manual_seed(int(record.data["sampling"]["seed"]))
+        record.write_array("initial_latents.npy", torch.randn((n, *latent_shape), generator=gen).numpy())
+        runner.write_circuit(record, isa)
+        record.data["circuit"]["spec"] = runner.model.quantum_block.spec.to_dict()
+        record.save()
+        log(f"run {record.run_id}: record {record.path}")
+    if records[0].data["ignored_locally"]:
+        log(f"note: local testing mode ignores {', '.join(records[0].data['ignored_locally'])} (recorded; "
+            "IBM Quantum applies them)")
+    runner.advance(Advance(submit=True, wait=wait))
+    return records
+
+
+def resume(run_id: str, jobs_dir: str | Path = DEFAULT_JOBS_DIR, wait: bool = True, progress: bool = True,
+           poll: float | None = None, log=print, interrupt_after_step: int | None = None,
+           interrupt_after_submit: int | None = None) -> JobRecord:
+    """Continue a run from its last completed step (finished job results are reused)."""
+    record = JobRecord.load(jobs_dir, run_id)
+    if record.next_step() is None and record.data.get("images"):
+        log(f"run {run_id} is already complete: {record.folder / 'samples'}/")
+        return record
+    runner = _runner_for(record, "resume", progress, poll, log, interrupt_after_step, interrupt_after_submit)
+    runner.advance(Advance(submit=True, wait=wait))
+    return record
+
+
+def _runner_for(record: JobRecord, command: str, *args) -> JobRunner:
+    """A runner for an existing record; a connection failure says the record is untouched."""
+    try:
+        return JobRunner([record], *args)
+    except RuntimeTargetError as exc:
+        raise RuntimeTargetError(f"{exc}; the record is unchanged; retry with 'qhybrid jobs {command} "
+                                 f"{record.run_id}'") from None
+
+
+def fetch(run_id: str, jobs_dir: str | Path = DEFAULT_JOBS_DIR, progress: bool = True, log=print) -> JobRecord:
+    """Collect finished results from the service and apply them; decode when every step is done.
+    Submits nothing."""
+    record = JobRecord.load(jobs_dir, run_id)
+    runner = _runner_for(record, "fetch", progress, None, log)
+    runner.advance(Advance(submit=False, wait=False))
+    return record
+
+
+def status_lines(record: JobRecord) -> list[str]:
+    """A readable summary of a record (no service calls)."""
+    d = record.data
+    opts = d["options"]
+    level = "service default" if opts["resilience_level"] is None else opts["resilience_level"]
+    lines = [
+        f"run        {record.run_id}  [{d['status']}]",
+        f"backend    {d['backend']['name']}{' (local testing mode)' if d['backend']['local_testing_mode'] else ''}",
+        f"mode       requested {d['mode']['requested']}, used {d['mode']['used'] or '-'}"
+        + (f" ({d['mode']['note']})" if d["mode"].get("note") else ""),
+        f"options    shots {opts['shots']}, resilience level {level}, twirling {opts['twirling']}, "
+        f"dd {opts['dd']}, optimisation level {opts['optimization_level']}"
+        + (f"; ignored locally: {', '.join(d['ignored_locally'])}" if d.get("ignored_locally") else ""),
+        f"sampling   {d['sampling']['n']} chains, {d['sampling']['steps']} DDIM steps, seed {d['sampling']['seed']}",
+        f"model      {d['model']['path']} (sha256 {str(d['model']['sha256'])[:12]})",
+        f"circuit    {d['circuit'].get('num_qubits')} qubits, depth {d['circuit'].get('depth')}, "
+        f"{d['circuit'].get('two_qubit_gates')} two-qubit gates on physical qubits "
+        f"{d['circuit'].get('physical_qubits')} ({record.folder.name}/circuit.qasm3)",
+        f"progress   {record.completed_steps()}/{len(record.steps)} steps done",
+    ]
+    if d.get("images"):
+        lines.append(f"images     {d['images']['count']} in {record.path.parent / d['images']['dir']}/")
+    lines.append(f"{'step':>4}  {'t':>4}  {'status':<9}  {'job status':<10}  {'job id':<38}  finished")
+    for s in record.steps:
+        lines.append(f"{s['index']:>4}  {str(s.get('timestep')):>4}  {s['status']:<9}  {str(s.get('job_status') or '-'):<10}  "
+                     f"{str(s.get('job_id') or '-'):<38}  {s.get('finished_at') or '-'}")
+    return lines

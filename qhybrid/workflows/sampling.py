@@ -1,0 +1,52 @@
+"""Sampling a checkpoint folder into images, and writing a samples folder."""
+
+from __future__ import annotations
+
+import io as _io
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from qhybrid import io
+from qhybrid.data.transforms import tensor_to_images
+from qhybrid.diffusion.pipeline import load_ldm
+from qhybrid.diffusion.sampling import sample_latents
+from qhybrid.plots import save_image_grid
+
+
+def sample_images(model_dir: str | Path, n: int = 64, steps: int = 50, target: str = "ideal",
+                  seed: int = 0, sampler: str = "ddim", eta: float = 0.0, progress: bool = True,
+                  loaded=None, target_options: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Sample ``n`` images (uint8, (n, S, S, 3)) from an LDM checkpoint folder."""
+    model, scheduler, vae, header = loaded or load_ldm(model_dir)
+    model.to_target(target, **(target_options or {}))
+    t0 = time.perf_counter()
+    z = sample_latents(model, scheduler, n, steps, sampler, eta, seed, progress=progress)
+    with torch.no_grad():
+        images = tensor_to_images(torch.cat([vae.decode_latents(z[i:i + 64]) for i in range(0, len(z), 64)]))
+    seconds = time.perf_counter() - t0
+    info = {"model": str(model_dir), "denoiser": model.cfg.kind, "n": n, "steps": steps, "sampler": sampler,
+            "eta": eta, "target": target, "target_options": target_options or {}, "seed": seed, "seconds": seconds, "seconds_per_image": seconds / n}
+    return images, info
+
+
+def write_samples(images: np.ndarray, out: str | Path, info: dict) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # samples.json, written last, marks a finished folder: an earlier run's goes first, with its
+    # samples beyond this run's count, so an interrupted rewrite never passes for a result
+    (out / "samples.json").unlink(missing_ok=True)
+    for stale in out.glob("sample_*.png"):
+        index = stale.stem.removeprefix("sample_")
+        if index.isdigit() and int(index) >= len(images):
+            stale.unlink()
+    for k, img in enumerate(images):
+        buffer = _io.BytesIO()
+        Image.fromarray(img).save(buffer, format="PNG")
+        io.write_bytes(out / f"sample_{k:04d}.png", buffer.getvalue())
+    save_image_grid(images[:64], out / "grid.png", ncols=8)
+    io.write_json(out / "samples.json", info)
+    return out

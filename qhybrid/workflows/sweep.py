@@ -1,0 +1,127 @@
+"""The data-scarcity sweep: every denoiser trained on fewer images, compared per size."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+
+from qhybrid import io
+from qhybrid.errors import InputError
+from qhybrid.models import checkpoint as ckpt
+from qhybrid.models.denoiser import ALL_DENOISERS
+from qhybrid.workflows.compare import (
+    _entry,
+    comparison_table,
+    ensure_evaluators,
+    run_compare,
+)
+
+# --- data-scarcity sweep ------------------------------------------------------------------------
+SWEEP_METRICS = (("gradable", None, "gradable share", 100), ("fd", "fundus_features", "FD (fundus features)", 1),
+                 ("precision", "fundus_features", "precision", 1), ("recall", "fundus_features", "recall", 1))
+
+
+def run_sweep(run_dir: str | Path, train_sizes, kinds=None, steps: int | None = None, batch: int = 64,
+              n: int = 64, sample_steps: int = 50, seed: int = 0, real_n: int = 200, k: int = 5,
+              n_boot: int = 100, num_qubits: int = 8, reps: int = 3, progress: bool = True, log=print,
+              quick_evaluators: bool = False) -> dict:
+    """Train every denoiser kind on ``train_sizes`` images each (the run's VAE, its validator and
+    encoder are shared), compare each size's models, and plot every metric against the size.
+
+    Only the denoisers see fewer images: the paper's claim is about the generative model when data
+    are scarce, so the VAE (the image codec) stays the run's, trained on its full data."""
+    from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
+
+    run_dir = Path(run_dir)
+    vae_dir = run_dir / "vae"
+    if not (vae_dir / ckpt.CONFIG_NAME).exists():
+        raise InputError(f"{run_dir} has no vae/ checkpoint; run 'qhybrid demo --out {run_dir}' (or train one) first")
+    sizes = sorted({int(v) for v in train_sizes})
+    if not sizes or sizes[0] < 8:
+        raise InputError(f"--train-sizes must be integers >= 8, got {list(train_sizes)}")
+    kinds = list(kinds or ALL_DENOISERS)
+    unknown = [kd for kd in kinds if kd not in ALL_DENOISERS]
+    if unknown:
+        raise InputError(f"unknown denoiser(s) {', '.join(unknown)}; allowed: {', '.join(ALL_DENOISERS)}")
+    vae_header = ckpt.read_header(vae_dir, "vae")
+    data = vae_header.get("extra", {}).get("train", {}).get("data", "synthetic")
+    steps = steps or 1200
+    ensure_evaluators(run_dir, progress=progress, log=log, quick=quick_evaluators)
+    per_size = {}
+    for size in sizes:
+        size_dir = run_dir / "sweep" / f"n{size}"
+        for kind in kinds:
+            folder = size_dir / f"ldm-{kind}"
+            if _trained_steps(folder) >= steps:
+                continue  # trained by an earlier (interrupted) sweep
+            log(f"[sweep] {kind} denoiser on {size} images ({steps} steps)")
+            train_diffusion(folder, vae_dir, kind, DiffusionTrainConfig(data=data, n=size, steps=steps, batch=batch,
+                                                                        seed=seed),
+                            num_qubits=num_qubits, reps=reps, resume=(folder / ckpt.STATE_NAME).exists(),
+                            progress=progress)
+        log(f"[sweep] comparing the models trained on {size} images")
+        per_size[size] = run_compare(size_dir, n=n, steps=sample_steps, seed=seed, real_n=real_n, k=k, n_boot=n_boot,
+                                     validator_dir=run_dir / "validator", encoder_dir=run_dir / "encoder",
+                                     progress=progress, log=log)
+    summary = {"created": dt.datetime.now().isoformat(timespec="seconds"), "run": str(run_dir), "train_sizes": sizes,
+               "kinds": kinds, "steps": steps, "n_per_model": n, "vae": str(vae_dir),
+               "results": {str(size): {name: r["metrics"] for name, r in s_["models"].items()}
+                           for size, s_ in per_size.items()}}
+    io.write_json(run_dir / "sweep.json", summary)
+    _plot_sweep(run_dir / "sweep.png", summary)
+    io.write_text(run_dir / "sweep.md", sweep_markdown(summary, per_size))
+    return summary
+
+
+def _trained_steps(folder: Path) -> int:
+    try:
+        return int(ckpt.read_header(folder, "ldm").get("extra", {}).get("step", 0))
+    except Exception:  # noqa: BLE001 - no or partial checkpoint: not done
+        return 0
+
+
+def sweep_markdown(summary: dict, per_size: dict) -> str:
+    lines = [
+        "# Data-scarcity sweep",
+        "",
+        f"Each denoiser trained for {summary['steps']} steps on the first N training images (N = "
+        f"{', '.join(map(str, summary['train_sizes']))}), on the run's VAE ({summary['vae']}); {summary['n_per_model']} "
+        "samples per model, evaluated as in `qhybrid compare` (same validator, encoder and real reference). "
+        "Only the denoisers see fewer images.",
+        "",
+        "![metrics against training-set size](sweep.png)",
+        "",
+    ]
+    for size, s_ in per_size.items():
+        lines += [f"## N = {size}", "", comparison_table(s_), ""]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_sweep(path: Path, summary: dict) -> None:
+    from qhybrid.io import pyplot as _plt
+
+    plt = _plt()
+    sizes = summary["train_sizes"]
+    fig, axes = plt.subplots(1, len(SWEEP_METRICS), figsize=(3.4 * len(SWEEP_METRICS), 3.2))
+    for ax, (key, group, title, scale) in zip(axes, SWEEP_METRICS):
+        for kind in summary["kinds"]:
+            vals, lo, hi = [], [], []
+            for size in sizes:
+                e = _entry(summary["results"][str(size)].get(kind, {}), key, group)
+                v = e["value"] * scale if e else np.nan
+                vals.append(v)
+                lo.append(max(0.0, v - e["ci"][0] * scale) if e else 0)
+                hi.append(max(0.0, e["ci"][1] * scale - v) if e else 0)
+            ax.errorbar(sizes, vals, yerr=[lo, hi], marker="o", capsize=3, label=kind)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([str(v) for v in sizes])
+        ax.set_xlabel("training images")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    io.save_figure(fig, path)
+    plt.close(fig)
