@@ -74,16 +74,17 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
-def one_line(exc: BaseException, *, with_type: bool = False, limit: int | None = None,
+def one_line(exc: BaseException | str, *, with_type: bool = False, limit: int | None = None,
              secrets: Iterable[str] = ()) -> str:
-    """The first line of ``exc``'s message (its type's name when it has none), redacted.
+    """The first line of ``exc``'s message (its type's name when it has none), redacted; ``exc``
+    may also be a message already rendered.
 
     ``with_type`` puts the type in front (``ValueError: ...``), for errors of other libraries
     whose message alone does not say what failed; ``limit`` cuts the line to that many characters.
     """
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else type(exc).__name__
-    if with_type and lines:
+    if with_type and lines and not isinstance(exc, str):
         text = f"{type(exc).__name__}: {text}"
     text = redact(text, secrets)
     return text[:limit] if limit else text

@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from qhybrid import __version__
-from qhybrid.errors import QHybridError
+from qhybrid.errors import QHybridError, one_line
 
 
 class UsageError(Exception):
@@ -825,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         if debug:
             traceback.print_exc()
-        print(f"qhybrid: error: {_first_line(exc)}", file=sys.stderr)
+        print(f"qhybrid: error: {one_line(exc.render(flag_for))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         _close_progress_bars()
@@ -847,14 +847,19 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+#: Library parameters whose command-line flag is not ``--`` + the name with dashes.
+FLAG_NAMES = {"real_n": "--n-real", "n_boot": "--bootstrap", "optimization_level": "--opt-level",
+              "validator_dir": "--validator", "encoder_dir": "--encoder",
+              "resilience_levels": "--resilience-level", "seeds": "--seed", "vae_path": "--vae"}
+
+
+def flag_for(name: str) -> str:
+    """The command-line flag of a library parameter named in an error (see qhybrid.errors.param)."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    message = text[0] if text else type(exc).__name__
+    message = one_line(exc)
     if isinstance(exc, (OSError,)) and getattr(exc, "filename", None):
         message = f"{exc.strerror or message}: {exc.filename}"
     return message + " (run with --debug for the traceback)"
