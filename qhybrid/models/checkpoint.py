@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from qhybrid import __version__, io
-from qhybrid.errors import InputError
+from qhybrid.errors import InputError, one_line
 
 FORMAT = "qhybrid-checkpoint"
 FORMAT_VERSION = 1
@@ -116,6 +116,42 @@ def load_checkpoint(folder: str | Path, kind: str | tuple[str, ...] | None = Non
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read {weights}: {exc}") from None
     return header, state
+
+
+class FromCheckpoint:
+    """Mixin for the networks that load themselves: ``Model.from_checkpoint(folder)``.
+
+    A subclass names its checkpoint ``kind`` and its ``config_class`` (a :class:`qhybrid.config.Config`)
+    and is built as ``Model(config)``; :meth:`config_dict` picks the model's config out of the header
+    when the header holds more (an LDM's header also holds the scheduler's). The header (training
+    metrics, hashes) stays available as ``model.checkpoint_header``.
+    """
+
+    checkpoint_kind: str = ""
+    config_class: type = dict
+
+    @classmethod
+    def config_dict(cls, header: dict) -> dict:
+        return header["config"]
+
+    @classmethod
+    def from_checkpoint(cls, folder: str | Path):
+        """The model in ``folder`` in eval mode; a wrong, damaged or mismatched checkpoint is one
+        :class:`CheckpointError` line naming the folder."""
+        header, state = load_checkpoint(folder, cls.checkpoint_kind)
+        try:
+            config = cls.config_class.from_dict(cls.config_dict(header))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{folder}: the {cls.checkpoint_kind} config in {CONFIG_NAME} is invalid "
+                                  f"({one_line(exc)})") from None
+        model = cls(config)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{folder}: the weights do not fit the {cls.checkpoint_kind} config "
+                                  f"({one_line(exc)})") from None
+        model.checkpoint_header = header
+        return model.eval()
 
 
 def load_training_state(folder: str | Path) -> dict[str, Any] | None:

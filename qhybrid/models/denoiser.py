@@ -19,7 +19,6 @@ after the middle block (``bottleneck``, default) or inside it as a QResBlock (``
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -28,7 +27,8 @@ from torch import nn
 
 from qhybrid.config import config_from_dict
 from qhybrid.errors import InputError
-from qhybrid.models.layers import group_norm
+from qhybrid.models import checkpoint as ckpt
+from qhybrid.models.layers import ResBlock, group_norm, timestep_embedding
 from qhybrid.models.quantum_layers import QResBlock, QuantumBranch
 from qhybrid.quantum import CircuitSpec, QuantumBlock
 
@@ -41,34 +41,6 @@ ALL_DENOISERS = DENOISERS + ABLATIONS
 CORE_OF = {"classical": "mlp", "classical-large": "mlp", "hybrid": "quantum",
            "hybrid-classical-core": "matched", "hybrid-frozen": "frozen"}
 PLACEMENTS = ("bottleneck", "qresblock")
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of integer timesteps (as in DDPM / Transformer positions)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-
-
-
-
-class TimeResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, tdim: int):
-        super().__init__()
-        self.norm1 = group_norm(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.film = nn.Linear(tdim, 2 * cout)
-        self.norm2 = group_norm(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-    def forward(self, x, temb):
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.film(temb).chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
-        h = self.conv2(F.silu(h))
-        return self.skip(x) + h
 
 
 @dataclass
@@ -112,8 +84,17 @@ class DenoiserConfig:
         return config_from_dict(cls, data)
 
 
-class LatentDenoiser(nn.Module):
-    """Predicts the noise (or v) of a noisy latent ``z_t`` at timestep ``t``."""
+class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
+    """Predicts the noise (or v) of a noisy latent ``z_t`` at timestep ``t``.
+    ``LatentDenoiser.from_checkpoint(folder)`` loads the (EMA) weights of an LDM checkpoint; the
+    whole model with its scheduler and VAE is :class:`qhybrid.diffusion.pipeline.LatentDiffusion`."""
+
+    checkpoint_kind = "ldm"
+    config_class = DenoiserConfig
+
+    @classmethod
+    def config_dict(cls, header: dict) -> dict:
+        return header["config"]["denoiser"]
 
     def __init__(self, cfg: DenoiserConfig):
         super().__init__()
@@ -121,20 +102,20 @@ class LatentDenoiser(nn.Module):
         c, tdim = cfg.channels, cfg.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(tdim, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
         self.conv_in = nn.Conv2d(cfg.latent_channels, c, 3, padding=1)
-        self.down1 = TimeResBlock(c, c, tdim)
+        self.down1 = ResBlock(c, c, tdim)
         self.downsample = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
-        self.down2 = TimeResBlock(2 * c, 2 * c, tdim)
+        self.down2 = ResBlock(2 * c, 2 * c, tdim)
         spec = CircuitSpec.from_dict(cfg.quantum) if cfg.quantum else CircuitSpec(num_qubits=8, reps=3)
         core = CORE_OF[cfg.kind]
         if cfg.placement == "qresblock":
             self.mid = QResBlock(2 * c, 2 * c, tdim, spec, core, cfg.gate_init)
             self.branch = None
         else:
-            self.mid = TimeResBlock(2 * c, 2 * c, tdim)
+            self.mid = ResBlock(2 * c, 2 * c, tdim)
             self.branch = QuantumBranch(2 * c, tdim, spec, core, cfg.gate_init)
-        self.mid2 = TimeResBlock(2 * c, 2 * c, tdim)
+        self.mid2 = ResBlock(2 * c, 2 * c, tdim)
         self.upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * c, c, 3, padding=1))
-        self.up1 = TimeResBlock(2 * c, c, tdim)
+        self.up1 = ResBlock(2 * c, c, tdim)
         self.norm_out = group_norm(c)
         self.conv_out = nn.Conv2d(c, cfg.latent_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)

@@ -1,8 +1,11 @@
-"""Small building blocks shared by the networks."""
+"""Building blocks shared by the networks: normalisation, the time embedding, the residual block."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 #: Rough per-channel mean and spread of fundus photographs in [0, 1] (orange-red retina on black).
@@ -26,3 +29,40 @@ class FundusNormalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps (as in DDPM / Transformer positions)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class ResBlock(nn.Module):
+    """The residual block of every network here: GroupNorm-SiLU-conv twice plus a (1x1 when the
+    widths differ) skip, ``skip(x) + h``. With ``cond_dim`` > 0 a conditioning vector (the time
+    embedding) scales and shifts the normalised features between the two convolutions (FiLM).
+
+    :meth:`residual` is the convolutional path ``h`` alone, so a QResBlock can add its quantum
+    branch to it (:class:`qhybrid.models.quantum_layers.QResBlock`).
+    """
+
+    def __init__(self, cin: int, cout: int, cond_dim: int = 0):
+        super().__init__()
+        self.norm1 = group_norm(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.film = nn.Linear(cond_dim, 2 * cout) if cond_dim else None
+        self.norm2 = group_norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def residual(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm2(self.conv1(F.silu(self.norm1(x))))
+        if self.film is not None:
+            scale, shift = self.film(cond).chunk(2, dim=1)
+            h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        return self.conv2(F.silu(h))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.skip(x) + self.residual(x, cond)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qhybrid.errors import InputError
-from qhybrid.models.layers import group_norm
+from qhybrid.models.layers import ResBlock
 from qhybrid.quantum import CircuitSpec, QuantumBlock
 
 CORES = ("quantum", "frozen", "matched", "mlp")
@@ -76,6 +76,18 @@ def make_core(kind: str, spec: CircuitSpec, seed: int = 0) -> tuple[nn.Module, i
     return nn.Sequential(nn.Linear(n, n), nn.Tanh()), n
 
 
+#: State-dict names of qhybrid 0.1's VAE ``QuantumBottleneck`` (the same branch without conditioning).
+_BOTTLENECK_NAMES = {"block.": "core.", "from_block.": "back."}
+
+
+def _rename_bottleneck_keys(state_dict, prefix, *args) -> None:
+    """Load a qhybrid 0.1 quantum VAE: its ``QuantumBottleneck`` was this branch under other names."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        for old, new in _BOTTLENECK_NAMES.items():
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+
+
 class QuantumBranch(nn.Module):
     """pooled features (+ conditioning) -> n angles -> core -> features, gated, broadcast-added."""
 
@@ -86,6 +98,7 @@ class QuantumBranch(nn.Module):
         self.core_kind = core
         self.back = nn.Linear(out, channels)
         self.gate = nn.Parameter(torch.tensor(float(gate_init)))
+        self._register_load_state_dict_pre_hook(_rename_bottleneck_keys)
 
     @property
     def quantum(self) -> bool:
@@ -101,26 +114,15 @@ class QuantumBranch(nn.Module):
         return h + self.delta(h, cond)
 
 
-class QResBlock(nn.Module):
-    """Residual block (GroupNorm-SiLU-conv twice, optional FiLM conditioning) whose residual
-    carries a :class:`QuantumBranch`: ``skip(x) + h + gate * branch(h, cond)``."""
+class QResBlock(ResBlock):
+    """Residual block whose residual carries a :class:`QuantumBranch` (the paper's QResBlock):
+    ``skip(x) + h + gate * branch(h, cond)``, with ``h`` the block's convolutional path."""
 
     def __init__(self, cin: int, cout: int, cond_dim: int, spec: CircuitSpec, core: str = "quantum",
                  gate_init: float = 0.5, seed: int = 0):
-        super().__init__()
-        self.norm1 = group_norm(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.film = nn.Linear(cond_dim, 2 * cout) if cond_dim else None
-        self.norm2 = group_norm(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        super().__init__(cin, cout, cond_dim)
         self.branch = QuantumBranch(cout, cond_dim, spec, core, gate_init, seed)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.norm2(h)
-        if self.film is not None:
-            scale, shift = self.film(cond).chunk(2, dim=1)
-            h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
-        h = self.conv2(F.silu(h))
+        h = self.residual(x, cond)
         return self.skip(x) + h + self.branch.delta(h, cond)

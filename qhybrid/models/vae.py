@@ -23,30 +23,13 @@ from torch import nn
 
 from qhybrid.config import config_from_dict
 from qhybrid.models import checkpoint as ckpt
-from qhybrid.models.layers import group_norm
-from qhybrid.models.quantum_layers import QResBlock
+from qhybrid.models.layers import ResBlock, group_norm
+from qhybrid.models.quantum_layers import QResBlock, QuantumBranch
 from qhybrid.quantum import CircuitSpec, QuantumBlock
 
 VAE_SIZES = (32, 64, 128)
 
 
-
-
-class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, plus a (1x1 when needed) skip."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.norm1 = group_norm(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm2 = group_norm(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-    def forward(self, x):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
 
 
 @dataclass
@@ -107,22 +90,6 @@ class VAEConfig:
         return config_from_dict(cls, data)
 
 
-class QuantumBottleneck(nn.Module):
-    """pooled features -> angles -> QuantumBlock -> features, added gated to every position."""
-
-    def __init__(self, channels: int, spec: CircuitSpec, gate_init: float, seed: int = 0):
-        super().__init__()
-        self.to_angles = nn.Linear(channels, spec.num_qubits)
-        self.block = QuantumBlock(spec, seed=seed)
-        self.from_block = nn.Linear(spec.num_outputs, channels)
-        self.gate = nn.Parameter(torch.tensor(float(gate_init)))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        angles = math.pi * torch.tanh(self.to_angles(h.mean(dim=(2, 3))))
-        q = self.from_block(self.block(angles))
-        return h + self.gate * q[:, :, None, None]
-
-
 def _mid_block(cfg: VAEConfig, channels: int, seed: int) -> nn.Module:
     """The middle residual block: a QResBlock for ``quantum_placement='qresblock'``."""
     if cfg.quantum and cfg.quantum_placement == "qresblock":
@@ -145,8 +112,8 @@ class Encoder(nn.Module):
         c = cfg.channels(cfg.downsamples)
         qres = cfg.quantum and cfg.quantum_placement == "qresblock"
         self.mid = _mid_block(cfg, c, seed=0)
-        self.quantum = (
-            QuantumBottleneck(c, CircuitSpec.from_dict(cfg.quantum), cfg.quantum_gate_init)
+        self.quantum = (  # pooled features -> angles -> circuit -> features, gated, at every position
+            QuantumBranch(c, 0, CircuitSpec.from_dict(cfg.quantum), "quantum", cfg.quantum_gate_init)
             if cfg.quantum and not qres else None
         )
         self.norm_out = group_norm(c)
@@ -181,8 +148,12 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-class VAE(nn.Module):
-    """``encode`` -> (mu, logvar); ``decode`` latents -> images; ``*_latents`` apply the scale."""
+class VAE(ckpt.FromCheckpoint, nn.Module):
+    """``encode`` -> (mu, logvar); ``decode`` latents -> images; ``*_latents`` apply the scale.
+    ``VAE.from_checkpoint(folder)`` loads a trained one."""
+
+    checkpoint_kind = "vae"
+    config_class = VAEConfig
 
     def __init__(self, cfg: VAEConfig):
         super().__init__()
@@ -245,19 +216,8 @@ class VAE(nn.Module):
 
 
 def load_vae(folder: str | Path) -> VAE:
-    """Load a VAE checkpoint folder (classical or quantum-enhanced)."""
-    header, state = ckpt.load_checkpoint(folder, "vae")
-    try:
-        cfg = VAEConfig.from_dict(header["config"])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ckpt.CheckpointError(f"{folder}: the VAE config in config.json is invalid ({exc})") from None
-    model = VAE(cfg)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ckpt.CheckpointError(f"{folder}: weights do not fit the VAE config ({str(exc).splitlines()[0]})") from None
-    model.eval()
-    return model
+    """Load a VAE checkpoint folder (classical or quantum-enhanced): ``VAE.from_checkpoint``."""
+    return VAE.from_checkpoint(folder)
 
 
 @torch.no_grad()
