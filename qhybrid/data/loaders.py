@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from qhybrid.data.synthetic import MAX_SIZE as MAX_SIZE_SYN
 from qhybrid.data.synthetic import MIN_SIZE as MIN_SIZE_SYN
 from qhybrid.data.synthetic import SyntheticFundus
-from qhybrid.data.transforms import images_to_tensor
+from qhybrid.data.transforms import images_to_tensor, resize_images
 from qhybrid.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -312,9 +312,7 @@ def _load_npz(path: Path, size: int, split: str, n: int | None) -> FundusDataset
     notes = []
     if images.shape[1] != size or images.shape[2] != size:
         notes.append(f"resized {images.shape[1]}x{images.shape[2]} images to {size}x{size}")
-        images = np.stack([
-            np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in images
-        ])
+        images = resize_images(images, size)
     labels = [{"grade": int(g) if g >= 0 else None, "gradable": None, "source": "npz"} for g in grades]
     if not len(images):
         raise DataError(f"{path}: split '{split}' holds no images")
@@ -363,6 +361,5 @@ def load_images(paths, size: int | None = None) -> tuple[np.ndarray, list[str], 
     if any(s != (size, size) for s in sizes):
         n_diff = sum(s != (size, size) for s in sizes)
         notes.append(f"resized {n_diff} image(s) of other sizes to {size}x{size}")
-        images = [im if im.shape[:2] == (size, size) else
-                  np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in images]
+        images = [resize_images(im[None], size)[0] for im in images]
     return np.stack(images), names, notes

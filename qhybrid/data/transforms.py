@@ -45,12 +45,29 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
+#: The two value ranges the networks take: the generators [-1, 1], the evaluators [0, 1].
+VALUE_RANGES = ((-1.0, 1.0), (0.0, 1.0))
+
+
+def images_to_tensor(images: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+    """uint8 images (N, H, W, 3) -> float32 (N, 3, H, W) in ``value_range``: (-1, 1) for the VAE and the
+    denoisers, (0, 1) for the validator and the feature encoder (whose normalisation is fixed)."""
+    if tuple(value_range) not in VALUE_RANGES:
+        raise ValueError(f"value_range must be one of {VALUE_RANGES}, got {value_range}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return x / 255 if value_range[0] == 0 else x / 127.5 - 1
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+    """The evaluators' input: :func:`images_to_tensor` in [0, 1]."""
+    return images_to_tensor(images, (0.0, 1.0))
 
 
-def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images (N, H, W, 3) -> (N, size, size, 3) with Lanczos (unchanged when already that size)."""
+    if images.shape[1:3] == (size, size):
+        return images
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS)) for im in images])
 
 
 def tensor_to_images(tensor: torch.Tensor) -> np.ndarray:

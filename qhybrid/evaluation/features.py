@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
+from qhybrid.config import Config
 from qhybrid.data.degrade import DEGRADATIONS
-from qhybrid.data.transforms import to_tensor
+from qhybrid.data.transforms import resize_images, to_tensor
 from qhybrid.errors import InputError
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.layers import FundusNormalize
@@ -32,15 +32,27 @@ ENCODER_SEED_OFFSET = 4_243_000
 _KINDS = ("none",) + DEGRADATIONS
 
 
-@dataclass
-class EncoderConfig:
+@dataclass(frozen=True)
+class EncoderConfig(Config):
+    """Input size (images are resized to it), network width and feature dimension."""
+
     size: int = 64
     width: int = 32
     dim: int = 64
 
+    def __post_init__(self):
+        if not 16 <= self.size <= 512:
+            raise ValueError(f"EncoderConfig.size must be between 16 and 512 px, got {self.size}")
+        if self.width < 1 or self.dim < 1:
+            raise ValueError(f"EncoderConfig.width and dim must be positive, got {self.width} and {self.dim}")
 
-class FundusEncoder(nn.Module):
-    """ResNet-style BatchNorm CNN; ``embed`` gives the feature vector, heads are for training."""
+
+class FundusEncoder(ckpt.FromCheckpoint, nn.Module):
+    """ResNet-style BatchNorm CNN; ``embed`` gives the feature vector, heads are for training.
+    ``FundusEncoder.from_checkpoint(folder)`` loads a trained one."""
+
+    checkpoint_kind = "feature-encoder"
+    config_class = EncoderConfig
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -88,18 +100,15 @@ class _Res(nn.Module):
 
 
 def load_encoder(folder: str | Path) -> FundusEncoder:
-    header, state = ckpt.load_checkpoint(folder, "feature-encoder")
-    model = FundusEncoder(EncoderConfig(**header["config"]))
-    model.load_state_dict(state)
-    model.eval()
-    return model
+    """``FundusEncoder.from_checkpoint``."""
+    return FundusEncoder.from_checkpoint(folder)
 
 
 @torch.no_grad()
 def encode(model: FundusEncoder, images: np.ndarray, batch: int = 128) -> np.ndarray:
     size = model.cfg.size
     if images.shape[1] != size:
-        images = np.stack([np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.LANCZOS)) for i in images])
+        images = resize_images(images, size)
     return torch.cat([model.embed(to_tensor(images[k:k + batch])) for k in range(0, len(images), batch)]).double().numpy()
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from qhybrid.data.transforms import to_tensor
+from qhybrid.config import Config
+from qhybrid.data.transforms import resize_images, to_tensor
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.layers import FundusNormalize
 
@@ -32,15 +32,29 @@ from qhybrid.models.layers import FundusNormalize
 VALIDATOR_SEED_OFFSET = 7_919_000
 
 
-@dataclass
-class ValidatorConfig:
+@dataclass(frozen=True)
+class ValidatorConfig(Config):
+    """Input size (images are resized to it), network width, and the probability that counts as gradable."""
+
     size: int = 64
     width: int = 24
     threshold: float = 0.5
 
+    def __post_init__(self):
+        if not 16 <= self.size <= 512:
+            raise ValueError(f"ValidatorConfig.size must be between 16 and 512 px, got {self.size}")
+        if self.width < 1:
+            raise ValueError(f"ValidatorConfig.width must be positive, got {self.width}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"ValidatorConfig.threshold must lie strictly between 0 and 1, got {self.threshold}")
 
-class GradabilityNet(nn.Module):
-    """Small BatchNorm CNN -> one logit (gradable)."""
+
+class GradabilityNet(ckpt.FromCheckpoint, nn.Module):
+    """Small BatchNorm CNN -> one logit (gradable). ``GradabilityNet.from_checkpoint(folder)`` loads a
+    trained one (its held-out metrics are in ``checkpoint_header["extra"]["metrics"]``)."""
+
+    checkpoint_kind = "validator"
+    config_class = ValidatorConfig
 
     def __init__(self, cfg: ValidatorConfig):
         super().__init__()
@@ -109,19 +123,13 @@ def predict(model: GradabilityNet, images: np.ndarray, batch: int = 128) -> np.n
     """Probability that each uint8 (N, S, S, 3) image is gradable (resized to the model's size)."""
     size = model.cfg.size
     if images.shape[1] != size or images.shape[2] != size:
-        images = np.stack([np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.LANCZOS))
-                           for i in images])
+        images = resize_images(images, size)
     model.eval()
     out = [torch.sigmoid(model(to_tensor(images[k:k + batch]))) for k in range(0, len(images), batch)]
     return torch.cat(out).numpy()
 
 
 def load_validator(folder: str | Path) -> tuple[GradabilityNet, dict]:
-    header, state = ckpt.load_checkpoint(folder, "validator")
-    try:
-        model = GradabilityNet(ValidatorConfig(**header["config"]))
-        model.load_state_dict(state)
-    except (TypeError, RuntimeError) as exc:
-        raise ckpt.CheckpointError(f"{folder}: not a usable validator ({str(exc).splitlines()[0]})") from None
-    model.eval()
-    return model, header
+    """``(model, header)`` of a validator checkpoint (``GradabilityNet.from_checkpoint``)."""
+    model = GradabilityNet.from_checkpoint(folder)
+    return model, model.checkpoint_header
