@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from qhybrid.errors import InputError
+from qhybrid.evaluation.report import comparison_table, intervals_separate
 from qhybrid.models.denoiser import ALL_DENOISERS, DenoiserConfig, LatentDenoiser
 from qhybrid.models.quantum_layers import MatchedClassicalCore, QResBlock
 from qhybrid.models.vae import VAE, VAEConfig
 from qhybrid.quantum import CircuitSpec, QuantumBlock
-from qhybrid.workflows.compare import comparison_table, intervals_separate
 from qhybrid.workflows.sweep import run_sweep
 
 

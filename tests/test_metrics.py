@@ -89,10 +89,15 @@ def test_bootstrap_intervals_cover_the_point_estimate():
     assert simple["ci"][0] < -0.3 + 0.35 and simple["ci"][1] > -0.3 - 0.35
 
 
-def test_wilson_interval_and_colour_stats():
-    lo, hi = wilson_interval(86, 100)
-    assert lo < 0.86 < hi and hi - lo < 0.16
-    assert wilson_interval(0, 16)[0] == 0
+@pytest.mark.parametrize("successes, n, expected", [
+    (81, 263, (0.2553, 0.3662)), (15, 148, (0.0624, 0.1605)), (0, 20, (0.0, 0.1611)), (1, 29, (0.0061, 0.1718)),
+])
+def test_wilson_interval_matches_newcombes_published_values(successes, n, expected):
+    """Newcombe (1998), Statistics in Medicine 17:857, Table II, method 3 (Wilson score, z = 1.96)."""
+    assert wilson_interval(successes, n) == pytest.approx(expected, abs=5e-5)
+
+
+def test_colour_stats():
     img = np.zeros((2, 10, 10, 3), np.uint8)
     img[:, 2:8, 2:8] = [200, 100, 50]
     st = colour_stats(img)

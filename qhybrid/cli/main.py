@@ -363,7 +363,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     summary = run_compare(args.run, n=args.n, steps=args.steps, seed=args.seed, real_n=args.n_real, k=args.k,
                           n_boot=args.bootstrap, validator_dir=args.validator, encoder_dir=args.encoder,
                           inception=args.inception)
-    from qhybrid.workflows.compare import comparison_table
+    from qhybrid.evaluation.report import comparison_table
     print(comparison_table(summary))
     print(f"results: {args.run}/comparison.md (comparison.json, comparison.png, comparison_samples.png, samples/)")
     return 0

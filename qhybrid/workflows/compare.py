@@ -13,11 +13,10 @@ import datetime as dt
 import json
 from pathlib import Path
 
-import numpy as np
-
 from qhybrid import io
 from qhybrid.errors import InputError
-from qhybrid.evaluation.evaluate import evaluate_sets, fmt, real_reference
+from qhybrid.evaluation.evaluate import evaluate_sets, real_reference
+from qhybrid.evaluation.report import comparison_markdown, plot_bars
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import ALL_DENOISERS
 
@@ -125,136 +124,8 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
     except InputError as exc:
         summary["real_vs_real"] = {"note": f"not available: {exc}"}
     io.write_json(run_dir / "comparison.json", summary)
-    _plot_bars(run_dir / "comparison.png", results)
+    plot_bars(run_dir / "comparison.png", results)
     from qhybrid.plots import save_side_by_side
     save_side_by_side(run_dir / "comparison_samples.png", real[:16], {k_: v[:16] for k_, v in samples.items()})
     io.write_text(run_dir / "comparison.md", comparison_markdown(summary))
     return summary
-
-
-def intervals_separate(a: dict | None, b: dict | None) -> bool:
-    """True when two 95% intervals do not overlap: a difference the data resolves."""
-    if not a or not b:
-        return False
-    return a["ci"][1] < b["ci"][0] or b["ci"][1] < a["ci"][0]
-
-
-MARKED_METRICS = (("gradable", None), ("fd", "fundus_features"), ("kid", "fundus_features"),
-                  ("precision", "fundus_features"), ("recall", "fundus_features"),
-                  ("density", "fundus_features"), ("coverage", "fundus_features"))
-
-
-def _entry(metrics: dict, key: str, group: str | None):
-    return (metrics.get(group, {}) if group else metrics).get(key)
-
-
-def comparison_table(summary: dict, baseline: str | None = "hybrid") -> str:
-    """The comparison table; with a ``baseline`` model present, a dagger marks every figure whose
-    95% interval does not overlap the baseline's."""
-    models = summary["models"]
-    base = models.get(baseline, {}).get("metrics") if baseline else None
-    rows = [
-        "| model | VAE | classical params | circuit weights | gradable % | FD (fundus features) | KID | precision | recall | density | coverage |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-
-    def cell(m, key, group, scale, digits, name):
-        text = fmt(_entry(m, key, group), scale, digits)
-        if base is not None and name != baseline and intervals_separate(_entry(m, key, group), _entry(base, key, group)):
-            text += " †"
-        return text
-
-    def row(name, vae, classical, quantum, m):
-        return (f"| {name} | {vae} | {classical} | {quantum} | {cell(m, 'gradable', None, 100, 1, name)} | "
-                f"{cell(m, 'fd', 'fundus_features', 1, 1, name)} | {cell(m, 'kid', 'fundus_features', 1, 2, name)} | "
-                f"{cell(m, 'precision', 'fundus_features', 1, 2, name)} | {cell(m, 'recall', 'fundus_features', 1, 2, name)} | "
-                f"{cell(m, 'density', 'fundus_features', 1, 2, name)} | {cell(m, 'coverage', 'fundus_features', 1, 2, name)} |")
-
-    for name, r in models.items():
-        p = r["parameters"]
-        rows.append(row(name, r["vae"], f"{p['denoiser_classical'] + p['vae_classical']:,}",
-                        p["denoiser_quantum"] + p["vae_quantum"], r["metrics"]))
-    ref = summary.get("real_vs_real", {})
-    if "fundus_features" in ref or "gradable" in ref:
-        rows.append(row("*real images (reference)*", "–", "–", "–", ref))
-    if base is not None:
-        rows.append("")
-        rows.append(f"† the 95% intervals of this figure and of the `{baseline}` model's do not overlap: a difference "
-                    "these sample sizes resolve. Unmarked differences are within the noise.")
-    return "\n".join(rows)
-
-
-def comparison_markdown(summary: dict) -> str:
-    ref = summary["reference"]
-    first = next(iter(summary["models"].values()))["metrics"]
-    v = summary["validator"]
-    real_grad = first.get("gradable_real")
-    lines = [
-        "# Quantum vs classical: comparison",
-        "",
-        f"{summary['n_per_model']} samples per model ({summary['sampling_steps']} DDIM steps, seed {summary['seed']}), "
-        f"each against {ref['n']} held-out real images ({ref['source']}, {ref['split']} split, {ref['size']} px). "
-        f"Brackets: 95% intervals (gradable: Wilson; FD, KID: bootstrap over both sets, {summary['bootstrap']} draws; "
-        "precision/recall/density/coverage: subsampling). Lower FD and KID are better; higher precision "
-        "(fidelity), recall (diversity), density and coverage are better. The last row measures real "
-        "images (another held-out split) the same way: what a perfect generator would score at these sample sizes.",
-        "",
-        comparison_table(summary),
-        "",
-        f"Gradability validator ({v['folder']}): held-out accuracy {v.get('heldout_accuracy', float('nan')):.3f}, "
-        f"ROC AUC {v.get('heldout_roc_auc', float('nan')):.3f}, trained on {v.get('data', '?')} data; it accepts "
-        + (f"{fmt(real_grad, 100, 1)} % of the real images." if real_grad else "– of the real images."),
-        f"Feature encoder: {summary['encoder']} (qhybrid's fundus encoder, 64-d; not one of the generators).",
-        "",
-        "![metrics](comparison.png)",
-        "",
-        "![samples](comparison_samples.png)",
-        "",
-        "These are measurements on this run's data and sample sizes, reported as measured; overlapping "
-        "intervals mean the data cannot tell the models apart.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _plot_bars(path: Path, results: dict) -> None:
-    from qhybrid.io import pyplot as _plt
-
-    plt = _plt()
-    metrics = [("gradable", "gradable share", None), ("fd", "FD (fundus features)", "fundus_features"),
-               ("kid", "KID", "fundus_features"), ("precision", "precision", "fundus_features"),
-               ("recall", "recall", "fundus_features"), ("coverage", "coverage", "fundus_features")]
-    names = list(results)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.2))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (key, title, group) in zip(axes, metrics):
-        vals, los, his = [], [], []
-        for n in names:
-            m = results[n]["metrics"]
-            e = (m.get(group, {}) if group else m).get(key)
-            if e is None:
-                vals.append(np.nan)
-                los.append(0)
-                his.append(0)
-                continue
-            # an interval need not contain the point estimate (subsampling intervals of k-NN metrics)
-            vals.append(e["value"])
-            los.append(max(0.0, e["value"] - e["ci"][0]))
-            his.append(max(0.0, e["ci"][1] - e["value"]))
-        ax.bar(range(len(names)), vals, yerr=[los, his], capsize=3, color=colours[: len(names)])
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
-        ax.set_title(title, fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    io.save_figure(fig, path)
-    plt.close(fig)
-
-
-
-
-
-
-
-
-
-

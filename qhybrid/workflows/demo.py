@@ -136,7 +136,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, resume: bool = False, progress: b
         timings["qvae + ldm-hybrid-qvae"] = time.perf_counter() - t0
 
     # 4. samples and evaluation (the same code as `qhybrid compare`)
-    from qhybrid.workflows.compare import comparison_table, run_compare
+    from qhybrid.evaluation.report import comparison_table
+    from qhybrid.workflows.compare import run_compare
 
     log(f"[3/4] sampling {cfg.samples} images per model and evaluating them against {cfg.real_n} held-out images")
     t0 = time.perf_counter()

@@ -5,22 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import numpy as np
-
 from qhybrid import io
 from qhybrid.errors import InputError
+from qhybrid.evaluation.report import plot_sweep, sweep_markdown
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import ALL_DENOISERS
-from qhybrid.workflows.compare import (
-    _entry,
-    comparison_table,
-    ensure_evaluators,
-    run_compare,
-)
-
-# --- data-scarcity sweep ------------------------------------------------------------------------
-SWEEP_METRICS = (("gradable", None, "gradable share", 100), ("fd", "fundus_features", "FD (fundus features)", 1),
-                 ("precision", "fundus_features", "precision", 1), ("recall", "fundus_features", "recall", 1))
+from qhybrid.workflows.compare import ensure_evaluators, run_compare
 
 
 def run_sweep(run_dir: str | Path, train_sizes, kinds=None, steps: int | None = None, batch: int = 64,
@@ -70,7 +60,7 @@ def run_sweep(run_dir: str | Path, train_sizes, kinds=None, steps: int | None = 
                "results": {str(size): {name: r["metrics"] for name, r in s_["models"].items()}
                            for size, s_ in per_size.items()}}
     io.write_json(run_dir / "sweep.json", summary)
-    _plot_sweep(run_dir / "sweep.png", summary)
+    plot_sweep(run_dir / "sweep.png", summary)
     io.write_text(run_dir / "sweep.md", sweep_markdown(summary, per_size))
     return summary
 
@@ -82,46 +72,3 @@ def _trained_steps(folder: Path) -> int:
         return 0
 
 
-def sweep_markdown(summary: dict, per_size: dict) -> str:
-    lines = [
-        "# Data-scarcity sweep",
-        "",
-        f"Each denoiser trained for {summary['steps']} steps on the first N training images (N = "
-        f"{', '.join(map(str, summary['train_sizes']))}), on the run's VAE ({summary['vae']}); {summary['n_per_model']} "
-        "samples per model, evaluated as in `qhybrid compare` (same validator, encoder and real reference). "
-        "Only the denoisers see fewer images.",
-        "",
-        "![metrics against training-set size](sweep.png)",
-        "",
-    ]
-    for size, s_ in per_size.items():
-        lines += [f"## N = {size}", "", comparison_table(s_), ""]
-    return "\n".join(lines) + "\n"
-
-
-def _plot_sweep(path: Path, summary: dict) -> None:
-    from qhybrid.io import pyplot as _plt
-
-    plt = _plt()
-    sizes = summary["train_sizes"]
-    fig, axes = plt.subplots(1, len(SWEEP_METRICS), figsize=(3.4 * len(SWEEP_METRICS), 3.2))
-    for ax, (key, group, title, scale) in zip(axes, SWEEP_METRICS):
-        for kind in summary["kinds"]:
-            vals, lo, hi = [], [], []
-            for size in sizes:
-                e = _entry(summary["results"][str(size)].get(kind, {}), key, group)
-                v = e["value"] * scale if e else np.nan
-                vals.append(v)
-                lo.append(max(0.0, v - e["ci"][0] * scale) if e else 0)
-                hi.append(max(0.0, e["ci"][1] * scale - v) if e else 0)
-            ax.errorbar(sizes, vals, yerr=[lo, hi], marker="o", capsize=3, label=kind)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sizes)
-        ax.set_xticklabels([str(v) for v in sizes])
-        ax.set_xlabel("training images")
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    io.save_figure(fig, path)
-    plt.close(fig)
