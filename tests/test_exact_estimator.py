@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import Gate, Parameter, ParameterVector
-from qiskit.primitives import StatevectorEstimator
+from qiskit.primitives import BasePrimitiveJob, StatevectorEstimator
+from qiskit.providers import JobStatus
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
 from qhybrid.quantum import (
@@ -222,3 +223,53 @@ def test_every_row_combination_of_the_qnn_layout_is_consistent(rng):
     single = [ExactEstimatorGradient().run([circuit], [o], [v]).result().gradients[0]
               for o, v in itertools.product(observables, values)]
     np.testing.assert_allclose(grads, np.array(single), atol=1e-13)
+
+
+def test_pubs_run_together_give_the_bits_they_give_alone(rng):
+    """PUBs that share a circuit and parameter rows share one simulation; the values must be the
+    very bits each PUB gets on its own (training is bit-reproducible)."""
+    spec = CircuitSpec(num_qubits=5, ansatz="efficient_su2", reps=2,
+                       observables=("Z0", "X1 X2", "Y3", "Z0 Z4", "X4"))
+    circuit, _, _ = build_circuit(spec)
+    observables = build_observables(spec)
+    values = random_values(rng, circuit, rows=33)
+    other = random_values(rng, circuit, rows=33)
+    pubs = [(circuit, o, values) for o in observables] + [
+        (circuit, [[observables[0]], [observables[3]]], values),  # same rows: joins their group
+        (circuit, [[observables[1]], [observables[4]]], other),  # other rows: a group of its own
+    ]
+    together = ExactEstimator().run(pubs).result()
+    for pub, result in zip(pubs, together):
+        alone = ExactEstimator().run([pub]).result()[0]
+        assert np.array_equal(result.data.evs, alone.data.evs)
+    np.testing.assert_allclose(np.stack([r.data.evs for r in together[:5]], 1),
+                               reference_values(circuit, observables, values), atol=1e-10)
+
+
+def test_jobs_are_finished_qiskit_jobs_and_raise_failures_from_result():
+    circuit = QuantumCircuit(1)
+    circuit.h(0)
+    job = ExactEstimator().run([(circuit, "X")])
+    assert isinstance(job, BasePrimitiveJob)
+    assert job.status() == JobStatus.DONE and job.done() and job.in_final_state()
+    assert not job.running() and not job.cancelled() and job.cancel() is False
+    assert job.result()[0].data.evs == pytest.approx(1.0)
+    assert job.job_id() != ExactEstimator().run([(circuit, "X")]).job_id()
+
+    x = Parameter("x")
+    nonlinear = QuantumCircuit(1)
+    nonlinear.ry(x * x, 0)
+    failed = ExactEstimator().run([(nonlinear, "Z", [0.1])])  # fails inside the job, as in Qiskit
+    assert failed.status() == JobStatus.ERROR and not failed.done() and failed.in_final_state()
+    with pytest.raises(UnsupportedCircuitError, match="not linear"):
+        failed.result()
+
+    rotation = QuantumCircuit(1)
+    rotation.ry(x, 0)  # <X> = sin(x)
+    gradient = ExactEstimatorGradient().run([rotation], ["X"], [[0.3]])
+    assert isinstance(gradient, BasePrimitiveJob) and gradient.done()
+    assert gradient.result().gradients[0] == pytest.approx([np.cos(0.3)])
+    fixed = ExactEstimatorGradient().run([circuit], ["X"], [[]])
+    assert fixed.status() == JobStatus.ERROR
+    with pytest.raises(ValueError, match="no parameters"):
+        fixed.result()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import one_line_error, run
+from qiskit import qasm3
 
 from qhybrid.errors import InputError
 from qhybrid.quantum import (
@@ -15,6 +16,7 @@ from qhybrid.quantum import (
     QuantumBlock,
     build_circuit,
     build_observables,
+    two_qubit_gate_count,
 )
 from qhybrid.quantum.noise_snapshots import load_snapshot, write_snapshot
 from qhybrid.quantum.primitives.aer import (
@@ -167,6 +169,9 @@ def test_snapshot_errors(tmp_path):
         load_snapshot(tmp_path / "y.json")
     with pytest.raises(InputError, match="not found"):
         load_snapshot(tmp_path / "z.json")
+    (tmp_path / "d.json").write_text(json.dumps({"format": "qhybrid-noise-snapshot", "format_version": 1}))
+    with pytest.raises(InputError, match="damaged noise-model snapshot \\(KeyError: 'backend'\\)"):
+        load_snapshot(tmp_path / "d.json")
 
 
 # --- CLI --------------------------------------------------------------------------------------------
@@ -192,6 +197,9 @@ def test_backends_snapshot_and_inspect_cli(tmp_path):
     assert (folder / "fake_athens.qasm").read_text().startswith("OPENQASM 3")
     stats = json.loads((folder / "fake_athens.json").read_text())
     assert set(stats["transpiled"]["ops"]) <= set(stats["basis_gates"])
+    # the reported count is the shared counter's, on the very circuit written out
+    written = qasm3.loads((folder / "fake_athens.qasm").read_text())
+    assert stats["transpiled"]["two_qubit_gates"] == two_qubit_gate_count(written) > 0
     proc = run("circuits", "inspect", "--spec", str(spec), "--backend", "fake_athens", "--noise-model", str(snap),
                "--out", str(tmp_path / "circ"))
     assert proc.returncode == 0, proc.stderr

@@ -114,6 +114,35 @@ def test_to_target_keeps_the_same_parameter():
     assert not torch.equal(block(x), before)
 
 
+def test_moving_target_leaves_one_registered_weight_and_draws_no_random_numbers():
+    block = QuantumBlock(CircuitSpec(num_qubits=3), seed=0)
+    weight = block.weight
+    rng_state = torch.get_rng_state()
+    block.to_target("ideal")
+    assert torch.equal(torch.get_rng_state(), rng_state)  # fresh training stays bit-reproducible
+    # every name the weight is registered under (TorchConnector keeps an alias) holds the same tensor
+    assert all(p is weight for _, p in block.named_parameters(remove_duplicate=False))
+    assert list(block.state_dict()) == ["connector.weight"]
+    other = QuantumBlock(CircuitSpec(num_qubits=3), seed=5)
+    block.load_state_dict(other.state_dict())
+    x = torch.randn(3, 3)
+    assert torch.equal(block(x), other(x)) and block.weight is weight
+
+
+def test_pub_circuit_is_the_one_object_the_qnn_evaluates():
+    block = QuantumBlock(CircuitSpec(num_qubits=3, reps=2), seed=0).double()
+    sent = block.pub_circuit
+    assert sent is block.pub_circuit  # one object, unlike EstimatorQNN.circuit (a new copy per call)
+    assert sent is not block.circuit and block.qnn.circuit is not block.qnn.circuit
+    assert [p.name for p in sent.parameters] == [p.name for p in [*block.input_params, *block.weight_params]]
+    x = torch.randn(5, 3, dtype=torch.float64)
+    values = np.concatenate([x.numpy(), np.tile(block.weight.detach().numpy(), (5, 1))], axis=1)
+    result = block.qnn.estimator.run([(sent, o, values) for o in block.observables]).result()
+    assert np.array_equal(np.stack([r.data.evs for r in result], 1), block(x).detach().numpy())
+    block.to_target("ideal")
+    assert block.pub_circuit is not sent  # a new QNN sends its own circuit
+
+
 @pytest.mark.parametrize("target, match", [
     ("ibm:fake_nowhere", "unknown fake backend 'fake_nowhere'; valid names: .*fake_torino"),
     ("quantum-cloud", "allowed: ideal, fake:<fake backend>, ibm:<backend>"),

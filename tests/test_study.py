@@ -1,6 +1,7 @@
 """The ansatz study (qhybrid.study): a tiny study on a small fake backend writes a complete,
 reproducible report with sane numbers; bad configurations fail early with a clear InputError."""
 
+import dataclasses
 import json
 
 import pytest
@@ -112,6 +113,28 @@ def test_bad_input_raises_input_error(overrides, message):
 def test_from_dict_rejects_unknown_fields():
     with pytest.raises(InputError, match="unknown field"):
         StudyConfig.from_dict({**tiny().to_dict(), "colour": "blue"})
+
+
+def test_config_is_frozen_and_changes_through_validated_replace():
+    cfg = tiny()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.shots = 10
+    assert cfg.replace(shots=10).shots == 10 and cfg.shots == 256
+    with pytest.raises(InputError, match="StudyConfig.shots"):
+        cfg.replace(shots=0)
+    assert cfg.replace(qubits=[3, 2, 3]).qubits == (2, 3)  # normalised again
+    assert cfg.backend_sizes == {BACKEND: 5}
+    saved = cfg.to_dict()  # the study.json form: every field, tuples as lists, no backend sizes
+    assert list(saved) == [f.name for f in dataclasses.fields(StudyConfig)]
+    assert saved["ansatze"] == list(ANSATZE_UNDER_TEST) and saved["qubits"] == [2, 3]
+    assert StudyConfig.from_dict(json.loads(json.dumps(saved))) == cfg
+
+
+def test_an_output_folder_that_cannot_be_made_names_the_parameter(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="choose another out_dir"):
+        run_study(blocker / "study", tiny(), progress=False)
 
 
 def test_defaults_are_the_paper_study():

@@ -8,6 +8,7 @@ from qhybrid.quantum.circuits import (
     CircuitSpec,
     build_circuit,
     build_observables,
+    two_qubit_gate_count,
 )
 from qhybrid.quantum.primitives.exact import (
     MAX_IDEAL_QUBITS,
@@ -21,5 +22,5 @@ from qhybrid.quantum.targets import Target, parse_target
 __all__ = [
     "ANSATZE", "ENCODINGS", "ENTANGLEMENTS", "MAX_IDEAL_QUBITS", "CircuitSpec", "CompiledCircuit",
     "ExactEstimator", "ExactEstimatorGradient", "QuantumBlock", "Target", "UnsupportedCircuitError",
-    "build_circuit", "build_observables", "parse_target",
+    "build_circuit", "build_observables", "parse_target", "two_qubit_gate_count",
 ]

@@ -11,7 +11,7 @@ plateaus). The three numbers computed here make that trade-off measurable:
 * :func:`expressibility_of` - KL divergence between the circuit's fidelity distribution and the
   Haar one (Sim, Johnson, Aspuru-Guzik 2019); lower means more expressive.
 
-Random circuit states come from :class:`~qhybrid.quantum.exact.CompiledCircuit` (exact, batched
+Random circuit states come from :class:`~qhybrid.quantum.primitives.exact.CompiledCircuit` (exact, batched
 statevector simulation), with the inputs and the weights all drawn i.i.d. uniform in
 ``[0, 2*pi)``: the study asks what the circuit *can* produce, so the input angles are treated as
 free parameters too. Work is done in chunks of rows so memory stays bounded for wide circuits.

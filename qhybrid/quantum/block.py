@@ -3,7 +3,9 @@
 ``QuantumBlock(spec)`` holds ``TorchConnector(EstimatorQNN(...))``. Its only trainable state is
 ``.weight`` (one entry per weight parameter of ``.circuit``, in circuit order), so a checkpoint
 stores plain numbers and never a primitive or a backend: ``to_target`` swaps how the circuit is
-evaluated while keeping the very same ``nn.Parameter``.
+evaluated while keeping the very same ``nn.Parameter``. ``.pub_circuit`` is the circuit object
+the QNN actually sends to its estimator (what estimator caches, ISA programs and job records are
+keyed on).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import math
 
 import numpy as np
 import torch
+from qiskit.circuit import QuantumCircuit
 from qiskit_machine_learning.connectors import TorchConnector
 from torch import nn
 
 from qhybrid.quantum.circuits import CircuitSpec, build_circuit, build_observables
-from qhybrid.quantum.targets import Target, parse_target
+from qhybrid.quantum.targets import Target, parse_target, qnn_pub_circuit
 
 
 class _QNNFunction(torch.autograd.Function):
@@ -54,13 +57,18 @@ class _QNNFunction(torch.autograd.Function):
         )
 
 
-def _drop_weight_alias(module, state_dict, prefix, local_metadata):
-    state_dict.pop(prefix + "_weights", None)
+def _drop_weight_aliases(module: QNNConnector, state_dict, prefix, local_metadata) -> None:
+    """State-dict post-hook: keep the weight once, under ``weight``."""
+    for name in module.weight_aliases:
+        state_dict.pop(prefix + name, None)
 
 
-def _restore_weight_alias(state_dict, prefix, *args):
-    if prefix + "weight" in state_dict and prefix + "_weights" not in state_dict:
-        state_dict[prefix + "_weights"] = state_dict[prefix + "weight"]
+def _restore_weight_aliases(module: QNNConnector, state_dict, prefix, local_metadata, strict,
+                            missing_keys, unexpected_keys, error_msgs) -> None:
+    """Load-state-dict pre-hook: the aliases load from the saved ``weight``."""
+    if prefix + "weight" in state_dict:
+        for name in module.weight_aliases:
+            state_dict.setdefault(prefix + name, state_dict[prefix + "weight"])
 
 
 class QNNConnector(TorchConnector):
@@ -73,19 +81,33 @@ class QNNConnector(TorchConnector):
       Jacobian, (batch, outputs, parameters), which costs one adjoint pass per output; a VJP costs
       one. Other gradients (noisy and hardware targets) use ``qnn.backward`` as TorchConnector does.
 
-    ``circuit`` must be the QNN's circuit with parameters in inputs-then-weights order.
+    ``circuit`` must be the circuit the QNN sends (:func:`~qhybrid.quantum.targets.qnn_pub_circuit`,
+    parameters in inputs-then-weights order), so the VJP reuses the forward pass's compiled form.
+    ``weight``, if given, is used as the connector's parameter itself (not copied), so optimisers
+    and EMA copies that hold it keep working when the block moves to another target.
     """
 
-    def __init__(self, neural_network, initial_weights=None, circuit=None):
+    def __init__(self, neural_network, initial_weights=None, circuit=None, weight: nn.Parameter | None = None):
+        if weight is not None:  # the values, so TorchConnector draws no random initial weights
+            initial_weights = weight.detach().cpu().numpy()
         super().__init__(neural_network, initial_weights=initial_weights)
         self.circuit = circuit
-        # TorchConnector registers its weight twice ('weight' and the alias '_weights'); keep one
-        # in state dicts so checkpoints hold each tensor once, and restore the alias on load.
-        self._register_state_dict_hook(_drop_weight_alias)
-        self._register_load_state_dict_pre_hook(_restore_weight_alias)
+        # TorchConnector registers its weight under 'weight' and again under a private alias. The
+        # aliases are found through the public registry rather than by name; they are left out of
+        # state dicts (checkpoints hold each tensor once, under 'weight') and restored on load.
+        own = self.weight
+        self.weight_aliases = tuple(
+            name for name, p in self.named_parameters(recurse=False, remove_duplicate=False)
+            if p is own and name != "weight"
+        )
+        if weight is not None:
+            for name in ("weight", *self.weight_aliases):
+                self.register_parameter(name, weight)
+        self.register_state_dict_post_hook(_drop_weight_aliases)
+        self.register_load_state_dict_pre_hook(_restore_weight_aliases)
 
     def forward(self, input_data: torch.Tensor | None = None) -> torch.Tensor:
-        return _QNNFunction.apply(input_data, self._weights, self)
+        return _QNNFunction.apply(input_data, self.weight, self)
 
 
 class QuantumBlock(nn.Module):
@@ -135,13 +157,25 @@ class QuantumBlock(nn.Module):
                     f"circuit has {len(self.weight_params)} weight parameters"
                 )
         self.connector = QNNConnector(
-            self.qnn, initial_weights=initial_weights.detach().numpy(), circuit=self.circuit
+            self.qnn, initial_weights=initial_weights.detach().numpy(), circuit=self.pub_circuit
         )
 
     @property
     def weight(self) -> nn.Parameter:
         """The trainable circuit parameters (``len == spec.num_weights``)."""
         return self.connector.weight
+
+    @property
+    def pub_circuit(self) -> QuantumCircuit:
+        """The circuit object the QNN puts in every PUB and gradient call.
+
+        Not ``.circuit``: ``EstimatorQNN`` sends a reparameterised copy of it (same gates, same
+        parameter names, new ``Parameter`` objects), and ``EstimatorQNN.circuit`` hands out yet
+        another copy of the original on every call. The estimators cache per circuit object, so
+        code that talks to the QNN's estimator directly (pre-transpiling, job records, checking
+        results) needs this object. Changes with :meth:`to_target`.
+        """
+        return qnn_pub_circuit(self.qnn)
 
     @property
     def num_inputs(self) -> int:
@@ -167,12 +201,8 @@ class QuantumBlock(nn.Module):
         """Evaluate the same weights on another target (in place; returns ``self``)."""
         parsed = parse_target(target, **options)
         qnn = parsed.make_qnn(self.circuit, self.observables, self.input_params, self.weight_params)
-        weight = self.connector.weight
-        connector = QNNConnector(qnn, initial_weights=weight.detach().numpy(), circuit=self.circuit)
-        # keep the very same Parameter object, so optimisers and EMA copies still point at it
-        connector._parameters["weight"] = weight
-        connector._weights = weight
-        self.connector = connector
+        # the very same Parameter object, so optimisers and EMA copies still point at it
+        self.connector = QNNConnector(qnn, circuit=qnn_pub_circuit(qnn), weight=self.connector.weight)
         self.qnn = qnn
         self.target = parsed
         return self

@@ -8,19 +8,17 @@ circuit built here, so the trained weights mean the same thing everywhere. The c
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
-from qiskit.circuit import ParameterVector, QuantumCircuit
+from qiskit.circuit import Gate, ParameterVector, QuantumCircuit
 from qiskit.circuit.library import efficient_su2, real_amplitudes
 from qiskit.quantum_info import SparsePauliOp
 
-from qhybrid.config import config_from_dict
-from qhybrid.errors import InputError
+from qhybrid.config import Config
+from qhybrid.errors import InputError, one_line
 
 
 def _layered(num_qubits: int, reps: int, parameter_prefix: str, rotation, entangle, final_rotation: bool,
@@ -180,8 +178,10 @@ def _normalise_observable(label: str, num_qubits: int) -> str:
 
 
 @dataclass(frozen=True)
-class CircuitSpec:
-    """What the quantum block computes. Validated on construction; saved as JSON next to weights.
+class CircuitSpec(Config):
+    """What the quantum block computes. Validated on construction; saved as JSON next to weights
+    (``to_dict``/``from_dict``, ``to_json``/``from_json`` from :class:`~qhybrid.config.Config`;
+    ``observables`` travels as a list of dense labels).
 
     Attributes:
         num_qubits: width of the circuit; also the number of input angles.
@@ -229,10 +229,13 @@ class CircuitSpec:
         observables = self.observables
         if isinstance(observables, str):
             observables = (observables,)
+        if not isinstance(observables, (list, tuple)):
+            raise ValueError(
+                f"CircuitSpec.observables must be a list of Pauli labels, got {observables!r}"
+            )
         if not observables:
             observables = tuple(f"Z{q}" for q in range(n))
-        dense = tuple(_normalise_observable(o, n) for o in observables)
-        object.__setattr__(self, "observables", dense)
+        self._fill("observables", tuple(_normalise_observable(o, n) for o in observables))
 
     # -- derived sizes -------------------------------------------------------------------------
     @property
@@ -247,31 +250,9 @@ class CircuitSpec:
     def num_weights(self) -> int:
         return _num_weights(self)
 
-    # -- serialisation -------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["observables"] = list(self.observables)
-        return data
-
+    # -- files ---------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CircuitSpec":
-        if isinstance(data, dict) and "observables" in data:
-            data = {**data, "observables": tuple(data["observables"])}
-        return config_from_dict(cls, data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "CircuitSpec":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"CircuitSpec: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "CircuitSpec":
+    def from_file(cls, path: str | Path) -> CircuitSpec:
         """A CircuitSpec JSON file; a folder, a missing file or bad content is one InputError."""
         path = Path(path)
         if path.is_dir():
@@ -280,8 +261,10 @@ class CircuitSpec:
             raise InputError(f"circuit spec {path} not found")
         try:
             return cls.from_json(path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path} is not a CircuitSpec JSON file ({one_line(exc, with_type=True)})") from None
+        except ValueError as exc:  # our own validation: already one line naming the field
+            raise InputError(f"{path}: {one_line(exc)}") from None
 
 
 def _ansatz_layers(spec: CircuitSpec) -> list[QuantumCircuit]:
@@ -343,3 +326,15 @@ def _num_weights(spec: CircuitSpec) -> int:
 def build_observables(spec: CircuitSpec) -> list[SparsePauliOp]:
     """The block's outputs as Qiskit operators, one per entry of ``spec.observables``."""
     return [SparsePauliOp(label) for label in spec.observables]
+
+
+def two_qubit_gate_count(circuit: QuantumCircuit) -> int:
+    """Number of two-qubit gates in ``circuit`` (every gate on two qubits: ``cx``, ``cz``, ``ecr``,
+    ``rzz``, ``swap``, ``iswap``, ``cp``, ...), the cost that dominates on hardware.
+
+    Only :class:`~qiskit.circuit.Gate` s count: barriers, measurements, resets and delays are
+    instructions, not gates, whatever their width. The one counter for the logical circuit, the
+    transpiled (ISA) circuit, the ansatz study and job records, so their numbers agree.
+    """
+    return sum(1 for instruction in circuit.data
+               if isinstance(instruction.operation, Gate) and instruction.operation.num_qubits == 2)

@@ -12,26 +12,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qhybrid import io
-from qhybrid.quantum.circuits import CircuitSpec
+from qiskit import qasm3
 
-TWO_QUBIT = ("cz", "cx", "ecr", "rzz", "swap", "iswap")
+from qhybrid import io
+from qhybrid.quantum.circuits import CircuitSpec, build_circuit, two_qubit_gate_count
+from qhybrid.quantum.noise_snapshots import load_snapshot
+from qhybrid.quantum.primitives.aer import IsaProgram, noise_source_for_backend
 
 
 def inspect_circuit(circuit_spec: CircuitSpec, name: str, *, backend: str = "fake_torino", noise_model=None,
                     optimization_level: int = 2, seed: int = 0, out: str | Path = "circuits") -> dict:
     """Transpile ``circuit_spec`` for ``backend`` (or a noise snapshot's coupling map) and write the
     files into ``out/name/``; ``name`` says where the circuit came from (a model folder or a JSON)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from qiskit import qasm3
-
-    from qhybrid.quantum.circuits import build_circuit
-    from qhybrid.quantum.noise_snapshots import load_snapshot
-    from qhybrid.quantum.primitives.aer import IsaProgram, noise_source_for_backend
-
     source = load_snapshot(noise_model) if noise_model else noise_source_for_backend(backend)
     circuit, _, _ = build_circuit(circuit_spec)
     program = IsaProgram(circuit, source, optimization_level, seed)
@@ -51,10 +43,10 @@ def inspect_circuit(circuit_spec: CircuitSpec, name: str, *, backend: str = "fak
         "seed_transpiler": seed,
         "spec": circuit_spec.to_dict(),
         "logical": {"qubits": circuit.num_qubits, "depth": circuit.depth(),
-                    "two_qubit_gates": int(sum(v for k, v in logical_ops.items() if k in TWO_QUBIT)),
+                    "two_qubit_gates": two_qubit_gate_count(circuit),
                     "ops": dict(logical_ops)},
         "transpiled": {"qubits_used": len(program.active), "depth": isa.depth(),
-                       "two_qubit_gates": int(sum(v for k, v in isa_ops.items() if k in TWO_QUBIT)),
+                       "two_qubit_gates": two_qubit_gate_count(isa),
                        "ops": dict(isa_ops), "layout": program.physical,
                        "estimated_duration_us": None if duration is None else duration * 1e6},
         "basis_gates": source.basis_gates,
@@ -63,6 +55,7 @@ def inspect_circuit(circuit_spec: CircuitSpec, name: str, *, backend: str = "fak
     base = source.name + ("-snapshot" if noise_model else "")
     io.write_text(folder / f"{base}.qasm", qasm3.dumps(isa) + "\n")
     io.write_text(folder / f"{base}.txt", str(isa.draw("text", idle_wires=False, fold=120)) + "\n")
+    plt = io.pyplot()  # the Agg backend: no display needed
     fig = isa.draw("mpl", idle_wires=False, fold=60, scale=0.6)
     io.save_figure(fig, folder / f"{base}.png")
     plt.close(fig)

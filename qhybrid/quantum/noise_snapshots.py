@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from qhybrid import io
-from qhybrid.errors import InputError
+from qhybrid.errors import InputError, one_line
 from qhybrid.quantum.primitives.aer import (
     NoiseSource,
     decode_noise,
@@ -69,7 +69,7 @@ def _load(path: str, _mtime: int) -> NoiseSource:
     try:
         data = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not a noise-model snapshot (not valid JSON: {exc})") from None
+        raise InputError(f"{path} is not a noise-model snapshot (not valid JSON: {one_line(exc)})") from None
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
         raise InputError(f"{path} is not a noise-model snapshot (no 'format: {SNAPSHOT_FORMAT}'); "
                          "write one with 'qhybrid noise snapshot <backend>'")
@@ -81,4 +81,5 @@ def _load(path: str, _mtime: int) -> NoiseSource:
                            noise=decode_noise(data["noise_model"]), backend=None,
                            calibration_date=data.get("calibration_date"))
     except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{path} is a damaged noise-model snapshot ({exc})") from None
+        raise InputError(f"{path} is a damaged noise-model snapshot ({one_line(exc, with_type=True)}); "
+                         "write it again with 'qhybrid noise snapshot <backend>'") from None

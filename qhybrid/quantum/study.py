@@ -15,8 +15,8 @@ cell of a :class:`StudyConfig`:
   (ISA) depth and two-qubit gate count from the same transpilation the ``fake:`` target uses;
 * noise resilience - per backend, mean and max ``|noisy - ideal|`` of the block's outputs (the
   spec's observables) over ``noise_inputs`` random rows (inputs and weights uniform in
-  ``[0, 2 pi)``): noisy from :class:`~qhybrid.quantum.noisy.NoisyEstimator` (shots, seeded), ideal
-  from :class:`~qhybrid.quantum.exact.ExactEstimator`. The shot-noise floor (the error shots alone
+  ``[0, 2 pi)``): noisy from :class:`~qhybrid.quantum.primitives.aer.NoisyEstimator` (shots, seeded), ideal
+  from :class:`~qhybrid.quantum.primitives.exact.ExactEstimator`. The shot-noise floor (the error shots alone
   would give) is reported beside it.
 
 Written to ``out_dir``: ``study.json`` (config + every number; its ``timing`` entry is the only
@@ -32,21 +32,38 @@ import math
 import numbers
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from qhybrid import io
-from qhybrid.errors import InputError
+from qhybrid.config import Config
+from qhybrid.errors import InputError, one_line, param
+from qhybrid.quantum.analysis import (
+    entangling_capability,
+    expressibility_of,
+    gradient_variance,
+)
 from qhybrid.quantum.circuits import (
     ANSATZE,
     ENCODINGS,
     ENTANGLEMENTS,
     FIXED_ENTANGLEMENT,
     MAX_REPS,
+    CircuitSpec,
+    build_circuit,
+    build_observables,
+    two_qubit_gate_count,
 )
+from qhybrid.quantum.primitives.aer import (
+    NoisyEstimator,
+    fake_backend,
+    noise_source_for_backend,
+)
+from qhybrid.quantum.primitives.exact import ExactEstimator
 
 __all__ = ["StudyConfig", "run_study", "STUDY_FILES", "RECOMMENDATION_NOISE_TOLERANCE"]
 
@@ -95,9 +112,11 @@ def _unique(items) -> tuple:
     return tuple(dict.fromkeys(items))
 
 
-@dataclass
-class StudyConfig:
-    """What :func:`run_study` compares. Validated (and normalised) on construction.
+@dataclass(frozen=True)
+class StudyConfig(Config):
+    """What :func:`run_study` compares. Validated (and normalised) on construction; bad values
+    raise :class:`~qhybrid.errors.InputError` (a ``ValueError``) naming the field. Its
+    ``to_dict`` is the ``config`` entry of ``study.json``.
 
     Attributes:
         ansatze: names from :data:`~qhybrid.quantum.circuits.ANSATZE` (default: all five).
@@ -115,6 +134,9 @@ class StudyConfig:
         shots: shots per noisy circuit evaluation.
         optimization_level: transpiler preset level (0-3) for the ISA circuits.
         seed: master seed (transpiler seed too).
+
+    ``backend_sizes`` (each backend's qubit count) is filled on construction; it is an
+    attribute, not a field: neither saved nor compared.
     """
 
     ansatze: tuple[str, ...] = tuple(ANSATZE)
@@ -137,16 +159,16 @@ class StudyConfig:
         if unknown:
             raise InputError(f"StudyConfig.ansatze: unknown {', '.join(map(repr, unknown))}; "
                              f"allowed: {', '.join(ANSATZE)}")
-        self.ansatze = ansatze
+        self._fill("ansatze", ansatze)
 
         qubits = _as_tuple("qubits", self.qubits)
         for n in qubits:
             if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_STUDY_QUBITS:
                 raise InputError(f"StudyConfig.qubits: {n!r} is not a qubit count between 1 and "
                                  f"{MAX_STUDY_QUBITS} (the exact simulation's limit)")
-        self.qubits = tuple(sorted({int(n) for n in qubits}))
+        self._fill("qubits", tuple(sorted({int(n) for n in qubits})))
 
-        self.reps = _positive_int("reps", self.reps)
+        self._fill("reps", _positive_int("reps", self.reps))
         if self.reps > MAX_REPS:
             raise InputError(f"StudyConfig.reps must be at most {MAX_REPS}, got {self.reps}")
         if self.encoding not in ENCODINGS:
@@ -154,20 +176,18 @@ class StudyConfig:
         if self.entanglement not in ENTANGLEMENTS:
             raise InputError(f"StudyConfig.entanglement: unknown {self.entanglement!r}; "
                              f"allowed: {', '.join(ENTANGLEMENTS)}")
-        self.gradient_samples = _positive_int("gradient_samples", self.gradient_samples, 2)
-        self.entanglement_samples = _positive_int("entanglement_samples", self.entanglement_samples, 2)
-        self.expressibility_pairs = _positive_int("expressibility_pairs", self.expressibility_pairs, 2)
-        self.noise_inputs = _positive_int("noise_inputs", self.noise_inputs)
-        self.shots = _positive_int("shots", self.shots)
+        self._fill("gradient_samples", _positive_int("gradient_samples", self.gradient_samples, 2))
+        self._fill("entanglement_samples", _positive_int("entanglement_samples", self.entanglement_samples, 2))
+        self._fill("expressibility_pairs", _positive_int("expressibility_pairs", self.expressibility_pairs, 2))
+        self._fill("noise_inputs", _positive_int("noise_inputs", self.noise_inputs))
+        self._fill("shots", _positive_int("shots", self.shots))
         if isinstance(self.optimization_level, bool) or self.optimization_level not in (0, 1, 2, 3):
             raise InputError(f"StudyConfig.optimization_level must be 0, 1, 2 or 3, got {self.optimization_level!r}")
-        self.seed = _positive_int("seed", self.seed, 0)
+        self._fill("seed", _positive_int("seed", self.seed, 0))
 
         # backends last: the lookup imports the fake provider (about a second)
-        from qhybrid.quantum.primitives.aer import fake_backend
-
         names = []
-        self.backend_sizes: dict[str, int] = {}  # filled here; not a field (not saved, not compared)
+        sizes: dict[str, int] = {}
         for requested in _as_tuple("backends", self.backends):
             if not isinstance(requested, str) or not requested.strip():
                 raise InputError(f"StudyConfig.backends: {requested!r} is not a backend name")
@@ -178,22 +198,20 @@ class StudyConfig:
                     f"largest requested circuit ({self.qubits[-1]} qubits); drop the larger qubit counts "
                     "or choose a larger backend")
             names.append(backend.name)
-            self.backend_sizes[backend.name] = int(backend.num_qubits)
-        self.backends = _unique(names)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+            sizes[backend.name] = int(backend.num_qubits)
+        self._fill("backends", _unique(names))
+        # each backend's qubit count, for the report: an attribute, not a field (not saved, not compared)
+        self._fill("backend_sizes", sizes)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StudyConfig":
-        from qhybrid.config import config_from_dict
-
+    def from_dict(cls, data: Any) -> StudyConfig:
+        """As :meth:`Config.from_dict`, with a malformed dict (unknown fields, not an object) an
+        :class:`~qhybrid.errors.InputError` too: a study config is the user's input."""
         try:
-            return config_from_dict(cls, data)
+            return super().from_dict(data)
         except InputError:
             raise
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:
             raise InputError(str(exc)) from None
 
 
@@ -213,9 +231,7 @@ def _gate_stats(circuit) -> tuple[int, int]:
     def is_gate(ins) -> bool:
         return ins.operation.name not in _NON_GATES
 
-    depth = circuit.depth(filter_function=is_gate)
-    two = sum(1 for ins in circuit.data if is_gate(ins) and ins.operation.num_qubits == 2)
-    return int(depth), int(two)
+    return int(circuit.depth(filter_function=is_gate)), two_qubit_gate_count(circuit)
 
 
 def _haar_first_bin_mass(n: int, bins: int = EXPRESSIBILITY_BINS) -> float:
@@ -230,8 +246,6 @@ def _expectations(estimator, circuit, observables, values) -> np.ndarray:
 
 
 def _noise_cell(cfg: StudyConfig, spec, circuit, observables, values, ideal, backend: str) -> dict:
-    from qhybrid.quantum.primitives.aer import NoisyEstimator, noise_source_for_backend
-
     source = noise_source_for_backend(backend)
     seed = int(_seed(cfg, spec.ansatz, spec.num_qubits, _NOISE_SHOTS, backend).generate_state(1)[0])
     estimator = NoisyEstimator(source, shots=cfg.shots, optimization_level=cfg.optimization_level,
@@ -258,14 +272,6 @@ def _noise_cell(cfg: StudyConfig, spec, circuit, observables, values, ideal, bac
 
 
 def _measure_cell(cfg: StudyConfig, ansatz: str, n: int, stage) -> tuple[dict, dict]:
-    from qhybrid.quantum.analysis import (
-        entangling_capability,
-        expressibility_of,
-        gradient_variance,
-    )
-    from qhybrid.quantum.circuits import CircuitSpec, build_circuit, build_observables
-    from qhybrid.quantum.primitives.exact import ExactEstimator
-
     spec = CircuitSpec(num_qubits=n, encoding=cfg.encoding, ansatz=ansatz, reps=cfg.reps,
                        entanglement=cfg.entanglement)
     circuit, _, weights = build_circuit(spec)
@@ -415,8 +421,6 @@ def run_study(out_dir: str | Path, cfg: StudyConfig | None = None, progress: boo
     backend), ``decay`` (per ansatz), ``recommendation`` and ``timing`` (seconds; the only part
     that differs between runs with the same config). Output goes only to the files and to a tqdm
     progress bar (on stderr; ``progress=False`` hides it)."""
-    from tqdm import tqdm
-
     if cfg is None:
         cfg = StudyConfig()
     if not isinstance(cfg, StudyConfig):
@@ -427,7 +431,8 @@ def run_study(out_dir: str | Path, cfg: StudyConfig | None = None, progress: boo
     try:  # now, not after minutes of simulation
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the output folder {out} ({exc.strerror}); choose another --out") from None
+        raise InputError(f"cannot create the output folder {out} ({exc.strerror or one_line(exc, with_type=True)}); "
+                         f"choose another {param('out_dir')}") from None
 
     start = time.perf_counter()
     cells, cell_seconds = [], []
@@ -617,9 +622,7 @@ _STYLE = dict(markersize=5, linewidth=1.4, capsize=3)
 
 
 def _plot_gradients(results: dict, path: Path) -> None:
-    from qhybrid.io import pyplot as _plt
-
-    plt = _plt()
+    plt = io.pyplot()
     cfg = results["config"]
     fig, ax = plt.subplots(figsize=(6.8, 4.2))
     for a in cfg["ansatze"]:
@@ -646,9 +649,7 @@ def _plot_gradients(results: dict, path: Path) -> None:
 
 
 def _plot_entanglement_expressibility(results: dict, path: Path) -> None:
-    from qhybrid.io import pyplot as _plt
-
-    plt = _plt()
+    plt = io.pyplot()
     cfg = results["config"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for a in cfg["ansatze"]:
@@ -682,9 +683,7 @@ def _plot_entanglement_expressibility(results: dict, path: Path) -> None:
 
 
 def _plot_noise(results: dict, path: Path) -> None:
-    from qhybrid.io import pyplot as _plt
-
-    plt = _plt()
+    plt = io.pyplot()
     cfg = results["config"]
     backends = cfg["backends"]
     fig, axes = plt.subplots(2, len(backends), figsize=(5.8 * len(backends), 6.4), squeeze=False, sharex=True)

@@ -4,12 +4,19 @@ A target turns (circuit, observables, input/weight parameters) into an ``Estimat
 block's weights never depend on the target, so the same checkpoint runs on any of them.
 
 =========== ==========================================================================
-``ideal``   exact batched statevector (:mod:`qhybrid.quantum.exact`); training happens here
+``ideal``   exact batched statevector (:mod:`qhybrid.quantum.primitives.exact`); training
+            happens here
 ``fake:X``  Qiskit Aer with the noise model of ``qiskit_ibm_runtime.fake_provider`` backend X
+            (:mod:`qhybrid.quantum.primitives.aer`), or of a noise snapshot
+            (:mod:`qhybrid.quantum.noise_snapshots`)
 ``ibm:X``   ``qiskit-ibm-runtime``'s V2 Estimator: IBM Quantum backend X, or for X = fake_*
-            the runtime's local testing mode (:mod:`qhybrid.quantum.runtime`); one job per
-            QNN call. Sampling runs with job records go through :mod:`qhybrid.jobs`.
+            the runtime's local testing mode (:mod:`qhybrid.quantum.primitives.runtime`); one
+            job per QNN call. Sampling runs with job records go through
+            :mod:`qhybrid.workflows.jobs`.
 =========== ==========================================================================
+
+The estimator modules import ``qiskit_aer`` and ``qiskit_ibm_runtime`` only when a target of
+their kind is parsed or built, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -21,11 +28,18 @@ from qiskit.circuit import QuantumCircuit
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qhybrid.errors import InputError
+from qhybrid.quantum.noise_snapshots import load_snapshot
+from qhybrid.quantum.primitives.aer import (
+    NoisyEstimator,
+    fake_backend,
+    noise_source_for_backend,
+)
 from qhybrid.quantum.primitives.exact import (
     MAX_IDEAL_QUBITS,
     ExactEstimator,
     ExactEstimatorGradient,
 )
+from qhybrid.quantum.primitives.runtime import RuntimeEstimator, RuntimeOptions
 
 
 class TargetError(InputError):
@@ -33,10 +47,10 @@ class TargetError(InputError):
 
 #: Target kinds and whether this build of qhybrid can execute them.
 TARGET_KINDS = {"ideal": True, "fake": True, "ibm": True}
-#: Options of the fake target (see qhybrid.quantum.noisy.NoisyEstimator) and their defaults.
+#: Options of the fake target (see qhybrid.quantum.primitives.aer.NoisyEstimator) and their defaults.
 FAKE_OPTIONS = {"shots": 1024, "method": "counts", "mitigation": False, "optimization_level": 2,
                 "seed_transpiler": 0, "seed": None, "noise_model": None}
-#: Options of the ibm target (see qhybrid.quantum.runtime.RuntimeOptions).
+#: Options of the ibm target (see qhybrid.quantum.primitives.runtime.RuntimeOptions).
 IBM_OPTIONS = ("shots", "resilience_level", "twirling", "dd", "optimization_level", "seed_transpiler",
                "eager_transpile")
 
@@ -81,9 +95,9 @@ class Target:
         # transpile now (the circuit object the QNN sends in its PUBs), so that a circuit too
         # wide for the backend fails here rather than in the middle of sampling
         if self.kind == "fake":
-            estimator.program(qnn._circuit)
+            estimator.program(qnn_pub_circuit(qnn))
         elif self.kind == "ibm" and self.options.get("eager_transpile", True):
-            estimator.isa(qnn._circuit, [])
+            estimator.isa(qnn_pub_circuit(qnn), [])
         return qnn
 
     def estimator(self):
@@ -91,23 +105,27 @@ class Target:
         if self.kind == "ideal":
             return ExactEstimator()
         if self.kind == "ibm":
-            from qhybrid.quantum.primitives.runtime import (
-                RuntimeEstimator,
-                RuntimeOptions,
-            )
-
             options = {k: v for k, v in self.options.items() if k != "eager_transpile"}
             return RuntimeEstimator(self.backend, RuntimeOptions(**options))
-        from qhybrid.quantum.noise_snapshots import load_snapshot
-        from qhybrid.quantum.primitives.aer import (
-            NoisyEstimator,
-            noise_source_for_backend,
-        )
-
         opts = {**FAKE_OPTIONS, **self.options}
         path = opts.pop("noise_model")
         source = load_snapshot(path) if path else noise_source_for_backend(self.backend)
         return NoisyEstimator(source, **opts)
+
+
+def qnn_pub_circuit(qnn: EstimatorQNN) -> QuantumCircuit:
+    """The circuit object ``qnn`` puts in its PUBs (forward) and gradient calls (backward).
+
+    ``EstimatorQNN.__init__`` reparameterises the circuit it is given: ``assign_parameters`` onto
+    new ``inputs``/``weights`` ``ParameterVector`` s, which makes a new circuit object with the same
+    gates and parameter names, and every call sends that object. Its public ``circuit`` property
+    returns ``copy()`` of the *original* circuit instead, a new object on each call, so nothing
+    keyed by circuit object (the estimators' caches, ISA programs, job records) would match it.
+    qiskit-machine-learning 0.9.1 has no public accessor for the reparameterised circuit, so this
+    is qhybrid's one read of the private ``EstimatorQNN._circuit``; everything else goes through
+    here (or :attr:`QuantumBlock.pub_circuit`).
+    """
+    return qnn._circuit  # private: no public accessor (see the docstring)
 
 
 def parse_target(target: "str | Target", **options: Any) -> Target:
@@ -136,8 +154,6 @@ def parse_target(target: "str | Target", **options: Any) -> Target:
             raise TargetError(f"unknown option(s) {', '.join(unknown)} for target {target!r}; "
                               f"allowed: {', '.join(IBM_OPTIONS)}")
         if backend.lower().startswith("fake"):
-            from qhybrid.quantum.primitives.aer import fake_backend
-
             fake_backend(backend)  # unknown names fail here; IBM names are checked on connection
     if kind == "fake":
         unknown = sorted(set(options) - set(FAKE_OPTIONS))
@@ -145,7 +161,5 @@ def parse_target(target: "str | Target", **options: Any) -> Target:
             raise TargetError(f"unknown option(s) {', '.join(unknown)} for target {target!r}; "
                               f"allowed: {', '.join(FAKE_OPTIONS)}")
         if not options.get("noise_model"):
-            from qhybrid.quantum.primitives.aer import fake_backend
-
             fake_backend(backend)  # unknown names fail here, listing the valid ones
     return Target(kind, backend, dict(options))

@@ -32,23 +32,23 @@ from qiskit.circuit import Parameter, ParameterExpression, QuantumCircuit
 from qiskit.primitives import (
     BaseEstimatorV2,
     DataBin,
-    PrimitiveJob,
+    EstimatorPub,
     PrimitiveResult,
     PubResult,
 )
-from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.providers import Options
 from qiskit.quantum_info import Operator, SparsePauliOp
-from qiskit_machine_learning.algorithm_job import AlgorithmJob
 from qiskit_machine_learning.gradients import (
     BaseEstimatorGradient,
     EstimatorGradientResult,
 )
 
+from qhybrid.errors import one_line
 from qhybrid.quantum.primitives.pubs import (
-    _as_sparse_pauli,
-    _DoneJob,
-    broadcast_table,
+    DoneJob,
+    as_sparse_pauli,
+    group_pubs,
+    pub_evs,
     run_inline,
 )
 
@@ -213,7 +213,8 @@ class CompiledCircuit:
                 matrix = np.asarray(Operator(op).data, dtype=complex)
             except Exception as exc:  # noqa: BLE001 - Qiskit raises several kinds here
                 raise UnsupportedCircuitError(
-                    f"the ideal target cannot simulate instruction {name!r} ({exc})"
+                    f"the ideal target cannot simulate instruction {name!r} "
+                    f"({one_line(exc, with_type=True)}); it simulates gates with a unitary matrix only"
                 ) from None
             if np.max(np.abs(matrix.imag)) > _REAL_TOL:
                 self.is_real = False
@@ -594,69 +595,44 @@ class _Cache:
         return hit
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-class _DoneAlgorithmJob(AlgorithmJob, _DoneJob):
-    def submit(self) -> None:
-        _DoneJob._submit(self)
-
-
 class ExactEstimator(BaseEstimatorV2):
     """Exact expectation values with Qiskit's ``BaseEstimatorV2`` interface.
 
     PUBs with parameter-value arrays and observable arrays broadcast as in Qiskit. ``precision``
     is accepted and ignored: results are exact, ``stds`` are zero and each result's metadata says
     ``exact: True``. PUBs that share a circuit object and parameter values share one simulation
-    (an ``EstimatorQNN`` sends one PUB per observable).
+    (an ``EstimatorQNN`` sends one PUB per observable); the grouping is
+    :func:`~qhybrid.quantum.primitives.pubs.group_pubs`, the same as the other targets'.
+    ``run`` simulates before it returns (a :class:`~qhybrid.quantum.primitives.pubs.DoneJob`).
     """
 
     def __init__(self, cache: _Cache | None = None):
         self._cache = cache or _Cache()
         self.options = Options()
 
-    def run(self, pubs, *, precision: float | None = None) -> PrimitiveJob:
+    def run(self, pubs, *, precision: float | None = None) -> DoneJob:
         return run_inline(self._run, pubs, precision)
 
     def _run(self, pubs: list[EstimatorPub]) -> PrimitiveResult:
-        states: list[tuple[QuantumCircuit, np.ndarray, torch.Tensor]] = []
+        groups, prepared = group_pubs(pubs)
+        segments: dict[int, list[tuple]] = {}
+        for entry in prepared:
+            segments.setdefault(id(entry[1]), []).append(entry)
+        for group in groups:
+            compiled = self._cache.circuit(group.circuit)
+            psi = compiled.statevector(torch.from_numpy(np.ascontiguousarray(group.values)))
+            group.table = np.empty((len(group.values), len(group.observables)))
+            # Each PUB's observables are evaluated as one set: a product over all of the group's
+            # observables at once may round differently in the last bit (BLAS picks another
+            # kernel for another width), and training must stay bit-reproducible.
+            for _, _, start, count, _, _ in segments[id(group)]:
+                observables = self._cache.observable_set(group.observables[start:start + count], compiled)
+                with torch.inference_mode():
+                    group.table[:, start:start + count] = observables.expectation(psi).numpy()
         results = []
-        for pub in pubs:
-            compiled = self._cache.circuit(pub.circuit)
-            values = pub.parameter_values.as_array(compiled.parameters)
-            param_shape = pub.parameter_values.shape
-            rows = max(1, int(np.prod(param_shape)))
-            flat_values = values.reshape(rows, len(compiled.parameters))
-            psi = None
-            for circ, vals, state in states:
-                if circ is pub.circuit and vals.shape == flat_values.shape and np.array_equal(
-                    vals, flat_values
-                ):
-                    psi = state
-                    break
-            if psi is None:
-                psi = compiled.statevector(torch.from_numpy(np.ascontiguousarray(flat_values)))
-                states.append((pub.circuit, flat_values, psi))
-            obs_array = pub.observables
-            obs_list = [
-                _as_sparse_pauli(obs_array[idx], compiled.num_qubits)
-                for idx in np.ndindex(*obs_array.shape)
-            ]
-            observables = self._cache.observable_set(obs_list, compiled)
-            with torch.inference_mode():
-                table = observables.expectation(psi).numpy()  # (num_states, num_obs)
-            evs = broadcast_table(table, param_shape, obs_array.shape)
+        for entry in prepared:
+            pub = entry[0]
+            evs = pub_evs(entry)
             data = DataBin(evs=evs, stds=np.zeros_like(evs), shape=evs.shape)
             metadata = {
                 "target_precision": pub.precision,
@@ -683,7 +659,8 @@ class ExactEstimatorGradient(BaseEstimatorGradient):
     def run(self, circuits, observables, parameter_values, parameters=None, **options):
         """As :meth:`BaseEstimatorGradient.run`: gradients of every row's expectation value with
         respect to ``parameters[i]`` (all circuit parameters when ``None``). Options are
-        recorded only: the result is exact."""
+        recorded only: the result is exact. Computed before it returns, as a finished
+        :class:`~qhybrid.quantum.primitives.pubs.DoneJob` (Qiskit's job interface)."""
         if isinstance(circuits, QuantumCircuit):
             circuits = (circuits,)
         if isinstance(observables, (SparsePauliOp, str)):
@@ -696,10 +673,7 @@ class ExactEstimatorGradient(BaseEstimatorGradient):
             )
         if parameters is not None and len(parameters) != rows:
             raise ValueError(f"parameters has {len(parameters)} entries, expected {rows}")
-        job = _DoneAlgorithmJob(self._run, circuits, observables, parameter_values, parameters,
-                                **options)
-        job.submit()
-        return job
+        return DoneJob(self._run, circuits, observables, parameter_values, parameters, **options)
 
     def _run(self, circuits, observables, parameter_values, parameters, **options):
         rows = len(circuits)
@@ -739,7 +713,7 @@ class ExactEstimatorGradient(BaseEstimatorGradient):
                 oid = id(observables[i])
                 if oid not in obs_key:
                     obs_key[oid] = len(uniq_obs)
-                    obs = _as_sparse_pauli(observables[i], compiled.num_qubits)
+                    obs = as_sparse_pauli(observables[i], compiled.num_qubits)
                     if obs.num_qubits != compiled.num_qubits:
                         raise ValueError(
                             f"observable {i} acts on {obs.num_qubits} qubits, its circuit has "
@@ -781,7 +755,7 @@ class ExactEstimatorGradient(BaseEstimatorGradient):
         ``cotangent`` (rows, len(observables)).
         """
         compiled = self._cache.circuit(circuit)
-        obs = [_as_sparse_pauli(o, compiled.num_qubits) for o in observables]
+        obs = [as_sparse_pauli(o, compiled.num_qubits) for o in observables]
         compiled_obs = self._cache.observable_set(obs, compiled)
         values = torch.as_tensor(np.asarray(parameter_values, dtype=np.float64))
         return compiled.vjp(values, compiled_obs, cotangent).numpy()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+
 import numpy as np
-from qiskit.primitives import PrimitiveJob
-from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit.primitives import BasePrimitiveJob, EstimatorPub
+from qiskit.providers import JobStatus
 from qiskit.quantum_info import Operator, SparsePauliOp
+
+from qhybrid.errors import one_line
 
 
 def broadcast_table(table: np.ndarray, param_shape: tuple, obs_shape: tuple) -> np.ndarray:
@@ -39,7 +44,7 @@ def group_pubs(pubs) -> tuple[list[PubGroup], list[tuple]]:
         rows = max(1, int(np.prod(shape)))
         flat = values.reshape(rows, len(pub.circuit.parameters))
         obs_array = pub.observables
-        obs_list = [_as_sparse_pauli(obs_array[idx], pub.circuit.num_qubits) for idx in np.ndindex(*obs_array.shape)]
+        obs_list = [as_sparse_pauli(obs_array[idx], pub.circuit.num_qubits) for idx in np.ndindex(*obs_array.shape)]
         group = next((g for g in groups if g.circuit is pub.circuit and g.values.shape == flat.shape
                       and np.array_equal(g.values, flat)), None)
         if group is None:
@@ -57,7 +62,8 @@ def pub_evs(entry: tuple) -> np.ndarray:
     return broadcast_table(group.table[:, start:start + count], shape, obs_shape)
 
 
-def _as_sparse_pauli(observable, num_qubits: int) -> SparsePauliOp:
+def as_sparse_pauli(observable, num_qubits: int) -> SparsePauliOp:
+    """One entry of a PUB's ``ObservablesArray`` (or any operator) as a ``SparsePauliOp``."""
     if isinstance(observable, SparsePauliOp):
         return observable
     if isinstance(observable, dict):  # an ObservablesArray entry {label: coeff}
@@ -68,34 +74,62 @@ def _as_sparse_pauli(observable, num_qubits: int) -> SparsePauliOp:
         try:
             return SparsePauliOp.from_operator(Operator(observable))
         except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"cannot use {type(observable).__name__} as an observable: {exc}")
+            raise ValueError(f"cannot use {type(observable).__name__} as an observable "
+                             f"({one_line(exc, with_type=True)}); give a Pauli label or a SparsePauliOp") from None
 
 
 # ---------------------------------------------------------------------------------------------
 # Qiskit primitive interfaces
 # ---------------------------------------------------------------------------------------------
-class _DoneJob(PrimitiveJob):
-    """A primitive job that has already run: exact simulation is fast, and running it in the
-    caller's thread avoids starting a worker thread for every call (the default ``PrimitiveJob``
-    does), which costs more than simulating a small circuit."""
+class DoneJob(BasePrimitiveJob):
+    """A primitive job that ran in the caller's thread before it was handed back.
 
-    def _submit(self) -> None:
-        from concurrent.futures import Future
+    Qiskit's reference ``PrimitiveJob`` starts a worker thread for every call, which costs more
+    than simulating a small circuit exactly, and the estimators here are synchronous anyway (the
+    runtime estimator waits for its IBM job itself). This implements Qiskit's public job interface
+    (:class:`~qiskit.primitives.BasePrimitiveJob`) for a finished computation: ``result()`` returns
+    the value or raises the error the computation raised, like ``PrimitiveJob`` does, and the
+    status is ``DONE`` or ``ERROR`` from the start.
+    """
 
-        future: Future = Future()
+    def __init__(self, function: Callable, *args, **kwargs):
+        super().__init__(str(uuid.uuid4()))
+        self._value = None
+        self._error: Exception | None = None
         try:
-            future.set_result(self._function(*self._args, **self._kwargs))
+            self._value = function(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - surfaced by result(), like PrimitiveJob
-            future.set_exception(exc)
-        self._future = future
+            self._error = exc
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def status(self) -> JobStatus:
+        return JobStatus.ERROR if self._error is not None else JobStatus.DONE
+
+    def done(self) -> bool:
+        return self._error is None
+
+    def running(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def in_final_state(self) -> bool:
+        return True
+
+    def cancel(self) -> bool:
+        """Nothing to cancel: the job finished before it was returned."""
+        return False
 
 
-def run_inline(function, pubs, precision: float | None, default_precision: float | None = 0.0) -> _DoneJob:
-    """Coerce PUBs and run ``function(pubs)`` in the caller's thread (see :class:`_DoneJob`)."""
+def run_inline(function, pubs, precision: float | None, default_precision: float | None = 0.0) -> DoneJob:
+    """Coerce PUBs and run ``function(pubs)`` in the caller's thread (see :class:`DoneJob`)."""
     if precision is None:
         precision = default_precision
     coerced = [EstimatorPub.coerce(pub, precision) if precision is not None else EstimatorPub.coerce(pub)
                for pub in pubs]
-    job = _DoneJob(function, coerced)
-    job._submit()
-    return job
+    return DoneJob(function, coerced)
