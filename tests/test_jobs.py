@@ -3,10 +3,12 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from qhybrid.workflows import jobs
 
 BACKEND = "fake_manila"
 TOKEN = "qhybrid-test-token-7f3a9c"  # must never reach a file
+LEGACY = Path(__file__).parent / "data" / "legacy-0.1"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +38,29 @@ def submit(models, jobs_dir, **kw):
 
 def final_latents(record) -> np.ndarray:
     return record.read_array(record.steps[-1]["latents_file"])
+
+
+def stop_after(event: str, step: int):
+    """An ``on_event`` hook that acts like Ctrl-C once step ``step`` (or a later one) reaches ``event``
+    ("submitted": its job id is saved; "done": its latents are saved)."""
+
+    def on_event(name, record, k):
+        if name == event and k >= step:
+            raise KeyboardInterrupt
+
+    return on_event
+
+
+def failing_job(message: str):
+    """A real primitive job whose work raises (status ERROR): a job the service failed."""
+    from qiskit.primitives.primitive_job import PrimitiveJob
+
+    def fail():
+        raise RuntimeError(message)
+
+    job = PrimitiveJob(fail)
+    job._submit()
+    return job
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +113,7 @@ def test_submit_end_to_end_writes_a_complete_record_and_images(models, reference
     assert [s["timestep"] for s in data["steps"]] == sorted({s["timestep"] for s in data["steps"]}, reverse=True)
     for s in data["steps"]:
         assert record.read_array(s["result_file"]).shape == (3, 4)  # (observables, chains): one PUB
+        assert record.read_array(s["values_file"]).shape[0] == 4  # the parameter rows the job ran: one per chain
         assert record.read_array(s["latents_file"]).shape == (4, 4, 8, 8)
         assert s["shots"] == 1024 and s["submitted_at"] <= s["finished_at"]
     from qhybrid.models.checkpoint import read_header
@@ -113,10 +140,22 @@ def test_submit_end_to_end_writes_a_complete_record_and_images(models, reference
     assert data["images"]["count"] == 4
 
 
+def test_on_event_reports_each_job_id_and_each_step_once_they_are_saved(models, tmp_path):
+    seen = []
+
+    def on_event(event, record, k):
+        saved = jobs.read_record(record.path)["steps"][k]
+        seen.append((event, k, saved["status"], bool(saved["job_id"])))
+
+    submit(models, tmp_path, steps=2, on_event=on_event)
+    assert seen == [("submitted", 0, "submitted", True), ("done", 0, "done", True),
+                    ("submitted", 1, "submitted", True), ("done", 1, "done", True)]
+
+
 def test_interrupt_after_a_step_then_resume_equals_the_uninterrupted_run(models, reference, tmp_path):
     before = len(jobs.LIVE_JOBS)
     with pytest.raises(jobs.Interrupted, match="the records are saved"):
-        submit(models, tmp_path, interrupt_after_step=1)
+        submit(models, tmp_path, on_event=stop_after("done", 1))
     (path,) = tmp_path.glob("*.json")
     run_id = path.stem
     record = jobs.JobRecord.load(tmp_path, run_id)
@@ -132,7 +171,7 @@ def test_interrupt_after_a_step_then_resume_equals_the_uninterrupted_run(models,
 def test_interrupt_while_a_job_runs_then_resume_reuses_that_job(models, reference, tmp_path):
     before = len(jobs.LIVE_JOBS)
     with pytest.raises(jobs.Interrupted):
-        submit(models, tmp_path, interrupt_after_submit=2)
+        submit(models, tmp_path, on_event=stop_after("submitted", 2))
     run_id = next(tmp_path.glob("*.json")).stem
     record = jobs.JobRecord.load(tmp_path, run_id)
     assert [s["status"] for s in record.steps] == ["done", "done", "submitted", "pending"]
@@ -146,7 +185,7 @@ def test_interrupt_while_a_job_runs_then_resume_reuses_that_job(models, referenc
 
 def test_a_local_job_lost_with_its_process_is_resubmitted_and_recorded(models, reference, tmp_path):
     with pytest.raises(jobs.Interrupted):
-        submit(models, tmp_path, interrupt_after_submit=1)
+        submit(models, tmp_path, on_event=stop_after("submitted", 1))
     run_id = next(tmp_path.glob("*.json")).stem
     lost = jobs.JobRecord.load(tmp_path, run_id).steps[1]["job_id"]
     jobs.LIVE_JOBS.pop(lost)  # what a new process sees: local jobs die with their process
@@ -160,7 +199,7 @@ def test_a_local_job_lost_with_its_process_is_resubmitted_and_recorded(models, r
 
 def test_fetch_collects_finished_jobs_submits_nothing_and_decodes_at_the_end(models, reference, tmp_path):
     with pytest.raises(jobs.Interrupted):
-        submit(models, tmp_path, interrupt_after_submit=1)
+        submit(models, tmp_path, on_event=stop_after("submitted", 1))
     run_id = next(tmp_path.glob("*.json")).stem
     live = len(jobs.LIVE_JOBS)
     fetched = jobs.fetch(run_id, tmp_path, progress=False, log=lambda *_: None)
@@ -168,7 +207,7 @@ def test_fetch_collects_finished_jobs_submits_nothing_and_decodes_at_the_end(mod
     assert [s["status"] for s in fetched.steps] == ["done", "done", "pending", "pending"]
     assert fetched.data["status"] == "stopped" and not fetched.data["images"]
     with pytest.raises(jobs.Interrupted):  # submit the last step, then stop
-        jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None, interrupt_after_submit=3)
+        jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None, on_event=stop_after("submitted", 3))
     fetched = jobs.fetch(run_id, tmp_path, progress=False, log=lambda *_: None)
     assert fetched.data["status"] == "completed" and fetched.data["images"]["count"] == 4
     assert np.array_equal(final_latents(fetched), final_latents(reference))
@@ -193,7 +232,7 @@ def test_a_record_stays_valid_json_when_the_writer_is_killed(models, reference, 
     script = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from qhybrid.jobs import JobRecord\n"
+        "from qhybrid.workflows.jobs import JobRecord\n"
         f"data = json.loads(Path({str(reference.path)!r}).read_text())\n"
         f"record = JobRecord(Path({str(target)!r}), data)\n"
         "record.save(); print('ready', flush=True)\n"
@@ -329,21 +368,12 @@ def test_sample_with_an_ibm_target_goes_through_a_job_record(models, tmp_path):
 
 
 def test_a_failed_job_marks_its_step_and_resume_submits_it_again(models, reference, tmp_path):
-    """A real primitive job whose work raises (status ERROR) stands in for a job the service failed."""
-    from qiskit.primitives.primitive_job import PrimitiveJob
-
     with pytest.raises(jobs.Interrupted):
-        submit(models, tmp_path, interrupt_after_submit=2)
+        submit(models, tmp_path, on_event=stop_after("submitted", 2))
     run_id = next(tmp_path.glob("*.json")).stem
     record = jobs.JobRecord.load(tmp_path, run_id)
     failed_id = record.steps[2]["job_id"]
-
-    def fail():
-        raise RuntimeError("the backend went into maintenance")
-
-    job = PrimitiveJob(fail)
-    job._submit()
-    jobs.LIVE_JOBS[failed_id] = job
+    jobs.LIVE_JOBS[failed_id] = failing_job("the backend went into maintenance")
     with pytest.raises(jobs.RuntimeTargetError, match=r"step 2 of .* ended ERROR.*jobs resume"):
         jobs.fetch(run_id, tmp_path, progress=False, log=lambda *_: None)
     record = jobs.JobRecord.load(tmp_path, run_id)
@@ -355,7 +385,7 @@ def test_a_failed_job_marks_its_step_and_resume_submits_it_again(models, referen
 
 def test_a_crash_while_submitting_is_recovered_without_losing_the_step(models, reference, tmp_path):
     with pytest.raises(jobs.Interrupted):
-        submit(models, tmp_path, interrupt_after_step=0)
+        submit(models, tmp_path, on_event=stop_after("done", 0))
     run_id = next(tmp_path.glob("*.json")).stem
     record = jobs.JobRecord.load(tmp_path, run_id)
     # what a kill between "submitting" being saved and the job id being saved leaves behind
@@ -370,7 +400,7 @@ def test_a_crash_while_submitting_is_recovered_without_losing_the_step(models, r
 
 def test_one_process_per_run(models, reference, tmp_path):
     with pytest.raises(jobs.Interrupted):
-        submit(models, tmp_path, interrupt_after_step=0)
+        submit(models, tmp_path, on_event=stop_after("done", 0))
     run_id = next(tmp_path.glob("*.json")).stem
     record = jobs.JobRecord.load(tmp_path, run_id)
     holder = jobs.JobRunner([record], progress=False, log=lambda *_: None)
@@ -398,3 +428,57 @@ def test_damaged_records_are_named_not_crashed_on(reference, tmp_path, damage, p
     with pytest.raises(jobs.JobRecordError, match=problem):
         jobs.read_record(path)
     assert jobs.list_records(tmp_path)[0][1] is None  # listed as damaged, no exception
+
+
+def test_when_one_of_two_runs_fails_the_other_completes(models, reference, tmp_path):
+    failed = {}
+
+    def fail_step_1_of_seed_4(event, record, k):
+        if event == "submitted" and k == 1 and record.data["sampling"]["seed"] == 4:
+            failed[record.run_id] = record.steps[1]["job_id"]
+            jobs.LIVE_JOBS[failed[record.run_id]] = failing_job("the backend went into maintenance")
+
+    with pytest.raises(jobs.RuntimeTargetError, match=r"1 of 2 runs stopped: .*step 1 .*ended ERROR.*the others went on"):
+        submit(models, tmp_path, seeds=[3, 4], on_event=fail_step_1_of_seed_4)
+    (bad_id,) = failed
+    records = {path.stem: jobs.JobRecord.load(tmp_path, path.stem) for path in tmp_path.glob("*.json")}
+    bad = records.pop(bad_id)
+    (good,) = records.values()
+    assert good.data["status"] == "completed" and good.data["images"]["count"] == 4
+    assert np.array_equal(final_latents(good), final_latents(reference))  # seed 3, as the reference
+    assert [s["status"] for s in bad.steps] == ["done", "failed", "pending", "pending"]
+    assert bad.data["status"] == "failed" and bad.steps[1]["job_status"] == "ERROR"
+    resumed = jobs.resume(bad_id, tmp_path, progress=False, log=lambda *_: None)
+    assert resumed.data["status"] == "completed"
+    assert resumed.steps[1]["attempts"][0]["job_id"] == failed[bad_id]
+
+
+def test_a_resumed_step_whose_inputs_differ_from_what_its_job_ran_is_refused(models, reference, tmp_path):
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, on_event=stop_after("submitted", 1))
+    run_id = next(tmp_path.glob("*.json")).stem
+    record = jobs.JobRecord.load(tmp_path, run_id)
+    rows = record.read_array(record.steps[1]["values_file"])
+    record.write_array(record.steps[1]["values_file"], rows + 1e-9)  # as if another model had computed them
+    with pytest.raises(jobs.RuntimeTargetError, match=r"step 1 of run .*inputs computed now differ from .*values"):
+        jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None)
+    record = jobs.JobRecord.load(tmp_path, run_id)
+    assert [s["status"] for s in record.steps] == ["done", "submitted", "pending", "pending"]
+
+
+def test_a_record_written_by_qhybrid_0_1_resumes_to_the_old_uninterrupted_result(tmp_path):
+    """tests/data/legacy-0.1: a format-1 record (fake_manila, 2 chains, 3 steps, seed 0) stopped after
+    step 0 by the old code, which raised through the denoiser and saved no parameter rows."""
+    for name in ("jobs", "ldm-hybrid", "vae"):
+        shutil.copytree(LEGACY / name, tmp_path / name)
+    (path,) = (tmp_path / "jobs").glob("*.json")
+    data = json.loads(path.read_text())
+    assert data["format_version"] == 1 and "values_file" not in data["steps"][0]
+    data["model"]["path"] = str(tmp_path / "ldm-hybrid")
+    path.write_text(json.dumps(data))
+    old_job = data["steps"][0]["job_id"]
+    resumed = jobs.resume(path.stem, tmp_path / "jobs", progress=False, log=lambda *_: None)
+    assert resumed.data["status"] == "completed" and resumed.data["images"]["count"] == 2
+    assert resumed.steps[0]["job_id"] == old_job  # the finished step was not run again
+    expected = np.load(LEGACY / "expected_final_latents_fake_manila_n2_steps3_seed0.npy")
+    assert np.array_equal(final_latents(resumed), expected)

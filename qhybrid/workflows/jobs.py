@@ -2,8 +2,8 @@
 
 Diffusion sampling is sequential: step k+1 needs the latents of step k, so a run is one runtime
 job per denoising step, and each job is one PUB holding every chain (the chains are the rows of
-the parameter-value array; see :mod:`qhybrid.quantum.runtime`). The classical parts of the
-denoiser run here, between the jobs.
+the parameter-value array; see :mod:`qhybrid.quantum.primitives.runtime`). The classical parts of
+the denoiser run here, between the jobs.
 
 A run is a JSON record ``jobs/<run_id>.json`` plus a folder ``jobs/<run_id>/`` with the ISA
 circuit (QPY and QASM 3), the initial latents, the expectation values each job returned and the
@@ -15,7 +15,28 @@ step without submitting a finished or still-running step again. Local testing-mo
 job ``lost`` and resubmits it (simulation is free), which IBM Quantum jobs never need.
 
 Several seeds or resilience levels make several independent runs (one record each) that advance
-together: each round submits one job per run, in one Batch by default.
+together: each round submits one job per run, in one Batch by default. A run whose job fails or
+whose service call fails stops; its siblings go on.
+
+How a step runs. A job can take days, so waiting for it must not happen inside a denoiser call
+(nor must Ctrl-C, a failed job, or fetch's "submit nothing" unwind through Qiskit's QNN, torch's
+autograd function and the denoiser). The denoiser calls its one quantum block once per step, and
+the block's inputs never depend on its outputs, so a step is two ordinary denoiser calls with the
+job handled between them, as an explicit state machine of the runner (:meth:`JobRunner._step`):
+
+1. *note*: the denoiser runs with a runtime-estimator executor that only notes the PUB its
+   quantum block sends (the ISA circuit and one parameter row per chain) and answers zeros; that
+   output is thrown away. The rows are saved (``step_KKKK_values.npy``) before the submission.
+2. the PUB is submitted, its job polled and its result saved: ``pending`` -> ``submitting`` ->
+   ``submitted`` -> ``result`` (or ``failed``), with no model code on the stack.
+3. *replay*: the denoiser runs again, through the same :func:`qhybrid.diffusion.sampling.denoise_step`
+   as local sampling, with an executor that answers with the saved result; the runner checks that
+   it asked with exactly the saved rows, then saves the latents: ``done``.
+
+Executors never raise; the runner reads what they noted after the call. Records written before
+the rows were saved (format 1 from qhybrid 0.1) resume the same way, without that check for the
+steps that lack them. :class:`JobRunner` reports ``on_event(event, record, k)`` after a step's
+job id (``"submitted"``) or latents (``"done"``) are on disk, for progress displays and tests.
 """
 
 from __future__ import annotations
@@ -28,8 +49,9 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +59,8 @@ import torch
 from tqdm import tqdm
 
 from qhybrid import io
-from qhybrid.errors import InputError, QHybridError
+from qhybrid.diffusion.sampling import denoise_step, predict
+from qhybrid.errors import InputError, QHybridError, one_line, param
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.quantum.primitives.runtime import (
     FINAL_STATES,
@@ -45,7 +68,6 @@ from qhybrid.quantum.primitives.runtime import (
     IsaCircuit,
     RuntimeOptions,
     RuntimeTargetError,
-    _short,
     evs_table,
     is_local,
     job_status,
@@ -61,6 +83,9 @@ STEP_STATES = ("pending", "submitting", "submitted", "result", "done", "failed")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Jobs submitted by this process, by id: how a local testing-mode job is found again.
 LIVE_JOBS: dict[str, object] = {}
+#: ``on_event(event, record, k)``: ``"submitted"`` (step k's job id is saved) or ``"done"`` (its
+#: latents are saved). An exception it raises stops the runner (KeyboardInterrupt: like Ctrl-C).
+EventHook = Callable[[str, "JobRecord", int], None]
 
 
 class JobRecordError(QHybridError):
@@ -73,20 +98,8 @@ class Interrupted(QHybridError):
     exit_code = 130
 
 
-class _Pending(Exception):
-    """The current step's job is submitted but not finished."""
-
-    def __init__(self, job):
-        super().__init__("pending")
-        self.job = job
-
-
-class _Blocked(Exception):
-    """The current step needs a submission and this pass may not submit (fetch)."""
-
-
 @contextmanager
-def service_call(what: str, record: "JobRecord", retry: str = "fetch"):
+def service_call(what: str, record: JobRecord, retry: str = "fetch"):
     """Turn a failure while talking to the service into one line: what failed, that the record is
     unchanged, and the command that retries."""
     try:
@@ -94,8 +107,8 @@ def service_call(what: str, record: "JobRecord", retry: str = "fetch"):
     except RuntimeTargetError:
         raise
     except Exception as exc:  # noqa: BLE001 - network, authentication and API errors
-        raise RuntimeTargetError(f"{what} ({_short(exc)}); the record is unchanged; retry with "
-                                 f"'qhybrid jobs {retry} {record.run_id}'") from None
+        raise RuntimeTargetError(f"{what} ({one_line(exc, with_type=True, limit=300)}); the record is "
+                                 f"unchanged; retry with 'qhybrid jobs {retry} {record.run_id}'") from None
 
 
 def job_tag(run_id: str, k: int) -> str:
@@ -104,7 +117,7 @@ def job_tag(run_id: str, k: int) -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _sha256(data: bytes) -> str:
@@ -168,7 +181,7 @@ class JobRecord:
         return 1 + (int(self.data["sampling"]["seed"]) * 1_000_003 + 7919 * k) % (2**31 - 2)
 
     @classmethod
-    def load(cls, jobs_dir: str | Path, run_id: str) -> "JobRecord":
+    def load(cls, jobs_dir: str | Path, run_id: str) -> JobRecord:
         jobs_dir = Path(jobs_dir)
         if not RUN_ID_PATTERN.match(run_id or ""):
             raise InputError(f"{run_id!r} is not a run id (letters, digits, '.', '_', '-'); "
@@ -177,7 +190,8 @@ class JobRecord:
         if not path.exists():
             known = sorted(p.stem for p in jobs_dir.glob("*.json")) if jobs_dir.is_dir() else []
             hint = f"known runs: {', '.join(known[-5:])}" if known else f"there are no runs in {jobs_dir}/"
-            raise InputError(f"no job record {path}; {hint} ('qhybrid jobs list --jobs-dir DIR')")
+            raise InputError(f"no job record {path}; {hint} (records are read from {param('jobs_dir')}; "
+                             "'qhybrid jobs list' shows them)")
         return cls(path, read_record(path))
 
 
@@ -256,11 +270,46 @@ class Advance:
     wait: bool = True  # wait for submitted jobs (False: return once nothing can move)
 
 
+@dataclass
+class _Call:
+    """One PUB the denoiser's quantum block sent: the ISA circuit and its parameter rows."""
+
+    isa: IsaCircuit
+    values: np.ndarray
+
+
+@dataclass
+class _Executor:
+    """The runtime estimator's executor during one denoiser call. It notes every PUB it is given
+    and answers with ``evs`` when they fit the PUB, zeros otherwise (the note pass). It never
+    raises: the runner looks at ``calls`` after the denoiser returns and decides there."""
+
+    evs: np.ndarray | None = None
+    calls: list[_Call] = field(default_factory=list)
+
+    def __call__(self, isa: IsaCircuit, values: np.ndarray) -> np.ndarray:
+        values = np.array(values, dtype=np.float64)  # a copy: the rows as sent, for the checks
+        self.calls.append(_Call(isa, values))
+        shape = (len(isa.observables), len(values))
+        if self.evs is not None and self.evs.shape == shape:
+            return self.evs
+        return np.zeros(shape)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """Where one visit left a run's current step."""
+
+    state: str  # "done", "submitted" (just now), "waiting" (on its job), "blocked" (may not submit), "failed"
+    message: str = ""
+
+
 class JobRunner:
-    """Advances one or more runs of the same model, backend and ISA circuit."""
+    """Advances one or more runs of the same model, backend and ISA circuit (see the module
+    docstring for how a step runs)."""
 
     def __init__(self, records: list[JobRecord], progress: bool = True, poll: float | None = None,
-                 log=print, interrupt_after_step: int | None = None, interrupt_after_submit: int | None = None):
+                 log=print, on_event: EventHook | None = None):
         from qhybrid.diffusion.pipeline import load_ldm
 
         self.records = records
@@ -271,8 +320,7 @@ class JobRunner:
         self.progress = progress
         self.poll = poll if poll is not None else (0.02 if self.local else 10.0)
         self.log = log
-        self.interrupt_after_step = interrupt_after_step
-        self.interrupt_after_submit = interrupt_after_submit
+        self.on_event = on_event
         self.submitted = 0  # jobs this runner submitted
         model_dir = Path(first["model"]["path"])
         header = ckpt.read_header(model_dir, "ldm")
@@ -291,20 +339,21 @@ class JobRunner:
             "optimization_level": opts.optimization_level, "seed_transpiler": opts.seed_transpiler,
             "eager_transpile": False}))
         self.estimator = block.qnn.estimator
-        self.estimator.executor = self._execute
+        # private attribute: the circuit object EstimatorQNN puts in its PUBs (the estimator keys
+        # the ISA circuit by it); qiskit-machine-learning has no public accessor for it
         self.logical = block.qnn._circuit
         self.observables = list(block.observables)
         self.timesteps = self.scheduler.timesteps(int(first["sampling"]["steps"]))
         self._mode = None
         self._mode_used = None
-        self._current: tuple[JobRecord, int, bool] | None = None
+        self._pubs: dict[tuple[str, int], _Call] = {}  # the note pass of a step, by (run id, step)
 
     def _lock(self, record: JobRecord) -> None:
         """One process per run: a second submit/resume/fetch of the same run stops at once."""
         import fcntl
 
         record.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(record.path.with_suffix(".lock"), "a")
+        handle = open(record.path.with_suffix(".lock"), "a")  # noqa: SIM115 - held open: it is the lock
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -379,10 +428,12 @@ class JobRunner:
             except Exception as exc:  # noqa: BLE001 - plan limits and API errors
                 refused = any(w in str(exc).lower() for w in ("plan", "not authorized", "not allowed", "403"))
                 if requested != "session" or not refused:
-                    raise RuntimeTargetError(f"could not open a {requested} on {self.backend_name} ({_short(exc)}); "
-                                             "retry, or use --mode job") from None
+                    raise RuntimeTargetError(
+                        f"could not open a {requested} on {self.backend_name} "
+                        f"({one_line(exc, with_type=True, limit=300)}); retry, or use {param('mode', 'job')}") from None
                 mode, used = backend, "job"
-                note = (f"a session could not be opened ({_short(exc)}); the account's plan may not allow "
+                note = (f"a session could not be opened ({one_line(exc, with_type=True, limit=300)}); the "
+                        "account's plan may not allow "
                         "sessions (the Open Plan does not), so the steps run in job mode: each queues on its own")
                 self.log(f"note: {note}")
         self._mode, self._mode_used = mode, used
@@ -396,35 +447,96 @@ class JobRunner:
             try:
                 self._mode.close()
             except Exception as exc:  # noqa: BLE001 - closing is best effort; jobs already run
-                self.log(f"note: closing the {self._mode_used} failed ({_short(exc)})")
+                self.log(f"note: closing the {self._mode_used} failed ({one_line(exc, with_type=True, limit=300)})")
         self._mode = None
 
-    # -- one step's quantum evaluation (the estimator's executor) -------------------------------
-    def _execute(self, isa: IsaCircuit, values: np.ndarray) -> np.ndarray:
-        record, k, may_submit = self._current
+    # -- one step: note the PUB, run its job, replay -------------------------------------------
+    def _step(self, record: JobRecord, k: int, may_submit: bool) -> _Outcome:
+        """Move step k of one run as far as it goes now. Service failures raise
+        :class:`RuntimeTargetError` (this run stops, the others go on)."""
         step = record.steps[k]
-        shape = (len(isa.observables), len(values))
-        if step["status"] in ("result", "done"):
-            evs = record.read_array(step["result_file"])
-            if evs.shape != shape:
-                raise JobRecordError(f"{record.folder / step['result_file']} holds {evs.shape} values; expected {shape}")
-            return evs
         if step["status"] == "submitting" and self._find_tagged(record, k) is None:
             step["status"] = "pending"  # nothing reached the service: submit (below) if allowed
         if step["status"] == "submitted":
-            job = self._retrieve(record, k)
+            job = self._retrieve(record, k)  # None: a lost local job; the step is pending again
             if job is not None:
                 status = self._status(job, record, k)
-                if status == "DONE":
-                    return self._collect(job, record, k, shape)
                 if status in ("ERROR", "CANCELLED"):
-                    self._fail(job, record, k, status)
-                raise _Pending(job)
+                    return _Outcome("failed", self._fail(job, record, k, status))
+                if status != "DONE":
+                    return _Outcome("waiting")
+                self._collect(job, record, k)
+        if step["status"] == "result":
+            self._apply(record, k)
+            return _Outcome("done")
         if not may_submit:
-            raise _Blocked
-        return self._submit(record, k, isa, values)
+            return _Outcome("blocked")
+        self._submit(record, k)
+        return _Outcome("submitted")
 
-    def _submit(self, record: JobRecord, k: int, isa: IsaCircuit, values: np.ndarray):
+    def _denoiser_call(self, record: JobRecord, k: int, executor: _Executor, full_step: bool) -> torch.Tensor:
+        """The denoiser on the latents before step k, its quantum block answered by ``executor``:
+        just the model output (note pass), or the whole DDIM step (replay)."""
+        self.estimator.executor = executor
+        z = record.latents_before(k)
+        if full_step:
+            return denoise_step(self.model, self.scheduler, z, k, self.timesteps, "ddim", 0.0)
+        return predict(self.model, z, self.timesteps[k])
+
+    def _only_call(self, executor: _Executor, record: JobRecord, k: int) -> _Call:
+        if len(executor.calls) != 1:
+            raise InputError(f"the denoiser of run {record.run_id} evaluated its quantum block "
+                             f"{len(executor.calls)} times in step {k}; a job run needs exactly one evaluation "
+                             "per step (one job each)")
+        return executor.calls[0]
+
+    def _pub(self, record: JobRecord, k: int) -> _Call:
+        """Step k's PUB, from a note pass (once per step and process)."""
+        key = (record.run_id, k)
+        if key not in self._pubs:
+            executor = _Executor()
+            self._denoiser_call(record, k, executor, full_step=False)
+            call = self._only_call(executor, record, k)
+            self._check_rows(record, k, call.values)
+            self._pubs[key] = call
+        return self._pubs[key]
+
+    def _check_rows(self, record: JobRecord, k: int, values: np.ndarray) -> None:
+        """The rows computed now must be those step k's job ran with (saved before it was
+        submitted; older records lack them) and those of this process's note pass."""
+        step = record.steps[k]
+        noted = self._pubs.get((record.run_id, k))
+        if step.get("values_file"):
+            expected, source = record.read_array(step["values_file"]), record.folder / step["values_file"]
+        elif noted is not None:
+            expected, source = noted.values, "the same step's first pass"
+        else:
+            return
+        if expected.shape != values.shape or not np.array_equal(expected, values):
+            raise JobRecordError(
+                f"step {k} of run {record.run_id}: the quantum block's inputs computed now differ from {source}; "
+                "the model or the software changed since the job was submitted; start a new run with "
+                "'qhybrid jobs submit'")
+
+    def _apply(self, record: JobRecord, k: int) -> None:
+        """Replay: the DDIM step with the job's expectation values; the latents go to disk."""
+        step = record.steps[k]
+        evs = record.read_array(step["result_file"])
+        executor = _Executor(evs)
+        z_next = self._denoiser_call(record, k, executor, full_step=True)
+        call = self._only_call(executor, record, k)
+        shape = (len(call.isa.observables), len(call.values))
+        if evs.shape != shape:
+            raise JobRecordError(f"{record.folder / step['result_file']} holds {evs.shape} values; expected {shape}")
+        self._check_rows(record, k, call.values)
+        step["latents_file"] = record.write_array(f"step_{k:04d}_latents.npy", z_next.numpy())
+        step["status"] = "done"
+        record.save()
+        self._pubs.pop((record.run_id, k), None)
+
+    # -- one step's job --------------------------------------------------------------------------
+    def _submit(self, record: JobRecord, k: int) -> None:
+        call = self._pub(record, k)
         step = record.steps[k]
         mode = self._mode_for_submission()
         seed = record.step_seed(k) if self.local else None
@@ -432,14 +544,16 @@ class JobRunner:
         # on disk before the call: if the process dies between the service accepting the job and
         # the id reaching the record, resume finds the job by its tag instead of paying twice
         previous = {"job_id": step.get("job_id"), "status": step.get("job_status"), "note": step.get("note")}
-        step.update({"status": "submitting", "tag": tag, "submitting_at": _now()})
+        values_file = record.write_array(f"step_{k:04d}_values.npy", call.values)
+        step.update({"status": "submitting", "tag": tag, "submitting_at": _now(), "values_file": values_file})
         record.save()
         try:
-            job = submit_pub(mode, record.options, self.local, isa.pub(values), seed, tags=[tag])
+            job = submit_pub(mode, record.options, self.local, call.isa.pub(call.values), seed, tags=[tag])
         except Exception as exc:  # noqa: BLE001 - network, plan or validation errors from the service
             raise RuntimeTargetError(
-                f"submitting step {k} of run {record.run_id} failed ({_short(exc)}); if the service accepted it "
-                f"anyway, 'qhybrid jobs resume {record.run_id}' finds it by its tag {tag}") from None
+                f"submitting step {k} of run {record.run_id} failed ({one_line(exc, with_type=True, limit=300)}); "
+                f"if the service accepted it anyway, 'qhybrid jobs resume {record.run_id}' finds it by its tag "
+                f"{tag}") from None
         self.submitted += 1
         LIVE_JOBS[job.job_id()] = job
         if previous["job_id"]:  # a lost, failed or cancelled earlier attempt: keep its id
@@ -449,9 +563,6 @@ class JobRunner:
                      "mode_id": getattr(mode, "session_id", None), "simulator_seed": seed})
         record.data["status"] = "running"
         record.save()
-        if self.interrupt_after_submit is not None and k >= self.interrupt_after_submit:
-            raise KeyboardInterrupt
-        raise _Pending(job)
 
     def _find_tagged(self, record: JobRecord, k: int):
         """A step left 'submitting' by a crash: the job the service accepted under its tag, if any."""
@@ -498,48 +609,37 @@ class JobRunner:
             record.save()
         return status
 
-    def _collect(self, job, record: JobRecord, k: int, shape: tuple) -> np.ndarray:
+    def _collect(self, job, record: JobRecord, k: int) -> None:
+        call = self._pub(record, k)  # the PUB's shape: the job's result must match it
         with service_call(f"could not read the result of job {job.job_id()} (step {k} of {record.run_id})", record):
             result = job.result()
-        evs = evs_table(result, *shape)
+        evs = evs_table(result, len(call.isa.observables), len(call.values))
         step = record.steps[k]
         name = record.write_array(f"step_{k:04d}_evs.npy", evs)
         metadata = dict(result[0].metadata)
         step.update({"status": "result", "job_status": "DONE", "result_file": name, "finished_at": _now(),
                      "shots": metadata.get("shots"), "metadata": json.loads(json.dumps(metadata, default=str))})
         record.save()
-        return evs
 
-    def _fail(self, job, record: JobRecord, k: int, status: str):
+    def _fail(self, job, record: JobRecord, k: int, status: str) -> str:
+        """Mark step k failed; returns the one line that says so and how to go on."""
         try:
             message = job.error_message() if hasattr(job, "error_message") else None
         except Exception:  # noqa: BLE001
             message = None
         step = record.steps[k]
         step.update({"status": "failed", "job_status": status, "finished_at": _now(),
-                     "note": _short(Exception(message)) if message else status})
+                     "note": one_line(message, limit=300) if message else status})
         record.data["status"] = "failed"
         record.save()
-        raise RuntimeTargetError(f"step {k} of {record.run_id} (job {job.job_id()}) ended {status}: "
-                                 f"{step['note']}; 'qhybrid jobs resume {record.run_id}' submits it again")
+        return (f"step {k} of {record.run_id} (job {job.job_id()}) ended {status}: {step['note']}; "
+                f"'qhybrid jobs resume {record.run_id}' submits it again")
 
     # -- the loop -------------------------------------------------------------------------------
-    def _step(self, record: JobRecord, k: int, may_submit: bool) -> None:
-        """Denoising step k of one run: the classical parts here, the quantum block as a job."""
-        z = record.latents_before(k)
-        t = self.timesteps[k]
-        t_prev = self.timesteps[k + 1] if k + 1 < len(self.timesteps) else -1
-        self._current = (record, k, may_submit)
-        with torch.no_grad():
-            pred = self.model(z, torch.full((len(z),), t, dtype=torch.long))
-            z_next = self.scheduler.ddim_step(pred, t, t_prev, z)
-        step = record.steps[k]
-        step["latents_file"] = record.write_array(f"step_{k:04d}_latents.npy", z_next.numpy())
-        step["status"] = "done"
-        record.save()
-
-    def advance(self, how: Advance = Advance()) -> None:
-        """Move every run as far as ``how`` allows; records are saved after each change."""
+    def advance(self, how: Advance | None = None) -> None:
+        """Move every run as far as ``how`` allows (default: submit and wait); records are saved
+        after each change."""
+        how = how or Advance()
         for record in self.records:
             self._lock(record)
         try:
@@ -555,29 +655,30 @@ class JobRunner:
         failures: dict[str, str] = {}
         try:
             while True:
-                pending, moved = [], False
+                waiting, moved = [], False
                 for record in self.records:
                     k = record.next_step()
                     if k is None or record.run_id in failures:
                         continue
                     try:
-                        self._step(record, k, may_submit)
-                        moved = True
-                        bar.update(1)
-                        if self.interrupt_after_step is not None and k >= self.interrupt_after_step:
-                            raise KeyboardInterrupt
-                    except _Pending as exc:
-                        pending.append((record, k, exc.job))
-                    except _Blocked:
-                        pass
+                        outcome = self._step(record, k, may_submit)
                     except QHybridError as exc:  # this run stops; its siblings go on
                         failures[record.run_id] = str(exc)
-                pending = [p for p in pending if p[0].run_id not in failures]
-                if pending and how.wait:
-                    self._wait(pending, bar, failures)
-                elif pending and self.local:
+                        continue
+                    if outcome.state == "failed":
+                        failures[record.run_id] = outcome.message
+                    elif outcome.state in ("submitted", "waiting"):
+                        waiting.append((record, k))
+                    elif outcome.state == "done":
+                        moved = True
+                        bar.update(1)
+                    if outcome.state in ("submitted", "done") and self.on_event is not None:
+                        self.on_event(outcome.state, record, k)
+                if waiting and how.wait:
+                    self._wait(waiting, bar, failures)
+                elif waiting and self.local:
                     # a local job lives in this process: finish and collect it, submit nothing more
-                    self._wait(pending, bar, failures)
+                    self._wait(waiting, bar, failures)
                     may_submit = False
                 elif not moved:
                     break
@@ -612,14 +713,17 @@ class JobRunner:
         finally:
             self._unlock()
 
-    def _wait(self, pending: list, bar, failures: dict) -> None:
+    def _wait(self, waiting: list, bar, failures: dict) -> None:
+        """Poll the jobs of ``waiting`` (run, step) until each has finished one way or another."""
         while True:
             states = []
-            for record, k, job in pending:
+            for record, k in waiting:
                 if record.run_id in failures:
                     continue
                 try:
-                    states.append(self._status(job, record, k))
+                    job = self._retrieve(record, k)
+                    if job is not None:  # (None: a lost local job, pending again)
+                        states.append(self._status(job, record, k))
                 except QHybridError as exc:
                     failures[record.run_id] = str(exc)
             label = ", ".join(sorted(set(states)))
@@ -665,14 +769,15 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
            shots: int = 1024, twirling: bool = False, dd: bool = False, mode: str | None = None,
            optimization_level: int = 2, seed_transpiler: int = 0, jobs_dir: str | Path = DEFAULT_JOBS_DIR,
            wait: bool = True, progress: bool = True, poll: float | None = None, log=print,
-           interrupt_after_step: int | None = None, interrupt_after_submit: int | None = None) -> list[JobRecord]:
+           on_event: EventHook | None = None) -> list[JobRecord]:
     """Create one record per (seed, resilience level) and run them (see the module docstring)."""
-    for name, value in (("--n", n), ("--steps", steps)):
+    for name, value in (("n", n), ("steps", steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
+            raise InputError(f"{param(name)} must be a positive integer, got {value!r}")
     seeds, levels = list(seeds), list(resilience_levels)
     if not seeds or not levels:
-        raise InputError("give at least one seed and one resilience level")
+        raise InputError(f"give at least one seed ({param('seeds')}) and one resilience level "
+                         f"({param('resilience_levels')})")
     if mode is None:
         mode = "batch" if len(seeds) * len(levels) > 1 else "session"
     if mode not in MODES:
@@ -688,7 +793,8 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
     header = ckpt.read_header(model, "ldm")
     total_steps = header["config"]["scheduler"].get("num_train_timesteps", 1000)
     if steps > total_steps:
-        raise InputError(f"--steps must be at most {total_steps} (the model's training timesteps), got {steps}")
+        raise InputError(f"{param('steps')} must be at most {total_steps} (the model's training timesteps), "
+                         f"got {steps}")
     jobs_dir = Path(jobs_dir)
     records = []
     for seed, opts in itertools.product(seeds, options):
@@ -709,7 +815,7 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
         records.append(JobRecord(jobs_dir / f"{run_id}.json", data))
     # the runner loads the model and transpiles: a classical model, an unknown backend or a
     # circuit wider than the backend fails here, before anything is written
-    runner = JobRunner(records, progress, poll, log, interrupt_after_step, interrupt_after_submit)
+    runner = JobRunner(records, progress, poll, log, on_event)
     latent_shape = (runner.model.cfg.latent_channels, runner.model.cfg.latent_size, runner.model.cfg.latent_size)
     isa = runner.estimator.isa(runner.logical, runner.observables)
     for record in records:
@@ -729,14 +835,13 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
 
 
 def resume(run_id: str, jobs_dir: str | Path = DEFAULT_JOBS_DIR, wait: bool = True, progress: bool = True,
-           poll: float | None = None, log=print, interrupt_after_step: int | None = None,
-           interrupt_after_submit: int | None = None) -> JobRecord:
+           poll: float | None = None, log=print, on_event: EventHook | None = None) -> JobRecord:
     """Continue a run from its last completed step (finished job results are reused)."""
     record = JobRecord.load(jobs_dir, run_id)
     if record.next_step() is None and record.data.get("images"):
         log(f"run {run_id} is already complete: {record.folder / 'samples'}/")
         return record
-    runner = _runner_for(record, "resume", progress, poll, log, interrupt_after_step, interrupt_after_submit)
+    runner = _runner_for(record, "resume", progress, poll, log, on_event)
     runner.advance(Advance(submit=True, wait=wait))
     return record
 
@@ -750,11 +855,12 @@ def _runner_for(record: JobRecord, command: str, *args) -> JobRunner:
                                  f"{record.run_id}'") from None
 
 
-def fetch(run_id: str, jobs_dir: str | Path = DEFAULT_JOBS_DIR, progress: bool = True, log=print) -> JobRecord:
+def fetch(run_id: str, jobs_dir: str | Path = DEFAULT_JOBS_DIR, progress: bool = True, log=print,
+          on_event: EventHook | None = None) -> JobRecord:
     """Collect finished results from the service and apply them; decode when every step is done.
     Submits nothing."""
     record = JobRecord.load(jobs_dir, run_id)
-    runner = _runner_for(record, "fetch", progress, None, log)
+    runner = _runner_for(record, "fetch", progress, None, log, on_event)
     runner.advance(Advance(submit=False, wait=False))
     return record
 
@@ -774,15 +880,15 @@ def status_lines(record: JobRecord) -> list[str]:
         + (f"; ignored locally: {', '.join(d['ignored_locally'])}" if d.get("ignored_locally") else ""),
         f"sampling   {d['sampling']['n']} chains, {d['sampling']['steps']} DDIM steps, seed {d['sampling']['seed']}",
         f"model      {d['model']['path']} (sha256 {str(d['model']['sha256'])[:12]})",
-        f"circuit    {d['circuit'].get('num_qubits')} qubits, depth {d['circuit'].get('depth')}, "
-        f"{d['circuit'].get('two_qubit_gates')} two-qubit gates on physical qubits "
-        f"{d['circuit'].get('physical_qubits')} ({record.folder.name}/circuit.qasm3)",
+        (f"circuit    {d['circuit'].get('num_qubits')} qubits, depth {d['circuit'].get('depth')}, "
+         f"{d['circuit'].get('two_qubit_gates')} two-qubit gates on physical qubits "
+         f"{d['circuit'].get('physical_qubits')} ({record.folder.name}/circuit.qasm3)"),
         f"progress   {record.completed_steps()}/{len(record.steps)} steps done",
     ]
     if d.get("images"):
         lines.append(f"images     {d['images']['count']} in {record.path.parent / d['images']['dir']}/")
     lines.append(f"{'step':>4}  {'t':>4}  {'status':<9}  {'job status':<10}  {'job id':<38}  finished")
     for s in record.steps:
-        lines.append(f"{s['index']:>4}  {str(s.get('timestep')):>4}  {s['status']:<9}  {str(s.get('job_status') or '-'):<10}  "
-                     f"{str(s.get('job_id') or '-'):<38}  {s.get('finished_at') or '-'}")
+        lines.append(f"{s['index']:>4}  {s.get('timestep')!s:>4}  {s['status']:<9}  {s.get('job_status') or '-'!s:<10}  "
+                     f"{s.get('job_id') or '-'!s:<38}  {s.get('finished_at') or '-'}")
     return lines

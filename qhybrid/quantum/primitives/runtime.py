@@ -19,11 +19,11 @@ Credentials come only from the runtime's own account discovery (saved account or
 
 from __future__ import annotations
 
-import os
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -31,7 +31,7 @@ from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResu
 from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import generate_preset_pass_manager
 
-from qhybrid.errors import InputError, QHybridError
+from qhybrid.errors import InputError, QHybridError, one_line
 from qhybrid.quantum.primitives.pubs import group_pubs, pub_evs, run_inline
 
 MODES = ("session", "batch", "job")
@@ -51,17 +51,6 @@ def is_local(backend_name: str) -> bool:
     return backend_name.strip().lower().startswith("fake")
 
 
-def redact(text: str) -> str:
-    """``text`` with the token of the environment (if any) blanked out."""
-    token = os.environ.get("QISKIT_IBM_TOKEN")
-    return text.replace(token, "***") if token and len(token) >= 4 else text
-
-
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return redact(f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300])
-
-
 @lru_cache(maxsize=1)
 def runtime_service():
     """``QiskitRuntimeService()`` with the runtime's own account discovery, or a clear error."""
@@ -76,8 +65,8 @@ def runtime_service():
         raise RuntimeTargetError(f"no IBM Quantum account is configured: {ACCOUNT_HELP}") from None
     except Exception as exc:  # noqa: BLE001 - account parsing, authentication and network errors
         raise RuntimeTargetError(
-            f"could not connect to IBM Quantum ({_short(exc)}); check the network and the account "
-            f"({ACCOUNT_HELP})"
+            f"could not connect to IBM Quantum ({one_line(exc, with_type=True, limit=300)}); check the network "
+            f"and the account ({ACCOUNT_HELP})"
         ) from None
 
 
@@ -97,7 +86,8 @@ def get_backend(name: str):
             except Exception:  # noqa: BLE001
                 names = "(could not list them)"
             raise InputError(f"unknown IBM Quantum backend {name!r}; your account has: {names}") from None
-        raise RuntimeTargetError(f"could not get backend {name!r} from IBM Quantum ({_short(exc)})") from None
+        raise RuntimeTargetError(f"could not get backend {name!r} from IBM Quantum "
+                                 f"({one_line(exc, with_type=True, limit=300)})") from None
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -158,7 +148,7 @@ class IsaCircuit:
 
     @classmethod
     def transpile(cls, circuit: QuantumCircuit, observables, backend, optimization_level: int = 2,
-                  seed_transpiler: int | None = 0) -> "IsaCircuit":
+                  seed_transpiler: int | None = 0) -> IsaCircuit:
         width = backend.num_qubits
         if circuit.num_qubits > width:
             raise InputError(
@@ -237,7 +227,8 @@ class RuntimeEstimator(BaseEstimatorV2):
     """``BaseEstimatorV2`` that an ``EstimatorQNN`` calls; every QNN call becomes one runtime job.
 
     ``executor(isa, values) -> evs (K, n)`` does the submission; the default submits in job mode
-    and waits. :mod:`qhybrid.jobs` replaces it with one that keeps crash-safe job records.
+    and waits. :mod:`qhybrid.workflows.jobs` sets its own for each denoiser call: one that only
+    notes the PUB, or one that answers with a job's stored result (see that module).
     """
 
     def __init__(self, backend_name: str, options: RuntimeOptions | None = None, executor: Executor | None = None,
@@ -271,7 +262,8 @@ class RuntimeEstimator(BaseEstimatorV2):
         try:
             result = job.result()
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeTargetError(f"job {job.job_id()} on {self.backend_name} failed: {_short(exc)}") from None
+            raise RuntimeTargetError(f"job {job.job_id()} on {self.backend_name} failed: "
+                                     f"{one_line(exc, with_type=True, limit=300)}") from None
         return evs_table(result, len(isa.observables), len(values))
 
     def run(self, pubs, *, precision: float | None = None):
