@@ -1,6 +1,6 @@
 """CLI audit: every ``qhybrid`` subcommand run with bad input, checked against the CLI convention.
 
-The convention (``qhybrid/cli.py``): bad input exits 2, a runtime failure exits 1, each with
+The convention (``qhybrid/cli/``): bad input exits 2, a runtime failure exits 1, each with
 exactly one ``qhybrid: error: ...`` line on stderr that names the problem (and the fix), never a
 traceback. This script builds the inputs it needs in a temporary folder (a tiny trained VAE and
 hybrid/classical LDMs, a validator, a truncated ``model.safetensors``, a broken ``config.json``,

@@ -80,7 +80,7 @@ def _section(parser: argparse.ArgumentParser, help_text: str | None) -> list[str
 def render(parser: argparse.ArgumentParser | None = None) -> str:
     """The Markdown reference of ``parser`` (default: ``qhybrid.cli.build_parser()``)."""
     if parser is None:
-        from qhybrid.cli.main import build_parser
+        from qhybrid.cli import build_parser
 
         parser = build_parser()
     lines = ["# qhybrid command-line reference", "",

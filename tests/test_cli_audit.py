@@ -58,7 +58,7 @@ def test_bad_input_gets_one_line(audit_cases, case_id):
 
 def test_the_audit_covers_every_subcommand(audit_cases):
     """A new subcommand needs audit cases (benchmarks/cli_audit.py) before it ships."""
-    from qhybrid.cli.main import build_parser
+    from qhybrid.cli import build_parser
 
     def leaves(parser, prefix=()):
         sub = next((a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"), None)

@@ -17,7 +17,7 @@ def test_docs_cli_md_is_current():
 
 
 def test_the_reference_lists_every_subcommand_and_option():
-    from qhybrid.cli.main import build_parser
+    from qhybrid.cli import build_parser
 
     text = cli_reference.render()
     parser = build_parser()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -448,3 +449,34 @@ def _camera(rgb, x, y, a: Anatomy, rng) -> np.ndarray:
     aperture = np.clip((a.fov_radius - r) / 0.012, 0, 1)
     rim = 1 - 0.35 * np.clip((r - (a.fov_radius - 0.08)) / 0.08, 0, 1)  # darkening at the rim
     return rgb * (aperture * rim)[..., None]
+
+
+def write_folder(out: str | Path, n: int, size: int = 64, seed: int = 0, grade: int | None = None,
+                 progress: bool = True) -> Path:
+    """Draw ``n`` synthetic fundus images into ``out`` as PNGs plus ``labels.csv`` (file, grade, eye,
+    gradable, source): an image folder that :func:`qhybrid.data.loaders.load_dataset` reads back."""
+    import csv
+    import io as _io
+
+    from tqdm import tqdm
+
+    from qhybrid import io
+
+    gen = SyntheticFundus(size=size, seed=seed, grade=grade)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in tqdm(range(n), desc="draw synthetic fundus images", unit="img", disable=not progress):
+        image, labels = gen[i]
+        name = f"fundus_{i:05d}.png"
+        buffer = _io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        io.write_bytes(out / name, buffer.getvalue())
+        rows.append({"file": name, "grade": labels.grade, "eye": labels.eye,
+                     "gradable": labels.gradable, "source": labels.source})
+    text = _io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(out / "labels.csv", text.getvalue())
+    return out

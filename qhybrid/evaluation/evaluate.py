@@ -44,6 +44,27 @@ def evaluate_sets(real: np.ndarray, generated: np.ndarray, encoder=None, validat
     return result
 
 
+def evaluate_folders(generated_paths, real: str, *, split: str = "test", n_real: int | None = None,
+                     size: int | None = None, encoder=None, validator=None, inception: str | None = None,
+                     k: int = 5, n_boot: int = 100, seed: int = 0) -> dict:
+    """:func:`evaluate_sets` for generated image files/folders against the ``split`` of a real source
+    (``synthetic``, a folder or an .npz), compared at ``size`` px (default: the generated images'
+    size). ``result["notes"]`` says what was resized or skipped."""
+    from qhybrid.data.loaders import load_images
+
+    generated, _, notes = load_images(generated_paths, size=None)
+    size = size or generated.shape[1]
+    reference = load_dataset(real, size=size, split=split, n=n_real, seed=0).images
+    if generated.shape[1] != size:
+        generated, _, more = load_images(generated_paths, size=size)
+        notes = list(dict.fromkeys(notes + more))
+    result = evaluate_sets(reference, generated, encoder=encoder, validator=validator, inception=inception,
+                           k=k, n_boot=n_boot, seed=seed)
+    result["notes"] = notes
+    result["size"] = size
+    return result
+
+
 def real_reference(source: str, size: int, n: int | None, seed: int = 0, split: str = "test") -> np.ndarray:
     """The real set: the test split of the source (held out from every model's training)."""
     with warnings.catch_warnings():

@@ -133,3 +133,15 @@ def load_validator(folder: str | Path) -> tuple[GradabilityNet, dict]:
     """``(model, header)`` of a validator checkpoint (``GradabilityNet.from_checkpoint``)."""
     model = GradabilityNet.from_checkpoint(folder)
     return model, model.checkpoint_header
+
+
+def score_files(model: GradabilityNet, paths) -> tuple[list[str], np.ndarray, list[str]]:
+    """``(names, p_gradable, notes)`` for image files and folders: each photograph is cropped to its
+    fundus disc and resized as training images are (:func:`qhybrid.data.loaders.crop_to_fundus`)."""
+    from PIL import Image
+
+    from qhybrid.data.loaders import crop_to_fundus, load_images
+
+    images, names, notes = load_images(paths, size=None)
+    cropped = np.stack([crop_to_fundus(Image.fromarray(im), model.cfg.size) for im in images])
+    return names, predict(model, cropped), notes

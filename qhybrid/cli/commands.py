@@ -1,0 +1,446 @@
+"""The ``qhybrid`` subcommands: each reads its parsed arguments, calls the library, and prints what it
+made. Library work (training, sampling, evaluation, writing files) lives in the library; here are
+only the translation from flags to calls and the lines a person reads."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from qhybrid.cli.usage import UsageError
+
+
+# --- subcommands -------------------------------------------------------------------------------
+@contextmanager
+def _data_warnings_printed():
+    """Print the data warnings of the block (a skipped unreadable image, labels for missing files)
+    as 'qhybrid: warning:' lines once it is done."""
+    from qhybrid.data.loaders import DataWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            print(f"qhybrid: warning: {w.message}", file=sys.stderr)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from qhybrid.workflows.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig.quick(args.seed) if args.quick else DemoConfig(seed=args.seed)
+    cfg.with_qvae = args.with_qvae
+    cfg.with_ablations = args.with_ablations
+    out = run_demo(args.out, cfg, resume=args.resume)
+    print(f"results: {out}/report.md (and data.png, samples.png, losses.png; checkpoints in {out}/vae, "
+          f"{out}/ldm-classical, {out}/ldm-classical-large, {out}/ldm-hybrid)")
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from qhybrid.data.synthetic import write_folder
+
+    try:
+        out = write_folder(args.out, args.n, size=args.size, seed=args.seed, grade=args.grade)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"results: {out}/ ({args.n} PNG images, {args.size}x{args.size} px, labels.csv)")
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from qhybrid.data.loaders import load_dataset
+    from qhybrid.plots import save_image_grid
+
+    with _data_warnings_printed():
+        data = load_dataset(args.source, size=args.size, split=args.split, n=args.n, seed=args.seed)
+    titles = []
+    for lab in data.labels:
+        parts = []
+        if lab.get("grade") is not None:
+            parts.append(f"grade {lab['grade']}")
+        if lab.get("eye"):
+            parts.append(lab["eye"])
+        if lab.get("gradable") is False:
+            parts.append("ungradable")
+        titles.append(", ".join(parts) or lab.get("file", ""))
+    name = "synthetic fundus (qhybrid)" if args.source == "synthetic" else str(args.source)
+    save_image_grid(data.images, args.out, titles=titles,
+                    suptitle=f"{name} — {args.split} split, {len(data)} images, {data.size} px")
+    print(f"results: {args.out} ({len(data)} images)")
+    return 0
+
+
+def cmd_train_vae(args: argparse.Namespace) -> int:
+    from qhybrid.models.vae import VAE_SIZES, VAEConfig
+    from qhybrid.quantum import CircuitSpec
+    from qhybrid.training.vae import VAETrainConfig, train_vae
+
+    if args.size not in VAE_SIZES:
+        raise UsageError(f"--size must be one of {', '.join(map(str, VAE_SIZES))} for the VAE, got {args.size}")
+    quantum = None
+    if args.quantum:
+        try:
+            quantum = CircuitSpec(num_qubits=args.qubits, reps=args.reps, ansatz=args.ansatz).to_dict()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.placement != "bottleneck" and not args.quantum:
+        raise UsageError("--placement applies to the quantum-enhanced VAE; add --quantum")
+    model_cfg = VAEConfig(size=args.size, quantum=quantum, quantum_placement=args.placement)
+    train_cfg = VAETrainConfig(data=args.data, n=args.n, epochs=args.epochs, batch=args.batch,
+                               lr=args.lr, seed=args.seed)
+    summary = train_vae(args.out, model_cfg, train_cfg, resume=args.resume)
+    print(
+        f"trained {'quantum-enhanced' if quantum else 'classical'} VAE for {summary['epochs']} epochs on "
+        f"{summary['images']} images ({summary['images_per_second']:.0f} images/s); held-out "
+        f"reconstruction MSE {summary['val_recon_mse']:.4f}"
+    )
+    print(f"results: {args.out}/ (config.json, model.safetensors, loss.png, reconstructions.png)")
+    return 0
+
+
+def cmd_train_diffusion(args: argparse.Namespace) -> int:
+    from qhybrid.diffusion.scheduler import SchedulerConfig
+    from qhybrid.quantum import CircuitSpec
+    from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
+
+    try:
+        sched = SchedulerConfig(beta_schedule=args.schedule, prediction_type=args.prediction)
+        CircuitSpec(num_qubits=args.qubits, reps=args.reps, ansatz=args.ansatz)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    cfg = DiffusionTrainConfig(data=args.data, n=args.n, steps=args.steps, batch=args.batch, lr=args.lr,
+                               seed=args.seed)
+    summary = train_diffusion(args.out, args.vae, args.denoiser, cfg, sched, num_qubits=args.qubits,
+                              reps=args.reps, ansatz=args.ansatz, placement=args.placement, resume=args.resume)
+    p = summary["parameters"]
+    print(
+        f"trained {summary['denoiser']} denoiser ({p['total']:,} parameters, {p['quantum_circuit_weights']} "
+        f"circuit weights) for {summary['steps']} steps ({summary['steps_per_second']:.1f} steps/s); "
+        f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}"
+    )
+    print(f"results: {args.out}/ (config.json, model.safetensors, loss.png)")
+    return 0
+
+
+def _target_options(args: argparse.Namespace) -> dict:
+    """Options of a fake: target from the command line (shots, mitigation, ...)."""
+    if not args.target.startswith("fake:"):
+        given = [flag for flag, v in (("--noise-model", args.noise_model), ("--mitigation", args.mitigation)) if v]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to a fake:<backend> target")
+        return {}
+    opts = {"shots": args.shots, "mitigation": args.mitigation, "method": args.method,
+            "optimization_level": args.opt_level, "seed": args.seed}
+    if args.noise_model:
+        opts["noise_model"] = args.noise_model
+    return opts
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from qhybrid.workflows.sampling import sample_images, write_samples
+
+    if args.target != "ideal" and not args.target.startswith(("fake:", "ibm:")):
+        raise UsageError(f"unknown --target {args.target!r}; allowed: ideal, fake:<backend>, ibm:<backend>")
+    if args.target.startswith("ibm:"):
+        return _sample_with_jobs(args)
+    images, info = sample_images(args.model, n=args.n, steps=args.steps, target=args.target, seed=args.seed,
+                                 sampler=args.sampler, eta=args.eta, target_options=_target_options(args))
+    write_samples(images, args.out, info)
+    print(f"sampled {len(images)} images in {info['seconds']:.1f} s ({info['seconds_per_image'] * 1e3:.0f} ms/image, "
+          f"{args.steps} {args.sampler.upper()} steps, target {args.target})")
+    print(f"results: {args.out}/ (sample_*.png, grid.png, samples.json)")
+    return 0
+
+
+def _sample_with_jobs(args: argparse.Namespace) -> int:
+    """``sample --target ibm:X`` is ``jobs submit``: every paid job gets a record."""
+    import shutil
+
+    from qhybrid.workflows.jobs import submit
+
+    if args.sampler != "ddim" or args.eta != 0:
+        raise UsageError("the ibm: target samples with deterministic DDIM (--sampler ddim --eta 0): one job per step")
+    if args.mitigation or args.noise_model or args.method != "counts":
+        raise UsageError("--mitigation, --method and --noise-model belong to the fake: target; for the ibm: target "
+                         "use 'qhybrid jobs submit' with --resilience-level, --twirling, --dd")
+    backend = args.target.split(":", 1)[1]
+    records = _jobs_call(submit, args.model, backend, n=args.n, steps=args.steps, seeds=[args.seed],
+                         shots=args.shots, optimization_level=args.opt_level, jobs_dir=args.jobs_dir)
+    record = records[0]
+    shutil.copytree(record.folder / "samples", args.out, dirs_exist_ok=True)
+    print(f"sampled {args.n} images on {backend} as job run {record.run_id} (record {record.path})")
+    print(f"results: {args.out}/ (sample_*.png, grid.png, samples.json)")
+    return 0
+
+
+def cmd_validator_train(args: argparse.Namespace) -> int:
+    from qhybrid.training.validator import ValidatorTrainConfig, train_validator
+
+    metrics = train_validator(args.out, ValidatorTrainConfig(data=args.data, n=args.n, epochs=args.epochs,
+                                                             seed=args.seed))
+    print(f"gradability validator: held-out accuracy {metrics['heldout_accuracy']:.3f}, ROC AUC "
+          f"{metrics['heldout_roc_auc']:.3f} on {metrics['heldout_images']} images ({metrics['data']} data)")
+    print(f"results: {args.out}/ (config.json, model.safetensors, heldout.png)")
+    return 0
+
+
+def cmd_validator_score(args: argparse.Namespace) -> int:
+    import json
+
+    from qhybrid.evaluation.validator import GradabilityNet, score_files
+
+    model = GradabilityNet.from_checkpoint(args.model)
+    with _data_warnings_printed():
+        names, probs, _ = score_files(model, args.images)
+    gradable = probs >= model.cfg.threshold
+    if args.json:
+        print(json.dumps([{"image": n, "p_gradable": round(float(p), 4), "gradable": bool(g)}
+                          for n, p, g in zip(names, probs, gradable)], indent=2))
+    else:
+        for n, p, g in zip(names, probs, gradable):
+            print(f"{p:.4f}\t{'gradable' if g else 'ungradable'}\t{n}")
+        print(f"{int(gradable.sum())} of {len(probs)} images gradable", file=sys.stderr)
+    return 0
+
+
+def cmd_encoder_train(args: argparse.Namespace) -> int:
+    from qhybrid.training.encoder import EncoderTrainConfig, train_encoder
+
+    metrics = train_encoder(args.out, EncoderTrainConfig(n=args.n, epochs=args.epochs, seed=args.seed))
+    print(f"fundus feature encoder: held-out eye accuracy {metrics['heldout_eye_accuracy']:.3f}, grade accuracy "
+          f"{metrics['heldout_grade_accuracy']:.3f}, disc position error {metrics['heldout_disc_position_error']:.3f}")
+    print(f"results: {args.out}/")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from qhybrid import io
+    from qhybrid.evaluation.evaluate import evaluate_folders, fmt
+    from qhybrid.evaluation.features import FundusEncoder
+    from qhybrid.evaluation.validator import GradabilityNet
+
+    encoder = FundusEncoder.from_checkpoint(args.encoder) if args.encoder else None
+    validator = GradabilityNet.from_checkpoint(args.validator) if args.validator else None
+    with _data_warnings_printed():
+        result = evaluate_folders(args.generated, args.real, split=args.split, n_real=args.n_real, size=args.size,
+                                  encoder=encoder, validator=validator, inception=args.inception, k=args.k,
+                                  n_boot=args.bootstrap, seed=args.seed)
+    for note in result["notes"]:
+        print(f"qhybrid: note: {note}", file=sys.stderr)
+    if encoder is None and validator is None and not args.inception:
+        print("qhybrid: note: no --encoder, --validator or --inception given: colour statistics only", file=sys.stderr)
+    print(f"{result['n_generated']} generated vs {result['n_real']} real images ({result['size']} px); "
+          "95% intervals in brackets")
+    if "gradable" in result:
+        print(f"  gradable %        {fmt(result['gradable'], 100, 1)}   (real: {fmt(result['gradable_real'], 100, 1)})")
+    for group, label in (("fundus_features", "fundus features"), ("inception", "Inception")):
+        if group in result:
+            g = result[group]
+            print(f"  FD ({label})  {fmt(g['fd'], 1, 3)}")
+            print(f"  KID ({label}) {fmt(g['kid'], 1, 5)}")
+            for key in ("precision", "recall", "density", "coverage"):
+                print(f"  {key:<17} {fmt(g[key], 1, 3)}")
+    cr, cg = result["colour_real"], result["colour_generated"]
+    print("  colour (real -> generated): " + ", ".join(f"{k} {cr[k]:.3f} -> {cg[k]:.3f}" for k in cr))
+    if args.json:
+        io.write_json(args.json, result)
+        print(f"results: {args.json}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from qhybrid.workflows.compare import run_compare
+    from qhybrid.workflows.sweep import run_sweep
+
+    if args.train_sizes:
+        kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
+        run_sweep(args.run, args.train_sizes, kinds=kinds, steps=args.train_steps, n=args.n, sample_steps=args.steps,
+                  seed=args.seed, real_n=args.n_real, k=args.k, n_boot=args.bootstrap, num_qubits=args.qubits,
+                  reps=args.reps)
+        print(f"results: {args.run}/sweep.md (sweep.json, sweep.png; models and per-size comparisons in "
+              f"{args.run}/sweep/)")
+        return 0
+
+    summary = run_compare(args.run, n=args.n, steps=args.steps, seed=args.seed, real_n=args.n_real, k=args.k,
+                          n_boot=args.bootstrap, validator_dir=args.validator, encoder_dir=args.encoder,
+                          inception=args.inception)
+    from qhybrid.evaluation.report import comparison_table
+    print(comparison_table(summary))
+    print(f"results: {args.run}/comparison.md (comparison.json, comparison.png, comparison_samples.png, samples/)")
+    return 0
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from qhybrid.quantum.primitives.aer import fake_backend, fake_backend_names
+
+    print(f"{'backend':<20} {'qubits':>6}  basis gates")
+    for name in fake_backend_names():
+        b = fake_backend(name)
+        ops = [o for o in b.operation_names if o not in ("delay", "measure", "reset", "if_else", "for_loop",
+                                                         "switch_case", "while_loop")]
+        print(f"{name:<20} {b.num_qubits:>6}  {', '.join(sorted(ops))}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from qhybrid.workflows.doctor import collect, format_report
+
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else format_report(info))
+    return 0
+
+
+def cmd_noise_snapshot(args: argparse.Namespace) -> int:
+    from qhybrid.quantum.noise_snapshots import write_snapshot
+
+    path = write_snapshot(args.backend, args.out)
+    print(f"results: {path} ({path.stat().st_size / 1e6:.1f} MB; use it with --noise-model {path})")
+    return 0
+
+
+def cmd_circuits_inspect(args: argparse.Namespace) -> int:
+    from qhybrid.models.checkpoint import circuit_spec_of
+    from qhybrid.quantum.circuits import CircuitSpec
+    from qhybrid.quantum.inspection import inspect_circuit
+
+    if args.model:
+        spec, name = circuit_spec_of(args.model)
+    else:
+        spec, name = CircuitSpec.from_file(args.spec), Path(args.spec).stem
+    report = inspect_circuit(spec, name, backend=args.backend, noise_model=args.noise_model,
+                             optimization_level=args.opt_level, seed=args.seed, out=args.out)
+    print(report["text"])
+    print(f"results: {report['folder']}/ ({', '.join(report['files'])})")
+    return 0
+
+
+def cmd_circuits_study(args: argparse.Namespace) -> int:
+    from qhybrid.quantum.study import StudyConfig, run_study
+
+    def names(text):
+        return tuple(v.strip() for v in text.split(",") if v.strip())
+
+    kwargs = {"qubits": tuple(args.qubits), "reps": args.reps, "encoding": args.encoding, "shots": args.shots,
+              "gradient_samples": args.samples, "entanglement_samples": args.samples,
+              "expressibility_pairs": args.pairs, "noise_inputs": args.noise_inputs, "seed": args.seed,
+              "optimization_level": args.opt_level}
+    if args.ansatze:
+        kwargs["ansatze"] = names(args.ansatze)
+    if args.backends is not None:
+        kwargs["backends"] = names(args.backends)
+        if not kwargs["backends"]:
+            raise UsageError("--backends needs at least one fake backend (e.g. fake_torino) for the noise columns")
+    results = run_study(args.out, StudyConfig(**kwargs))
+    rec = results.get("recommendation", {})
+    if rec.get("ansatz"):
+        print(f"recommended default by the report's rule: {rec['ansatz']}")
+    print(f"results: {args.out}/study.md (study.json, gradient_variance.png, entanglement_expressibility.png, noise.png)")
+    return 0
+
+
+def cmd_noisy_eval(args: argparse.Namespace) -> int:
+    from qhybrid.workflows.noisy_eval import run_noisy_eval
+
+    backends = [b for b in (args.backends or "").split(",") if b.strip()]
+    if not backends and not args.noise_model:
+        raise UsageError("give --backends fake_a,fake_b and/or --noise-model FILE")
+    out = args.out or str(Path(args.model).parent / "noisy-eval")
+    summary = run_noisy_eval(args.model, out, backends, args.noise_model, n=args.n, steps=args.steps,
+                             shots=args.shots, mitigation=args.mitigation, seed=args.seed, method=args.method,
+                             optimization_level=args.opt_level)
+    for name, e in summary["targets"].items():
+        if name == "ideal":
+            continue
+        print(f"{name:<28} block error {e['block_error_mean']:.3f} (max {e['block_error_max']:.3f}), "
+              f"image change {e['image_mean_abs_change'] * 100:.1f}%, {e['seconds_per_step']:.2f} s/step")
+    print(f"results: {out}/noisy_eval.md (noisy_eval.json, samples.png)")
+    return 0
+
+
+def _jobs_call(func, *args, **kwargs):
+    """Run a jobs entry point; Ctrl-C becomes the runner's one-line 'where things stand'."""
+    from qhybrid.workflows.jobs import Interrupted
+
+    try:
+        return func(*args, **kwargs)
+    except KeyboardInterrupt:  # outside the runner's own handling (e.g. while loading)
+        raise Interrupted("stopped; the records are saved; 'qhybrid jobs status RUN_ID' shows where each run "
+                          "stands") from None
+
+
+def cmd_jobs_submit(args: argparse.Namespace) -> int:
+    from qhybrid.workflows.jobs import submit
+
+    records = _jobs_call(submit, args.model, args.backend, n=args.n, steps=args.steps, seeds=args.seed,
+                         resilience_levels=args.resilience_level or [None], shots=args.shots, twirling=args.twirling,
+                         dd=args.dd, mode=args.mode, optimization_level=args.opt_level, jobs_dir=args.jobs_dir,
+                         wait=not args.detach, poll=args.poll)
+    _print_run_summary(records, args.jobs_dir)
+    return 0
+
+
+def _print_run_summary(records, jobs_dir) -> None:
+    for record in records:
+        done = record.completed_steps()
+        state = record.data["status"]
+        print(f"run {record.run_id}: {state}, {done}/{len(record.steps)} steps; record {record.path}")
+        if state == "completed":
+            print(f"results: {record.folder / 'samples'}/ (grid.png, sample_*.png, samples.json)")
+        else:
+            extra = "" if str(jobs_dir) == "jobs" else f" --jobs-dir {jobs_dir}"
+            print(f"  next: qhybrid jobs status {record.run_id}{extra}; qhybrid jobs fetch|resume {record.run_id}{extra}")
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from qhybrid.workflows.jobs import list_records
+
+    rows = list_records(args.jobs_dir)
+    if not rows:
+        print(f"no job records in {args.jobs_dir}/ (submit one with 'qhybrid jobs submit')")
+        return 0
+    print(f"{'run id':<58} {'status':<10} {'backend':<16} {'mode':<8} {'steps':>7}  created")
+    for path, data, problem in rows:
+        if data is None:
+            print(f"{path.stem:<58} {'DAMAGED':<10} {problem}")
+            continue
+        done = sum(s["status"] == "done" for s in data["steps"])
+        mode = data["mode"].get("used") or data["mode"]["requested"]
+        print(f"{data['run_id']:<58} {data['status']:<10} {data['backend']['name']:<16} {mode:<8} "
+              f"{done:>3}/{len(data['steps']):<3}  {data['created']}")
+    return 0
+
+
+def cmd_jobs_status(args: argparse.Namespace) -> int:
+    import json
+
+    from qhybrid.workflows.jobs import JobRecord, status_lines
+
+    record = JobRecord.load(args.jobs_dir, args.run_id)
+    if args.json:
+        print(json.dumps(record.data, indent=2))
+    else:
+        print("\n".join(status_lines(record)))
+    return 0
+
+
+def cmd_jobs_fetch(args: argparse.Namespace) -> int:
+    from qhybrid.workflows.jobs import fetch
+
+    record = _jobs_call(fetch, args.run_id, args.jobs_dir)
+    _print_run_summary([record], args.jobs_dir)
+    return 0
+
+
+def cmd_jobs_resume(args: argparse.Namespace) -> int:
+    from qhybrid.workflows.jobs import resume
+
+    record = _jobs_call(resume, args.run_id, args.jobs_dir, wait=not args.detach, poll=args.poll)
+    _print_run_summary([record], args.jobs_dir)
+    return 0
+

@@ -1,0 +1,335 @@
+"""The ``qhybrid`` argument parser: subcommands, their flags, and argparse types that turn bad values
+into one-line usage errors (exit 2). Each subcommand's ``func`` is a function of
+:mod:`qhybrid.cli.commands`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qhybrid import __version__
+from qhybrid.cli import commands
+from qhybrid.cli.usage import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (exit 2)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _number(convert, ok, expected: str):
+    """An argparse type: ``convert`` the text, then check ``ok``; both failures name what is expected."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+    return parse
+
+
+_positive_int = _number(int, lambda v: v > 0, "a positive integer")
+
+
+_seed = _number(int, lambda v: v >= 0, "a non-negative integer")
+
+
+_positive_float = _number(float, lambda v: v > 0, "a positive number")
+
+
+_eta = _number(float, lambda v: 0 <= v <= 1, "a number from 0 (deterministic DDIM) to 1 (DDPM-like)")
+
+
+def _folder(text: str) -> str:
+    """argparse type: an output folder; an existing file in its place is a usage error."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder")
+    return text
+
+
+def _file(text: str) -> str:
+    """argparse type: an output file; an existing folder in its place is a usage error."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name to write")
+    return text
+
+
+def _add_target_options(parser) -> None:
+    parser.add_argument("--target", default="ideal", help="ideal (default), fake:<backend>, ibm:<backend>")
+    parser.add_argument("--shots", type=_positive_int, default=1024, help="fake and ibm targets: shots per evaluation")
+    parser.add_argument("--mitigation", action="store_true", help="fake target: readout-error mitigation")
+    parser.add_argument("--method", choices=["counts", "estimator"], default="counts",
+                        help="fake target: counts (one execution for all Z observables) or Aer EstimatorV2")
+    parser.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2, help="transpiler optimisation level")
+    parser.add_argument("--noise-model", default=None, help="fake target: run from a noise-model snapshot JSON")
+
+
+def _int_list(allowed: tuple[int, ...] | None = None):
+    """argparse type: a comma-separated list of integers (``0,1,2``)."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+        bad = [v for v in values if allowed is not None and v not in allowed]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{bad[0]} is not one of {', '.join(map(str, allowed))}")
+        return values
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qhybrid", description="Hybrid quantum-classical latent diffusion for fundus images.")
+    parser.add_argument("--version", action="version", version=f"qhybrid {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the main job: VAE + three latent diffusion models on built-in data, and a report",
+        description="Train the VAE and the classical, classical-large and hybrid denoisers on built-in "
+        "synthetic fundus images, sample from each and write a report.",
+    )
+    demo.add_argument("--out", type=_folder, default="runs/demo", help="output folder (default: runs/demo)")
+    demo.add_argument("--seed", type=_seed, default=0)
+    demo.add_argument("--quick", action="store_true", help="tiny sizes (about 3 minutes), for smoke tests")
+    demo.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
+    demo.add_argument("--with-qvae", action="store_true",
+                      help="also train the quantum-enhanced VAE and a hybrid denoiser on it (about +3.5 min)")
+    demo.add_argument("--with-ablations", action="store_true",
+                      help="also train hybrid-classical-core and hybrid-frozen (about +4 min)")
+    demo.set_defaults(func=commands.cmd_demo)
+
+    data = sub.add_parser("data", help="fundus data: synthesise, show").add_subparsers(
+        dest="data_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    synth = data.add_parser("synth", help="write synthetic fundus PNGs and labels.csv")
+    synth.add_argument("--out", type=_folder, required=True, help="output folder")
+    synth.add_argument("--n", type=_positive_int, default=64, help="number of images (default 64)")
+    synth.add_argument("--size", type=_positive_int, default=64, help="pixels, 32-256 (default 64)")
+    synth.add_argument("--seed", type=_seed, default=0)
+    synth.add_argument("--grade", type=int, default=None, help="fix the DR grade (0-4)")
+    synth.set_defaults(func=commands.cmd_data_synth)
+    show = data.add_parser("show", help="write a grid of a data set")
+    show.add_argument("source", help="'synthetic', an image folder or an .npz file")
+    show.add_argument("--out", type=_file, required=True, help="PNG file to write")
+    show.add_argument("--n", type=_positive_int, default=16)
+    show.add_argument("--size", type=_positive_int, default=64)
+    show.add_argument("--split", default="train", choices=["train", "val", "test", "all"])
+    show.add_argument("--seed", type=_seed, default=0)
+    show.set_defaults(func=commands.cmd_data_show)
+
+    train = sub.add_parser("train", help="train a VAE or a latent diffusion model").add_subparsers(
+        dest="train_command", metavar="MODEL", parser_class=_Parser, required=True)
+    vae = train.add_parser("vae", help="train a classical or quantum-enhanced VAE")
+    vae.add_argument("--data", default="synthetic", help="'synthetic' (default), an image folder or an .npz")
+    vae.add_argument("--size", type=_positive_int, default=64, help="image size: 32, 64 or 128")
+    vae.add_argument("--quantum", action="store_true", help="quantum block in the bottleneck")
+    vae.add_argument("--qubits", type=_positive_int, default=6, help="quantum block width (default 6)")
+    vae.add_argument("--reps", type=_positive_int, default=2, help="ansatz repetitions (default 2)")
+    vae.add_argument("--ansatz", default="real_amplitudes")
+    vae.add_argument("--placement", choices=["bottleneck", "qresblock"], default="bottleneck",
+                     help="quantum: a gated branch after the encoder (bottleneck) or QResBlocks as the encoder's and "
+                          "decoder's middle blocks (qresblock)")
+    vae.add_argument("--epochs", type=_positive_int, default=20)
+    vae.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
+    vae.add_argument("--batch", type=_positive_int, default=16)
+    vae.add_argument("--lr", type=_positive_float, default=2e-3)
+    vae.add_argument("--seed", type=_seed, default=0)
+    vae.add_argument("--out", type=_folder, required=True, help="checkpoint folder, e.g. runs/x/vae")
+    vae.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    vae.set_defaults(func=commands.cmd_train_vae)
+    ldm = train.add_parser("diffusion", help="train a latent denoiser on a trained VAE")
+    ldm.add_argument("--vae", required=True, help="VAE checkpoint folder")
+    ldm.add_argument("--denoiser", required=True, choices=["classical", "classical-large", "hybrid",
+                                                            "hybrid-classical-core", "hybrid-frozen"],
+                     help="hybrid-classical-core / hybrid-frozen: ablations that replace only the quantum core")
+    ldm.add_argument("--placement", choices=["bottleneck", "qresblock"], default="bottleneck",
+                     help="the branch after the middle block, or inside it as a QResBlock")
+    ldm.add_argument("--ansatz", default="real_amplitudes", help="hybrid: circuit ansatz (see 'circuits study')")
+    ldm.add_argument("--data", default="synthetic", help="the VAE's training source (default synthetic)")
+    ldm.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
+    ldm.add_argument("--steps", type=_positive_int, default=1200)
+    ldm.add_argument("--batch", type=_positive_int, default=64)
+    ldm.add_argument("--lr", type=_positive_float, default=2e-3)
+    ldm.add_argument("--qubits", type=_positive_int, default=8, help="hybrid: quantum block width (default 8)")
+    ldm.add_argument("--reps", type=_positive_int, default=3, help="hybrid: ansatz repetitions (default 3)")
+    ldm.add_argument("--schedule", default="cosine", help="beta schedule: cosine or linear")
+    ldm.add_argument("--prediction", default="epsilon", help="epsilon or v_prediction")
+    ldm.add_argument("--seed", type=_seed, default=0)
+    ldm.add_argument("--out", type=_folder, required=True, help="checkpoint folder, e.g. runs/x/ldm-hybrid")
+    ldm.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    ldm.set_defaults(func=commands.cmd_train_diffusion)
+
+    sample = sub.add_parser("sample", help="sample images from a trained latent diffusion model")
+    sample.add_argument("--model", required=True, help="LDM checkpoint folder")
+    sample.add_argument("--n", type=_positive_int, default=64)
+    sample.add_argument("--steps", type=_positive_int, default=50, help="sampling steps (default 50)")
+    sample.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    sample.add_argument("--eta", type=_eta, default=0.0, help="DDIM noise, 0 to 1 (0 = deterministic)")
+    _add_target_options(sample)
+    sample.add_argument("--jobs-dir", type=_folder, default="jobs", help="ibm target: where the job record goes (default jobs/)")
+    sample.add_argument("--seed", type=_seed, default=0)
+    sample.add_argument("--out", type=_folder, required=True, help="output folder")
+    sample.set_defaults(func=commands.cmd_sample)
+
+    val = sub.add_parser("validator", help="the gradability (image-quality) validator").add_subparsers(
+        dest="validator_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    vt = val.add_parser("train", help="train the validator (synthetic + degradations, or a labelled folder)")
+    vt.add_argument("--out", type=_folder, required=True)
+    vt.add_argument("--data", default="synthetic", help="'synthetic' or an image folder with a quality CSV")
+    vt.add_argument("--n", type=_positive_int, default=600, help="synthetic base images (default 600)")
+    vt.add_argument("--epochs", type=_positive_int, default=10)
+    vt.add_argument("--seed", type=_seed, default=1234)
+    vt.set_defaults(func=commands.cmd_validator_train)
+    vs = val.add_parser("score", help="probability that each image is gradable")
+    vs.add_argument("--model", required=True, help="validator folder")
+    vs.add_argument("images", nargs="+", help="image files and/or folders")
+    vs.add_argument("--json", action="store_true", help="print a JSON list")
+    vs.set_defaults(func=commands.cmd_validator_score)
+
+    enc = sub.add_parser("encoder", help="the fundus feature encoder used by the metrics").add_subparsers(
+        dest="encoder_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    et = enc.add_parser("train", help="train the fundus feature encoder")
+    et.add_argument("--out", type=_folder, required=True)
+    et.add_argument("--n", type=_positive_int, default=600)
+    et.add_argument("--epochs", type=_positive_int, default=8)
+    et.add_argument("--seed", type=_seed, default=2024)
+    et.set_defaults(func=commands.cmd_encoder_train)
+
+    ev = sub.add_parser("evaluate", help="compare generated images with real ones (metrics with intervals)")
+    ev.add_argument("--real", required=True, help="'synthetic', an image folder or an .npz")
+    ev.add_argument("--generated", required=True, nargs="+", help="generated image folder(s) or files")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="real split (default test)")
+    ev.add_argument("--n-real", type=_positive_int, default=None, help="cap on real images (synthetic: 128)")
+    ev.add_argument("--size", type=_positive_int, default=None, help="compare at this size (default: generated size)")
+    ev.add_argument("--encoder", default=None, help="feature encoder folder (qhybrid encoder train)")
+    ev.add_argument("--validator", default=None, help="validator folder (qhybrid validator train)")
+    ev.add_argument("--inception", default=None, help="local TorchScript Inception file for FID/KID")
+    ev.add_argument("--k", type=_positive_int, default=5, help="k of the k-NN metrics")
+    ev.add_argument("--bootstrap", type=_positive_int, default=100, help="bootstrap draws")
+    ev.add_argument("--seed", type=_seed, default=0)
+    ev.add_argument("--json", type=_file, default=None, help="write all figures to this JSON file")
+    ev.set_defaults(func=commands.cmd_evaluate)
+
+    cmp_ = sub.add_parser("compare", help="sample and evaluate every model of a run folder")
+    cmp_.add_argument("run", help="run folder (e.g. runs/demo)")
+    cmp_.add_argument("--n", type=_positive_int, default=64, help="samples per model")
+    cmp_.add_argument("--steps", type=_positive_int, default=50)
+    cmp_.add_argument("--n-real", type=_positive_int, default=200)
+    cmp_.add_argument("--k", type=_positive_int, default=5)
+    cmp_.add_argument("--bootstrap", type=_positive_int, default=100)
+    cmp_.add_argument("--validator", default=None, help="validator folder (default: RUN/validator, trained if missing)")
+    cmp_.add_argument("--encoder", default=None, help="encoder folder (default: RUN/encoder, trained if missing)")
+    cmp_.add_argument("--inception", default=None)
+    cmp_.add_argument("--seed", type=_seed, default=0)
+    cmp_.add_argument("--train-sizes", type=_int_list(), default=None,
+                      help="data-scarcity sweep: train every denoiser on each number of images (e.g. 64,256,1024) "
+                           "with the run's VAE, compare each size, plot metrics against size (resumable)")
+    cmp_.add_argument("--kinds", default=None, help="sweep: denoisers to train (default: all five, ablations included)")
+    cmp_.add_argument("--train-steps", type=_positive_int, default=None, help="sweep: training steps (default 1200)")
+    cmp_.add_argument("--qubits", type=_positive_int, default=8, help="sweep: hybrid circuit width (default 8)")
+    cmp_.add_argument("--reps", type=_positive_int, default=3, help="sweep: ansatz repetitions (default 3)")
+    cmp_.set_defaults(func=commands.cmd_compare)
+
+    backends = sub.add_parser("backends", help="list the fake backends (qubits, basis gates)")
+    backends.set_defaults(func=commands.cmd_backends)
+
+    doctor = sub.add_parser("doctor", help="versions, fake backends, account (never shown), disk: for bug reports")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(func=commands.cmd_doctor)
+
+    noise = sub.add_parser("noise", help="noise-model snapshots").add_subparsers(
+        dest="noise_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    snap = noise.add_parser("snapshot", help="freeze a fake backend's noise model into a JSON file")
+    snap.add_argument("backend", help="e.g. fake_torino")
+    snap.add_argument("--out", type=_folder, default="noise_models", help="folder (default noise_models/)")
+    snap.set_defaults(func=commands.cmd_noise_snapshot)
+
+    circ = sub.add_parser("circuits", help="inspect the quantum block's circuits").add_subparsers(
+        dest="circuits_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    insp = circ.add_parser("inspect", help="transpile for a backend: depth, 2q gates, layout, duration, files")
+    src = insp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="a hybrid LDM (or quantum VAE) checkpoint folder")
+    src.add_argument("--spec", help="a CircuitSpec JSON file")
+    insp.add_argument("--backend", required=True, help="fake backend, e.g. fake_torino")
+    insp.add_argument("--noise-model", default=None, help="transpile for a snapshot's coupling map instead")
+    insp.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
+    insp.add_argument("--seed", type=_seed, default=0, help="transpiler seed")
+    insp.add_argument("--out", type=_folder, default="circuits", help="folder (default circuits/)")
+    insp.set_defaults(func=commands.cmd_circuits_inspect)
+
+    cst = circ.add_parser("study", help="ansatz study: gradient variance, entanglement, expressibility, noise")
+    cst.add_argument("--ansatze", default=None, help="comma-separated (default: all five)")
+    cst.add_argument("--qubits", type=_int_list(), default=[4, 6, 8, 10], help="default 4,6,8,10")
+    cst.add_argument("--reps", type=_positive_int, default=3)
+    cst.add_argument("--encoding", choices=["angle", "reuploading"], default="angle")
+    cst.add_argument("--backends", default=None, help="fake backends for the noise columns (default fake_torino)")
+    cst.add_argument("--samples", type=_positive_int, default=200, help="random parameter draws per cell (default 200)")
+    cst.add_argument("--pairs", type=_positive_int, default=1000, help="state pairs for expressibility (default 1000)")
+    cst.add_argument("--noise-inputs", type=_positive_int, default=16, help="rows for the noise error (default 16)")
+    cst.add_argument("--shots", type=_positive_int, default=1024)
+    cst.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
+    cst.add_argument("--seed", type=_seed, default=0)
+    cst.add_argument("--out", type=_folder, default="circuits/study", help="folder (default circuits/study)")
+    cst.set_defaults(func=commands.cmd_circuits_study)
+
+    ne = sub.add_parser("noisy-eval", help="sample a hybrid model on ideal and noisy fake-backend targets")
+    ne.add_argument("--model", required=True, help="hybrid LDM checkpoint folder")
+    ne.add_argument("--backends", default="", help="comma-separated fake backends, e.g. fake_torino,fake_brisbane")
+    ne.add_argument("--noise-model", action="append", default=[], help="a snapshot JSON (repeatable)")
+    ne.add_argument("--n", type=_positive_int, default=16)
+    ne.add_argument("--steps", type=_positive_int, default=20)
+    ne.add_argument("--shots", type=_positive_int, default=1024)
+    ne.add_argument("--mitigation", action="store_true", help="readout-error mitigation")
+    ne.add_argument("--method", choices=["counts", "estimator"], default="counts")
+    ne.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
+    ne.add_argument("--seed", type=_seed, default=0)
+    ne.add_argument("--out", type=_folder, default=None, help="output folder (default: next to the model, noisy-eval/)")
+    ne.set_defaults(func=commands.cmd_noisy_eval)
+    jobs = sub.add_parser("jobs", help="sampling runs on IBM Quantum (or fake_* backends, locally) with job records"
+                          ).add_subparsers(dest="jobs_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    js = jobs.add_parser("submit", help="sample a hybrid LDM with one runtime job per denoising step")
+    js.add_argument("--model", required=True, help="hybrid LDM checkpoint folder, e.g. runs/demo/ldm-hybrid")
+    js.add_argument("--backend", required=True, help="ibm_<name> (IBM Quantum) or fake_<name> (local testing mode)")
+    js.add_argument("--n", type=int, default=16, help="chains (images); all go in one PUB per step (default 16)")
+    js.add_argument("--steps", type=int, default=20, help="DDIM steps = jobs per run (default 20)")
+    js.add_argument("--shots", type=_positive_int, default=1024)
+    js.add_argument("--mode", choices=["session", "batch", "job"], default=None,
+                    help="execution mode (default: session for one run, batch for several)")
+    js.add_argument("--resilience-level", type=_int_list((0, 1, 2)), default=None,
+                    help="0, 1 or 2; a list (0,1,2) makes one run per level (default: the service's, 1)")
+    js.add_argument("--twirling", action="store_true", help="Pauli twirling of gates and measurements")
+    js.add_argument("--dd", action="store_true", help="dynamical decoupling (XY4)")
+    js.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2, help="transpiler optimisation level")
+    js.add_argument("--seed", type=_int_list(), default=[0], help="initial-noise seed; a list (0,1,2) makes one run each")
+    js.add_argument("--detach", action="store_true",
+                    help="submit the next step and return without waiting (IBM Quantum backends)")
+    js.add_argument("--poll", type=_positive_float, default=None, help="seconds between status checks (default 10; local 0.02)")
+    js.add_argument("--jobs-dir", type=_folder, default="jobs", help="where records go (default jobs/)")
+    js.set_defaults(func=commands.cmd_jobs_submit)
+    jl = jobs.add_parser("list", help="list the job records")
+    jl.add_argument("--jobs-dir", type=_folder, default="jobs")
+    jl.set_defaults(func=commands.cmd_jobs_list)
+    jst = jobs.add_parser("status", help="show a run's record (steps, job ids, options); no service calls")
+    jst.add_argument("run_id")
+    jst.add_argument("--json", action="store_true", help="print the record itself")
+    jst.add_argument("--jobs-dir", type=_folder, default="jobs")
+    jst.set_defaults(func=commands.cmd_jobs_status)
+    jf = jobs.add_parser("fetch", help="collect finished job results; decode the images when all steps are done")
+    jf.add_argument("run_id")
+    jf.add_argument("--jobs-dir", type=_folder, default="jobs")
+    jf.set_defaults(func=commands.cmd_jobs_fetch)
+    jr = jobs.add_parser("resume", help="continue a run from its last completed step (finished or running jobs are reused)")
+    jr.add_argument("run_id")
+    jr.add_argument("--detach", action="store_true", help="submit the next step and return without waiting")
+    jr.add_argument("--poll", type=_positive_float, default=None, help="seconds between status checks")
+    jr.add_argument("--jobs-dir", type=_folder, default="jobs")
+    jr.set_defaults(func=commands.cmd_jobs_resume)
+    return parser
+
