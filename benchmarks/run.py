@@ -374,7 +374,7 @@ def bench_noisy(args) -> str:
             row[method] = timeit(lambda: block(x), min_time=2.0, max_reps=5)
         # the straightforward way: the full-width ISA circuit with the full noise model
         block = QuantumBlock(spec, target=f"fake:{backend}", shots=shots, seed=0)
-        program = block.qnn.estimator.program(block.qnn._circuit)
+        program = block.qnn.estimator.program(block.pub_circuit)
         full = program.isa.copy()
         creg = ClassicalRegister(8)
         full.add_register(creg)

@@ -2,8 +2,8 @@
 
 * :class:`QHybridError` (a runtime failure: exit 1) and :class:`InputError` (bad input: exit 2).
   Their messages speak of the library's *parameters*, never of command-line flags: a placeholder
-  made with :func:`param` (``"continue it with {resume=True}"``) reads ``resume=True`` to a Python
-  caller, and the CLI renders the same error with its flag (``--resume``) through
+  made with :func:`param` (``f"continue it with {param('resume', True)}"``) reads ``resume=True`` to
+  a Python caller, and the CLI renders the same error with its flag (``--resume``) through
   :meth:`QHybridError.render`.
 * :func:`one_line` shortens any exception to a line; :func:`redact` blanks secrets (the IBM
   Quantum token of the environment and any value passed in) out of text that is shown or saved.
@@ -17,15 +17,17 @@ import os
 import re
 from collections.abc import Callable, Iterable
 
-#: ``{name}`` or ``{name=value}``: a parameter of the library call that failed.
-_PARAM = re.compile(r"\{([a-z][a-z0-9_]*)(?:=([^{}]*))?\}")
+#: A parameter placeholder made by :func:`param`: ``name`` or ``name=value`` between two private-use
+#: characters, so that braces in a path or a value quoted in the message are never taken for one.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_PARAM = re.compile(_OPEN + r"([a-z][a-z0-9_]*)(?:=([^" + _OPEN + _CLOSE + r"]*))?" + _CLOSE)
 #: Secrets shorter than this are not blanked out of text (too likely to match ordinary words).
 MIN_SECRET = 8
 
 
 def param(name: str, value=None) -> str:
     """A placeholder for parameter ``name`` (with the ``value`` that fixes the problem, if any)."""
-    return "{" + name + ("" if value is None else f"={value}") + "}"
+    return _OPEN + name + ("" if value is None else f"={value}") + _CLOSE
 
 
 class QHybridError(Exception):

@@ -85,7 +85,7 @@ def test_runtime_estimator_matches_the_ideal_target_on_a_noiseless_backend():
                                noise_info=False, seed=0)
     estimator = RuntimeEstimator("generic", RuntimeOptions(shots=200_000), backend=backend)
     values = np.concatenate([x.numpy(), np.tile(block.weight.detach().numpy(), (2, 1))], axis=1)
-    result = estimator.run([(block.qnn._circuit, o, values) for o in block.observables]).result()
+    result = estimator.run([(block.pub_circuit, o, values) for o in block.observables]).result()
     runtime = np.stack([r.data.evs for r in result], axis=1)
     assert len(estimator.jobs) == 1  # four PUBs from the QNN, one job
     assert np.abs(runtime - ideal.detach().numpy()).max() < 0.02  # shot noise ~0.002

@@ -61,7 +61,8 @@ def _close_progress_bars() -> None:
 #: Library parameters whose command-line flag is not ``--`` + the name with dashes.
 FLAG_NAMES = {"real_n": "--n-real", "n_boot": "--bootstrap", "optimization_level": "--opt-level",
               "validator_dir": "--validator", "encoder_dir": "--encoder",
-              "resilience_levels": "--resilience-level", "seeds": "--seed", "vae_path": "--vae"}
+              "resilience_levels": "--resilience-level", "seeds": "--seed", "vae_path": "--vae",
+              "out_dir": "--out"}
 
 
 def flag_for(name: str) -> str:

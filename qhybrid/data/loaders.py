@@ -29,7 +29,7 @@ from qhybrid.data.synthetic import MAX_SIZE as MAX_SIZE_SYN
 from qhybrid.data.synthetic import MIN_SIZE as MIN_SIZE_SYN
 from qhybrid.data.synthetic import SyntheticFundus
 from qhybrid.data.transforms import images_to_tensor, resize_images
-from qhybrid.errors import InputError
+from qhybrid.errors import InputError, param
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 SPLITS = ("train", "val", "test", "all")
@@ -268,7 +268,7 @@ def _load_folder(folder: Path, size: int, split: str, n: int | None, labels_path
     if not images:
         raise DataError(
             f"no readable images for split '{split}' in {folder} ({len(files)} file(s) found); "
-            "use --split all for small folders, or check the files"
+            f"use {param('split', 'all')} for small folders, or check the files"
         )
     return FundusDataset(np.stack(images), labs, str(folder), split, notes)
 

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from qhybrid.data.loaders import DataError, DataWarning, load_dataset
-from qhybrid.errors import InputError
+from qhybrid.errors import InputError, param
 from qhybrid.evaluation.metrics import colour_stats, compare_features, wilson_interval
 
 
@@ -23,7 +23,7 @@ def evaluate_sets(real: np.ndarray, generated: np.ndarray, encoder=None, validat
 
     if len(generated) <= k or len(real) <= k:
         raise InputError(f"the k-NN metrics (k={k}) need more than {k} real and {k} generated images, "
-                         f"got {len(real)} real and {len(generated)} generated; add images or lower --k")
+                         f"got {len(real)} real and {len(generated)} generated; add images or lower {param('k')}")
     result: dict = {"n_real": int(len(real)), "n_generated": int(len(generated))}
     if validator is not None:
         p_gen = predict(validator, generated)

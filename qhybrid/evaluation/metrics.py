@@ -18,7 +18,7 @@ import math
 import numpy as np
 from scipy import linalg
 
-from qhybrid.errors import InputError
+from qhybrid.errors import InputError, param
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,7 +69,7 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict:
     """Precision, recall, density, coverage with k-NN balls."""
     if len(real) <= k or len(fake) <= k:
         raise InputError(f"precision/recall with k={k} needs more than {k} real and {k} generated images "
-                         f"(got {len(real)} and {len(fake)}); lower --k or add images")
+                         f"(got {len(real)} and {len(fake)}); lower {param('k')} or add images")
     r_real, r_fake = _knn_radii(real, k), _knn_radii(fake, k)
     d = _pairwise(real, fake)  # (real, fake)
     inside = d <= r_real[:, None]
@@ -122,7 +122,7 @@ def bootstrap(fn, real: np.ndarray, fake: np.ndarray, n: int = 100, seed: int = 
         except InputError:  # a subsample too small for the k-NN metrics: skip it
             continue
     if not draws:
-        raise InputError("too few images for bootstrap intervals; add images or lower --k")
+        raise InputError(f"too few images for bootstrap intervals; add images or lower {param('k')}")
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
 
     def interval(value, samples):

@@ -3,7 +3,7 @@
 * ``model.safetensors`` holds the weights, with the same JSON header embedded in its metadata;
 * ``config.json`` is the human-readable header: format version, kind (``vae``, ``ldm``, ...),
   the model's config dataclass, and the SHA-256 of ``model.safetensors``, checked on load;
-* ``training_state.pt`` (optional) has everything ``--resume`` needs in one file: model and
+* ``training_state.pt`` (optional) has everything a resumed run needs in one file: model and
   optimiser state, step/epoch counters, loss history, RNG states.
 
 Each file is written atomically (temp file + ``os.replace``), training state first and
@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from qhybrid import __version__, io
-from qhybrid.errors import InputError, one_line
+from qhybrid.errors import InputError, one_line, param
 
 FORMAT = "qhybrid-checkpoint"
 FORMAT_VERSION = 1
@@ -109,7 +109,7 @@ def load_checkpoint(folder: str | Path, kind: str | tuple[str, ...] | None = Non
     if header.get("weights_sha256") != digest:
         raise CheckpointError(
             f"{weights} does not match the hash in {CONFIG_NAME}: the file was modified, truncated "
-            "or only half-written; if training was interrupted, continue it with --resume"
+            f"or only half-written; if training was interrupted, continue it with {param('resume', True)}"
         )
     try:
         state = load_file(str(weights))
@@ -161,7 +161,8 @@ def load_training_state(folder: str | Path) -> dict[str, Any] | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
-        raise CheckpointError(f"cannot read {path} to resume ({exc}); start without --resume") from None
+        raise CheckpointError(f"cannot read {path} to resume ({one_line(exc)}); start again without "
+                              f"{param('resume', True)}") from None
 
 
 def circuit_spec_of(folder: str | Path):

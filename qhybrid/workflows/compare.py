@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from qhybrid import io
-from qhybrid.errors import InputError
+from qhybrid.errors import InputError, param
 from qhybrid.evaluation.evaluate import evaluate_sets, real_reference
 from qhybrid.evaluation.report import comparison_markdown, plot_bars
 from qhybrid.models import checkpoint as ckpt
@@ -75,8 +75,8 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
     if not models:
         raise InputError(f"{run_dir} holds no latent diffusion checkpoints (folders with a config.json of kind ldm)")
     if k >= min(n, real_n):  # as evaluate_sets checks, but before any sampling
-        raise InputError(f"the k-NN metrics (k={k}) need more than {k} samples and real images, got --n {n} and "
-                         f"--n-real {real_n}; raise them or lower --k")
+        raise InputError(f"the k-NN metrics (k={k}) need more than {k} samples and real images, got "
+                         f"{param('n', n)} and {param('real_n', real_n)}; raise them or lower {param('k')}")
     encoder, validator, vheader, vdir, edir = ensure_evaluators(run_dir, validator_dir, encoder_dir, progress, log,
                                                                  quick_evaluators)
     results, samples = {}, {}

@@ -2,7 +2,7 @@
 
 Trains the VAE, the three denoisers (classical, classical-large, hybrid) on its latents, samples
 from each, and writes ``report.md`` with figures. Each stage is a normal checkpoint folder, so
-``--resume`` skips finished stages and continues an interrupted one.
+``resume=True`` skips finished stages and continues an interrupted one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from qhybrid import __version__, io
 from qhybrid.data.loaders import load_dataset
-from qhybrid.errors import InputError
+from qhybrid.errors import InputError, param
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import ABLATIONS, DENOISERS
 from qhybrid.plots import save_image_grid
@@ -65,7 +65,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, resume: bool = False, progress: b
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
-        raise InputError(f"{out} already holds a demo run; continue it with --resume or choose another --out")
+        raise InputError(f"{out} already holds a demo run; continue it with {param('resume', True)} or choose another "
+                         f"{param('out')}")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     previous: dict[str, float] = {}

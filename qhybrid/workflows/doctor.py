@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 from qhybrid import __version__
+from qhybrid.errors import one_line, redact
 
 #: Distribution names reported, in order (importlib.metadata names).
 PACKAGES = ("qiskit", "qiskit-aer", "qiskit-machine-learning", "qiskit-ibm-runtime", "torch", "numpy", "scipy",
@@ -34,7 +35,6 @@ TORCH_PIN = "2.13.0"
 NOT_INSTALLED = "not installed"
 FAKE_BACKEND_EXAMPLES = 5
 _LABEL_WIDTH = 26
-_MIN_SECRET = 8  # shorter values are not scrubbed from the text (too likely to match ordinary words)
 
 
 def _version(dist: str) -> str:
@@ -53,7 +53,7 @@ def _release(version: str) -> tuple[int, ...]:
 
 
 def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:200]
+    return one_line(exc, with_type=True, limit=200)
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -212,10 +212,7 @@ def _incompatibilities(packages: dict, torch_info: dict) -> list[dict]:
 def _scrub(value, secrets: set):
     """``value`` with every known secret (token, instance) blanked out of its strings."""
     if isinstance(value, str):
-        for secret in sorted(secrets, key=len, reverse=True):
-            if len(secret) >= _MIN_SECRET:
-                value = value.replace(secret, "***")
-        return value
+        return redact(value, secrets)
     if isinstance(value, dict):
         return {_scrub(k, secrets): _scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, list):

@@ -62,6 +62,7 @@ from qhybrid import io
 from qhybrid.diffusion.sampling import denoise_step, predict
 from qhybrid.errors import InputError, QHybridError, one_line, param
 from qhybrid.models import checkpoint as ckpt
+from qhybrid.quantum.circuits import two_qubit_gate_count
 from qhybrid.quantum.primitives.runtime import (
     FINAL_STATES,
     MODES,
@@ -339,9 +340,7 @@ class JobRunner:
             "optimization_level": opts.optimization_level, "seed_transpiler": opts.seed_transpiler,
             "eager_transpile": False}))
         self.estimator = block.qnn.estimator
-        # private attribute: the circuit object EstimatorQNN puts in its PUBs (the estimator keys
-        # the ISA circuit by it); qiskit-machine-learning has no public accessor for it
-        self.logical = block.qnn._circuit
+        self.logical = block.pub_circuit  # the circuit object the QNN's PUBs carry (the ISA cache key)
         self.observables = list(block.observables)
         self.timesteps = self.scheduler.timesteps(int(first["sampling"]["steps"]))
         self._mode = None
@@ -384,7 +383,7 @@ class JobRunner:
             "qpy_file": "circuit.qpy", "qasm3_file": "circuit.qasm3",
             "qpy_sha256": _sha256(qpy_bytes), "qasm3_sha256": _sha256(qasm.encode()),
             "num_qubits": self.logical.num_qubits, "depth": isa.circuit.depth(),
-            "two_qubit_gates": sum(1 for ins in isa.circuit.data if ins.operation.num_qubits == 2),
+            "two_qubit_gates": two_qubit_gate_count(isa.circuit),
             "ops": dict(ops),
             "physical_qubits": list(layout.final_index_layout()) if layout is not None else None,
             "observables": [[[lbl, float(c.real)] for lbl, c in o.to_list()] for o in isa.observables],

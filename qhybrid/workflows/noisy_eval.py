@@ -17,6 +17,7 @@ import torch
 
 from qhybrid import io
 from qhybrid.errors import InputError
+from qhybrid.quantum.circuits import two_qubit_gate_count
 
 
 def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], snapshots: list[str] | None = None,
@@ -67,11 +68,10 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], 
                  "seconds_per_step": seconds / steps}
         if target != "ideal":
             estimator = block.qnn.estimator
-            program = estimator.program(block.qnn._circuit) if hasattr(estimator, "program") else None
+            program = estimator.program(block.pub_circuit) if hasattr(estimator, "program") else None
             if program is not None:
-                ops = program.isa.count_ops()
-                entry["transpiled"] = {"depth": program.isa.depth(), "two_qubit_gates": int(sum(
-                    v for k, v in ops.items() if k in ("cz", "cx", "ecr"))), "layout": program.physical}
+                entry["transpiled"] = {"depth": program.isa.depth(), "two_qubit_gates": two_qubit_gate_count(program.isa),
+                                       "layout": program.physical}
         results[name] = entry
         results[name]["_block"] = block_out
     model.to_target("ideal")

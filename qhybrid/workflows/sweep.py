@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from qhybrid import io
-from qhybrid.errors import InputError
+from qhybrid.errors import InputError, param
 from qhybrid.evaluation.report import plot_sweep, sweep_markdown
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import ALL_DENOISERS
@@ -27,10 +27,11 @@ def run_sweep(run_dir: str | Path, train_sizes, kinds=None, steps: int | None = 
     run_dir = Path(run_dir)
     vae_dir = run_dir / "vae"
     if not (vae_dir / ckpt.CONFIG_NAME).exists():
-        raise InputError(f"{run_dir} has no vae/ checkpoint; run 'qhybrid demo --out {run_dir}' (or train one) first")
+        raise InputError(f"{run_dir} has no vae/ checkpoint; run the demo into that folder or train a VAE into "
+                         f"{run_dir / 'vae'} first")
     sizes = sorted({int(v) for v in train_sizes})
     if not sizes or sizes[0] < 8:
-        raise InputError(f"--train-sizes must be integers >= 8, got {list(train_sizes)}")
+        raise InputError(f"{param('train_sizes')} must be integers >= 8, got {list(train_sizes)}")
     kinds = list(kinds or ALL_DENOISERS)
     unknown = [kd for kd in kinds if kd not in ALL_DENOISERS]
     if unknown:
