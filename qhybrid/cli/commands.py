@@ -32,8 +32,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from qhybrid.workflows.demo import DemoConfig, run_demo
 
     cfg = DemoConfig.quick(args.seed) if args.quick else DemoConfig(seed=args.seed)
-    cfg.with_qvae = args.with_qvae
-    cfg.with_ablations = args.with_ablations
+    cfg = cfg.replace(with_qvae=args.with_qvae, with_ablations=args.with_ablations)
     out = run_demo(args.out, cfg, resume=args.resume)
     print(f"results: {out}/report.md (and data.png, samples.png, losses.png; checkpoints in {out}/vae, "
           f"{out}/ldm-classical, {out}/ldm-classical-large, {out}/ldm-hybrid)")

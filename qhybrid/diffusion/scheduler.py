@@ -8,13 +8,12 @@ the cumulative product of (1 - beta) up to step t ("alpha bar").
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from qhybrid.config import config_from_dict
+from qhybrid.config import Config
 from qhybrid.errors import InputError
 
 BETA_SCHEDULES = ("linear", "cosine")
@@ -22,7 +21,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass(frozen=True)
-class SchedulerConfig:
+class SchedulerConfig(Config):
     num_train_timesteps: int = 1000
     beta_schedule: str = "cosine"
     beta_start: float = 1e-4
@@ -38,20 +37,6 @@ class SchedulerConfig:
             raise ValueError(f"SchedulerConfig.prediction_type: unknown {self.prediction_type!r}; allowed: {', '.join(PREDICTION_TYPES)}")
         if not 0 < self.beta_start < self.beta_end < 1:
             raise ValueError("SchedulerConfig needs 0 < beta_start < beta_end < 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SchedulerConfig":
-        return config_from_dict(cls, data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "SchedulerConfig":
-        return cls.from_dict(json.loads(text))
 
 
 def _cosine_betas(steps: int, s: float = 0.008) -> torch.Tensor:

@@ -19,13 +19,13 @@ after the middle block (``bottleneck``, default) or inside it as a QResBlock (``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qhybrid.config import config_from_dict
+from qhybrid.config import Config
 from qhybrid.errors import InputError
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.layers import ResBlock, group_norm, timestep_embedding
@@ -43,9 +43,10 @@ CORE_OF = {"classical": "mlp", "classical-large": "mlp", "hybrid": "quantum",
 PLACEMENTS = ("bottleneck", "qresblock")
 
 
-@dataclass
-class DenoiserConfig:
-    """Saved next to the weights. ``quantum`` is the CircuitSpec dict of the hybrid's block."""
+@dataclass(frozen=True)
+class DenoiserConfig(Config):
+    """Saved next to the weights. ``quantum`` is the CircuitSpec dict of the hybrid's block (filled
+    with the default circuit for the hybrid kinds when not given)."""
 
     kind: str = "hybrid"
     latent_channels: int = 4
@@ -62,7 +63,7 @@ class DenoiserConfig:
         if self.placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {self.placement!r}; allowed: {', '.join(PLACEMENTS)}")
         if self.kind.startswith("hybrid") and self.quantum is None:
-            self.quantum = CircuitSpec(num_qubits=8, reps=3).to_dict()
+            self._fill("quantum", CircuitSpec(num_qubits=8, reps=3).to_dict())
         if self.quantum is not None:
             CircuitSpec.from_dict(self.quantum)
         if self.latent_size % 2:
@@ -75,13 +76,6 @@ class DenoiserConfig:
         channels = 48 if kind == "classical-large" else 24
         return cls(kind=kind, latent_channels=latent_channels, latent_size=latent_size,
                    channels=channels, quantum=spec, placement=placement)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DenoiserConfig":
-        return config_from_dict(cls, data)
 
 
 class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):

@@ -14,14 +14,14 @@ model, as in Stable Diffusion, so diffusion sees latents of unit variance.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qhybrid.config import config_from_dict
+from qhybrid.config import Config
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.layers import ResBlock, group_norm
 from qhybrid.models.quantum_layers import QResBlock, QuantumBranch
@@ -30,10 +30,8 @@ from qhybrid.quantum import CircuitSpec, QuantumBlock
 VAE_SIZES = (32, 64, 128)
 
 
-
-
-@dataclass
-class VAEConfig:
+@dataclass(frozen=True)
+class VAEConfig(Config):
     """Saved as JSON next to the weights. ``quantum`` is a CircuitSpec dict for the quantum VAE."""
 
     size: int = 64
@@ -53,7 +51,7 @@ class VAEConfig:
         if self.size not in VAE_SIZES:
             raise ValueError(f"VAE image size must be one of {', '.join(map(str, VAE_SIZES))}, got {self.size}")
         if self.latent_size is None:
-            self.latent_size = 8 if self.size == 32 else 16
+            self._fill("latent_size", 8 if self.size == 32 else 16)
         if self.latent_size < 2 or self.size % self.latent_size or \
                 (self.size // self.latent_size) & (self.size // self.latent_size - 1):
             raise ValueError(
@@ -63,7 +61,7 @@ class VAEConfig:
             raise ValueError(f"VAE recon_loss must be 'l1' or 'mse', got {self.recon_loss!r}")
         if self.latent_channels < 1 or self.base_channels < 1:
             raise ValueError("VAE latent_channels and base_channels must be positive")
-        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        self._fill("channel_mult", tuple(int(m) for m in self.channel_mult))
         if self.quantum_placement not in ("bottleneck", "qresblock"):
             raise ValueError(f"VAE quantum_placement must be 'bottleneck' or 'qresblock', got {self.quantum_placement!r}")
         if self.quantum is not None:
@@ -79,15 +77,6 @@ class VAEConfig:
 
     def channels(self, level: int) -> int:
         return self.base_channels * self.channel_mult[min(level, len(self.channel_mult) - 1)]
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["channel_mult"] = list(self.channel_mult)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "VAEConfig":
-        return config_from_dict(cls, data)
 
 
 def _mid_block(cfg: VAEConfig, channels: int, seed: int) -> nn.Module:
@@ -211,8 +200,6 @@ class VAE(ckpt.FromCheckpoint, nn.Module):
         total = sum(p.numel() for p in self.parameters())
         quantum = sum(len(b.weight_params) for b in self.quantum_blocks)
         return {"total": total, "quantum_circuit_weights": quantum}
-
-
 
 
 def load_vae(folder: str | Path) -> VAE:

@@ -11,12 +11,13 @@ import datetime as dt
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from qhybrid import __version__, io
+from qhybrid.config import Config
 from qhybrid.data.loaders import load_dataset
 from qhybrid.errors import InputError, param
 from qhybrid.models import checkpoint as ckpt
@@ -24,8 +25,10 @@ from qhybrid.models.denoiser import ABLATIONS, DENOISERS
 from qhybrid.plots import save_image_grid
 
 
-@dataclass
-class DemoConfig:
+@dataclass(frozen=True)
+class DemoConfig(Config):
+    """Sizes of the demo: data, VAE epochs, denoiser steps, circuit, samples, evaluation set."""
+
     size: int = 64
     n_train: int = 512
     vae_epochs: int = 20
@@ -40,6 +43,16 @@ class DemoConfig:
     with_qvae: bool = False
     with_ablations: bool = False
     seed: int = 0
+
+    def __post_init__(self):
+        if self.size not in (32, 64, 128):
+            raise ValueError(f"DemoConfig.size must be 32, 64 or 128, got {self.size}")
+        for name in ("n_train", "vae_epochs", "vae_batch", "steps", "batch", "qubits", "reps", "samples",
+                     "sample_steps", "real_n"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DemoConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"DemoConfig.seed must be non-negative, got {self.seed}")
 
     @classmethod
     def quick(cls, seed: int = 0) -> "DemoConfig":
@@ -160,7 +173,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, resume: bool = False, progress: b
     _loss_figure(out)
     report = _report(out, cfg, sample_info, timings, block_check, comparison_table(comparison), comparison)
     io.write_text(out / "report.md", report)
-    io.write_json(out / "demo.json", {"config": asdict(cfg), "timings_seconds": timings,
+    io.write_json(out / "demo.json", {"config": cfg.to_dict(), "timings_seconds": timings,
                                       "samples": sample_info, "block_check": block_check})
     return out
 

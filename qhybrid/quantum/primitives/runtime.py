@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -31,6 +31,7 @@ from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResu
 from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import generate_preset_pass_manager
 
+from qhybrid.config import Config
 from qhybrid.errors import InputError, QHybridError, one_line
 from qhybrid.quantum.primitives.pubs import group_pubs, pub_evs, run_inline
 
@@ -91,8 +92,8 @@ def get_backend(name: str):
 
 
 # --- options ------------------------------------------------------------------------------------
-@dataclass
-class RuntimeOptions:
+@dataclass(frozen=True)
+class RuntimeOptions(Config):
     """What a run sends to the runtime Estimator, plus how the circuit is transpiled."""
 
     shots: int = 1024
@@ -134,8 +135,6 @@ class RuntimeOptions:
             names.append("dynamical_decoupling")
         return names
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # --- ISA circuits -------------------------------------------------------------------------------
