@@ -1,11 +1,12 @@
 """Convolutional VAE for fundus images, classical or quantum-enhanced.
 
 The VAE maps a (3, size, size) image in [-1, 1] to a small latent (``latent_channels`` x
-``latent_size`` x ``latent_size``, 4 x 8 x 8 by default for every image size), where the diffusion
-model works. The quantum-enhanced variant adds a :class:`~qhybrid.quantum.QuantumBlock` in the
-encoder's bottleneck: the pooled features are projected to one angle per qubit, the block's
-expectation values are projected back and added, gated, to every latent position. It trains end to
-end on the ``ideal`` target; its weights run on any target later.
+``latent_size`` x ``latent_size``: by default 4 x 8 x 8 for 32 px images and 4 x 16 x 16 for 64 and
+128 px), where the diffusion model works. The quantum-enhanced variant adds a quantum branch
+(:class:`~qhybrid.models.quantum_layers.QuantumBranch`) after the encoder (``bottleneck``): the pooled
+features are projected to one angle per qubit, the circuit's expectation values are projected back
+and added, gated, to every latent position; or QResBlocks as the encoder's and decoder's middle
+blocks (``qresblock``). It trains end to end on the ``ideal`` target; its weights run on any target.
 
 After training, ``latent_scale`` (1 / std of the training latents) is computed and saved with the
 model, as in Stable Diffusion, so diffusion sees latents of unit variance.
