@@ -90,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    _add_demo(sub)
+    _add_data(sub)
+    _add_training(sub)
+    _add_sampling(sub)
+    _add_evaluation(sub)
+    _add_quantum(sub)
+    _add_jobs(sub)
+    return parser
+
+
+def _add_demo(sub) -> None:
+    """The main job."""
     demo = sub.add_parser(
         "demo",
         help="the main job: VAE + three latent diffusion models on built-in data, and a report",
@@ -106,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also train hybrid-classical-core and hybrid-frozen (about +4 min)")
     demo.set_defaults(func=commands.cmd_demo)
 
+
+def _add_data(sub) -> None:
+    """Data synth | show."""
     data = sub.add_parser("data", help="fundus data: synthesise, show").add_subparsers(
         dest="data_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     synth = data.add_parser("synth", help="write synthetic fundus PNGs and labels.csv")
@@ -124,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seed", type=_seed, default=0)
     show.set_defaults(func=commands.cmd_data_show)
 
+
+def _add_training(sub) -> None:
+    """Train vae | diffusion."""
     train = sub.add_parser("train", help="train a VAE or a latent diffusion model").add_subparsers(
         dest="train_command", metavar="MODEL", parser_class=_Parser, required=True)
     vae = train.add_parser("vae", help="train a classical or quantum-enhanced VAE")
@@ -166,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     ldm.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     ldm.set_defaults(func=commands.cmd_train_diffusion)
 
+
+def _add_sampling(sub) -> None:
+    """Sample."""
     sample = sub.add_parser("sample", help="sample images from a trained latent diffusion model")
     sample.add_argument("--model", required=True, help="LDM checkpoint folder")
     sample.add_argument("--n", type=_positive_int, default=64)
@@ -178,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=_folder, required=True, help="output folder")
     sample.set_defaults(func=commands.cmd_sample)
 
+
+def _add_evaluation(sub) -> None:
+    """Validator, encoder, evaluate, compare."""
     val = sub.add_parser("validator", help="the gradability (image-quality) validator").add_subparsers(
         dest="validator_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     vt = val.add_parser("train", help="train the validator (synthetic + degradations, or a labelled folder)")
@@ -237,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--reps", type=_positive_int, default=3, help="sweep: ansatz repetitions (default 3)")
     cmp_.set_defaults(func=commands.cmd_compare)
 
+
+def _add_quantum(sub) -> None:
+    """Backends, doctor, noise, circuits, noisy-eval."""
     backends = sub.add_parser("backends", help="list the fake backends (qubits, basis gates)")
     backends.set_defaults(func=commands.cmd_backends)
 
@@ -292,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     ne.add_argument("--seed", type=_seed, default=0)
     ne.add_argument("--out", type=_folder, default=None, help="output folder (default: next to the model, noisy-eval/)")
     ne.set_defaults(func=commands.cmd_noisy_eval)
+
+
+def _add_jobs(sub) -> None:
+    """Jobs submit | list | status | fetch | resume."""
     jobs = sub.add_parser("jobs", help="sampling runs on IBM Quantum (or fake_* backends, locally) with job records"
                           ).add_subparsers(dest="jobs_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     js = jobs.add_parser("submit", help="sample a hybrid LDM with one runtime job per denoising step")
@@ -331,5 +362,3 @@ def build_parser() -> argparse.ArgumentParser:
     jr.add_argument("--poll", type=_positive_float, default=None, help="seconds between status checks")
     jr.add_argument("--jobs-dir", type=_folder, default="jobs")
     jr.set_defaults(func=commands.cmd_jobs_resume)
-    return parser
-
