@@ -13,6 +13,28 @@ def rng():
     return np.random.default_rng(1234)
 
 
+@pytest.fixture
+def interrupt_at():
+    """A training callback that presses Ctrl-C (raises KeyboardInterrupt) once a run has completed
+    ``step`` optimiser steps or ``epoch`` epochs: after that step's or epoch's checkpoint, as a
+    user's Ctrl-C would come between two steps. Pass it as ``callbacks=[interrupt_at(epoch=1)]``."""
+    from qhybrid.training.loop import Callback
+
+    class InterruptAt(Callback):
+        def __init__(self, step: int | None = None, epoch: int | None = None):
+            self.step, self.epoch = step, epoch
+
+        def on_step_end(self, trainer):
+            if self.step is not None and trainer.step >= self.step:
+                raise KeyboardInterrupt
+
+        def on_epoch_end(self, trainer):
+            if self.epoch is not None and trainer.epoch >= self.epoch:
+                raise KeyboardInterrupt
+
+    return InterruptAt
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """A tiny VAE (32 px) with a 3-qubit hybrid and a classical LDM on it, trained in seconds."""

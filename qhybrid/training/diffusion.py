@@ -1,38 +1,52 @@
-"""Training a latent denoiser on a trained VAE's latents: EMA weights, checkpoints, ``--resume``.
+"""Training a latent denoiser on a trained VAE's latents: EMA weights, checkpoints, resume.
 
 The training images are encoded once (and their mirror images: left and right eyes are mirror
 images of each other), then each step draws a batch of latents, a timestep and noise and regresses
 the scheduler's target. The checkpoint (``kind: ldm``) stores the EMA weights as the model, the
 denoiser and scheduler configs, and the VAE's path and hash; ``training_state.pt`` holds the raw
-weights, optimiser and EMA for ``--resume``. It is written every ``save_every`` steps and at the end.
+weights, optimiser and EMA for ``resume=True``. It is written every ``save_every`` steps and at the end.
 """
 
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from qhybrid.config import Config
 from qhybrid.data.loaders import load_dataset
 from qhybrid.diffusion.scheduler import NoiseScheduler, SchedulerConfig
-from qhybrid.errors import InputError
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import DenoiserConfig, LatentDenoiser
 from qhybrid.models.vae import load_vae
 from qhybrid.plots import save_loss_curves
+from qhybrid.training.loop import (
+    Callback,
+    Hooks,
+    Trainer,
+    TrainingError,
+    WarmupCosine,
+    check_lr,
+    check_positive_int,
+    check_seed,
+    open_run,
+    save_run,
+)
+
+__all__ = ["DiffusionTrainConfig", "DiffusionTrainingError", "TrainingError", "encode_dataset", "train_diffusion"]
 
 
-class DiffusionTrainingError(InputError):
-    """A diffusion training run cannot start or continue."""
+#: The name 0.1 raised for a denoiser run that cannot start or continue; the one type is TrainingError.
+DiffusionTrainingError = TrainingError
 
 
-@dataclass
-class DiffusionTrainConfig:
+@dataclass(frozen=True)
+class DiffusionTrainConfig(Config):
+    """``steps`` optimiser steps of ``batch`` latents; the model saved is the EMA (``ema_decay``);
+    a resumable checkpoint every ``save_every`` steps."""
+
     data: str = "synthetic"
     n: int | None = None
     steps: int = 2000
@@ -41,6 +55,18 @@ class DiffusionTrainConfig:
     ema_decay: float = 0.995
     seed: int = 0
     save_every: int = 500
+
+    def __post_init__(self):
+        if not isinstance(self.data, str) or not self.data:
+            raise ValueError(f"DiffusionTrainConfig.data must be 'synthetic' or a path, got {self.data!r}")
+        if self.n is not None:
+            check_positive_int(self, "n")
+        check_positive_int(self, "steps", "batch", "save_every")
+        check_lr(self)
+        check_seed(self)
+        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) \
+                or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"DiffusionTrainConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
 
 
 @torch.no_grad()
@@ -53,33 +79,29 @@ def encode_dataset(vae, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
     return torch.cat(out)
 
 
-
-
 def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_cfg: DiffusionTrainConfig,
                     scheduler_cfg: SchedulerConfig | None = None, num_qubits: int = 8, reps: int = 3,
-                    ansatz: str = "real_amplitudes", placement: str = "bottleneck", resume: bool = False, progress: bool = True, interrupt_after_step: int | None = None) -> dict:
+                    ansatz: str = "real_amplitudes", placement: str = "bottleneck", resume: bool = False,
+                    progress: bool = True, *, callbacks: tuple[Callback, ...] = ()) -> dict:
+    """Train (or, with ``resume``, continue) a ``denoiser`` on the VAE in ``vae_path``; returns a summary.
+
+    A resumed run keeps the saved denoiser, scheduler and training config, except for
+    ``train_cfg.steps``: the total to reach. ``callbacks`` run after the recipe's own (checkpoints).
+    """
     out, vae_path = Path(out), Path(vae_path)
     vae = load_vae(vae_path)
     vae_header = ckpt.read_header(vae_path, "vae")
-    state = None
-    if resume:
-        state = ckpt.load_training_state(out)
-        if state is None:
-            raise DiffusionTrainingError(f"nothing to resume: {out} has no {ckpt.STATE_NAME}; start without --resume")
-        header = ckpt.read_header(out, "ldm")
-        saved = header["config"]
-        if saved["denoiser"]["kind"] != denoiser:
-            raise DiffusionTrainingError(
-                f"{out} holds a {saved['denoiser']['kind']} denoiser; --resume needs the same --denoiser"
-            )
-        if saved.get("vae_sha256") != vae_header.get("weights_sha256"):
-            raise DiffusionTrainingError(f"{out} was trained on another VAE than {vae_path}; --resume needs the same --vae")
+    run = open_run(out, "ldm", resume)
+    if run is not None:
+        saved = run.header["config"]
+        run.check_same(f"a {saved['denoiser']['kind']} denoiser trained on the VAE in {saved.get('vae_path')}",
+                       denoiser=(saved["denoiser"]["kind"], denoiser),
+                       vae_path=(saved.get("vae_sha256"), vae_header.get("weights_sha256")))
+        train_cfg = run.train_config(DiffusionTrainConfig, steps=train_cfg.steps)
+        run.check_unfinished("steps", train_cfg.steps)
         dcfg = DenoiserConfig.from_dict(saved["denoiser"])
         scheduler_cfg = SchedulerConfig.from_dict(saved["scheduler"])
-        train_cfg = DiffusionTrainConfig(**{**state["train_config"], "steps": train_cfg.steps})
     else:
-        if (out / ckpt.CONFIG_NAME).exists():
-            raise DiffusionTrainingError(f"{out} already holds a checkpoint; continue it with --resume or choose another --out")
         c, s, _ = vae.cfg.latent_shape
         dcfg = DenoiserConfig.for_kind(denoiser, c, s, num_qubits=num_qubits, reps=reps, ansatz=ansatz,
                                        placement=placement)
@@ -91,38 +113,26 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
     latents = encode_dataset(vae, data.tensor())
 
     model = LatentDenoiser(dcfg)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=1e-4)
-    warmup = max(1, min(100, train_cfg.steps // 10))
-
-    def lr_lambda(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        progress_ = (step - warmup) / max(1, train_cfg.steps - warmup)
-        return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(1.0, progress_)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
     gen = torch.Generator().manual_seed(train_cfg.seed)
-    losses: list[float] = []
-    start = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        losses = state["losses"]
-        start = state["step"]
-        if start >= train_cfg.steps:
-            raise DiffusionTrainingError(f"{out} has already trained {start} steps; pass a larger --steps to continue")
+    T = scheduler.num_train_timesteps
 
-    def save(step: int) -> None:
-        training_state = {
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "losses": losses, "step": step, "train_config": train_cfg.__dict__,
-        }
+    def batches(_epoch: int):
+        """Endless: latents, timesteps and noise, drawn from the run's generator."""
+        while True:
+            idx = torch.randint(0, len(latents), (train_cfg.batch,), generator=gen)
+            z0 = latents[idx]
+            t = torch.randint(0, T, (len(z0),), generator=gen)
+            eps = torch.randn(z0.shape, generator=gen)
+            yield z0, t, eps
+
+    def loss_fn(batch):
+        z0, t, eps = batch
+        z_t = scheduler.add_noise(z0, eps, t)
+        loss = torch.mean((model(z_t, t) - scheduler.target(z0, eps, t)) ** 2)
+        return loss, {"loss": loss.item()}
+
+    def save(trainer: Trainer) -> None:
+        losses = trainer.history.get("loss", [])
         config = {
             "denoiser": dcfg.to_dict(),
             "scheduler": scheduler_cfg.to_dict(),
@@ -131,49 +141,28 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
             "latent_shape": list(vae.cfg.latent_shape),
             "image_size": vae.cfg.size,
         }
-        extra = {"step": step, "train": train_cfg.__dict__, "parameters": model.parameter_counts(),
+        extra = {"step": trainer.step, "train": train_cfg.to_dict(), "parameters": model.parameter_counts(),
                  "final_loss": float(np.mean(losses[-50:])) if losses else None, "weights": "ema"}
-        ckpt.save_checkpoint(out, "ldm", config, ema.state_dict(), extra=extra, training_state=training_state)
+        save_run(out, "ldm", config, trainer.ema.model.state_dict(), extra, trainer, train_cfg)
 
-    t0 = time.perf_counter()
-    bar = tqdm(total=train_cfg.steps - start, disable=not progress, unit="step",
-               desc=f"train {denoiser} denoiser")
-    step = start
-    T = scheduler.num_train_timesteps
-    for step in range(start, train_cfg.steps):
-        model.train()
-        idx = torch.randint(0, len(latents), (train_cfg.batch,), generator=gen)
-        z0 = latents[idx]
-        t = torch.randint(0, T, (len(z0),), generator=gen)
-        eps = torch.randn(z0.shape, generator=gen)
-        z_t = scheduler.add_noise(z0, eps, t)
-        loss = torch.mean((model(z_t, t) - scheduler.target(z0, eps, t)) ** 2)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        decay = min(train_cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
-        losses.append(loss.item())
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
-        if (step + 1) % train_cfg.save_every == 0 and step + 1 < train_cfg.steps:
-            save(step + 1)
-        if interrupt_after_step is not None and step + 1 >= interrupt_after_step:
-            bar.close()
-            raise KeyboardInterrupt
-    bar.close()
-    seconds = time.perf_counter() - t0
-    save(train_cfg.steps)
+    def save_every(trainer: Trainer) -> None:
+        if trainer.step % train_cfg.save_every == 0 and trainer.step < train_cfg.steps:
+            save(trainer)
+
+    trainer = Trainer(model, lr=train_cfg.lr, total_steps=train_cfg.steps, schedule=WarmupCosine(),
+                      clip_grad_norm=1.0, ema_decay=train_cfg.ema_decay, generator=gen,
+                      callbacks=[Hooks(on_step_end=save_every, on_train_end=save), *callbacks],
+                      progress=progress, desc=f"train {denoiser} denoiser", postfix=("loss",))
+    if run is not None:
+        trainer.load_state_dict(run.state)
+    trainer.fit(loss_fn, batches)
+
+    losses = trainer.history["loss"]
     save_loss_curves({"training MSE": losses}, out / "loss.png",
                      title=f"latent diffusion, {denoiser} denoiser", smooth=50)
     return {
-        "out": str(out), "denoiser": denoiser, "steps": train_cfg.steps, "seconds": seconds,
-        "steps_per_second": (train_cfg.steps - start) / seconds if seconds > 0 else float("nan"),
+        "out": str(out), "denoiser": denoiser, "steps": train_cfg.steps, "seconds": trainer.seconds,
+        "steps_per_second": trainer.steps_run / trainer.seconds if trainer.seconds > 0 else float("nan"),
         "first_loss": float(np.mean(losses[:20])), "final_loss": float(np.mean(losses[-50:])),
         "parameters": model.parameter_counts(), "latents": len(latents),
     }

@@ -1,20 +1,19 @@
-"""Training the fundus feature encoder on synthetic retinas."""
+"""Training the fundus feature encoder on synthetic retinas (grade, eye, disc and fovea, degradation)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from qhybrid.config import Config
 from qhybrid.data.degrade import UNGRADABLE_RANGE, degrade
 from qhybrid.data.synthetic import SyntheticFundus
 from qhybrid.data.transforms import augment, to_tensor
-from qhybrid.errors import InputError
 from qhybrid.evaluation.features import (
     _KINDS,
     ENCODER_SEED_OFFSET,
@@ -22,15 +21,31 @@ from qhybrid.evaluation.features import (
     FundusEncoder,
 )
 from qhybrid.models import checkpoint as ckpt
+from qhybrid.training.loop import (
+    Callback,
+    OneCycle,
+    Trainer,
+    check_lr,
+    check_new_folder,
+    check_positive_int,
+    check_seed,
+)
 
 
-@dataclass
-class EncoderTrainConfig:
+@dataclass(frozen=True)
+class EncoderTrainConfig(Config):
+    """``n`` synthetic retinas, re-augmented (and a third of them degraded) every epoch."""
+
     n: int = 600
     epochs: int = 8
     batch: int = 64
     lr: float = 3e-3
     seed: int = 2024
+
+    def __post_init__(self):
+        check_positive_int(self, "n", "epochs", "batch")
+        check_lr(self)
+        check_seed(self)
 
 
 def _synthetic_set(n: int, size: int, seed: int):
@@ -47,10 +62,10 @@ def _synthetic_set(n: int, size: int, seed: int):
 
 
 def train_encoder(out: str | Path, cfg: EncoderTrainConfig, model_cfg: EncoderConfig | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, *, callbacks: tuple[Callback, ...] = ()) -> dict:
+    """Train a feature encoder into ``out`` (a new folder) and return its held-out metrics."""
     out = Path(out)
-    if (out / ckpt.CONFIG_NAME).exists():
-        raise InputError(f"{out} already holds a checkpoint; choose another --out")
+    check_new_folder(out, resumable=False)
     model_cfg = model_cfg or EncoderConfig()
     size = model_cfg.size
     torch.manual_seed(cfg.seed)
@@ -58,11 +73,10 @@ def train_encoder(out: str | Path, cfg: EncoderTrainConfig, model_cfg: EncoderCo
     t0 = time.perf_counter()
     images, grades, eyes, points = _synthetic_set(cfg.n, size, cfg.seed)
     model = FundusEncoder(model_cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    steps = cfg.epochs * int(np.ceil(len(images) / cfg.batch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(2, steps), pct_start=0.15)
-    bar = tqdm(total=steps, disable=not progress, desc="train feature encoder", unit="step")
-    for _ in range(cfg.epochs):
+
+    def batches(epoch: int):
+        """Every image once per epoch, freshly augmented; a third degraded, half mirrored (which
+        swaps the eye and mirrors the disc and fovea positions)."""
         xs, kinds, flips = [], [], []
         for img in images:
             kind = 0
@@ -81,24 +95,25 @@ def train_encoder(out: str | Path, cfg: EncoderTrainConfig, model_cfg: EncoderCo
         pts = torch.as_tensor(points).clone()
         pts[flips_t, 0] *= -1
         pts[flips_t, 2] *= -1
+        kinds_t = torch.as_tensor(kinds)
         order = torch.randperm(len(x))
-        model.train()
         for k in range(0, len(x), cfg.batch):
             idx = order[k:k + cfg.batch]
-            g, e, p, kd = model(x[idx])
-            clean = torch.as_tensor(kinds)[idx] == 0
-            loss = (F.cross_entropy(g, torch.as_tensor(grades)[idx]) + F.cross_entropy(e, eye_t[idx])
-                    + F.cross_entropy(kd, torch.as_tensor(kinds)[idx]))
-            if clean.any():  # positions are only defined on undegraded images
-                loss = loss + 5 * F.mse_loss(p[clean], pts[idx][clean])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if sched.last_epoch + 1 < sched.total_steps:
-                sched.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
+            yield x[idx], torch.as_tensor(grades)[idx], eye_t[idx], kinds_t[idx], pts[idx]
+
+    def loss_fn(batch):
+        x, grade, eye, kind, pts = batch
+        g, e, p, kd = model(x)
+        clean = kind == 0
+        loss = F.cross_entropy(g, grade) + F.cross_entropy(e, eye) + F.cross_entropy(kd, kind)
+        if clean.any():  # positions are only defined on undegraded images
+            loss = loss + 5 * F.mse_loss(p[clean], pts[clean])
+        return loss, {"loss": loss.item()}
+
+    trainer = Trainer(model, lr=cfg.lr, total_steps=cfg.epochs * int(np.ceil(len(images) / cfg.batch)),
+                      schedule=OneCycle(pct_start=0.15), callbacks=callbacks, progress=progress,
+                      desc="train feature encoder", postfix=("loss",))
+    trainer.fit(loss_fn, batches, epochs=cfg.epochs)
     # held-out check: the encoder must have learnt the anatomy it is meant to see
     model.eval()
     hx, hg, he, hp = _synthetic_set(128, size, cfg.seed + 1)
@@ -110,6 +125,6 @@ def train_encoder(out: str | Path, cfg: EncoderTrainConfig, model_cfg: EncoderCo
         "heldout_disc_position_error": float(np.abs(p[:, :2].numpy() - hp[:, :2]).mean()),
         "seconds": time.perf_counter() - t0,
     }
-    ckpt.save_checkpoint(out, "feature-encoder", asdict(model_cfg), model.state_dict(),
-                         extra={"metrics": metrics, "train": asdict(cfg)})
+    ckpt.save_checkpoint(out, "feature-encoder", model_cfg.to_dict(), model.state_dict(),
+                         extra={"metrics": metrics, "train": cfg.to_dict()})
     return metrics

@@ -1,17 +1,17 @@
-"""Training the gradability validator on synthetic retinas and degradations."""
+"""Training the gradability validator on synthetic retinas and degradations (or a labelled folder)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
+from qhybrid.config import Config
 from qhybrid.data.degrade import DEGRADATIONS, GRADABLE_RANGE, UNGRADABLE_RANGE, degrade
 from qhybrid.data.synthetic import SyntheticFundus, render_fundus
 from qhybrid.data.transforms import augment, to_tensor
@@ -24,17 +24,35 @@ from qhybrid.evaluation.validator import (
     roc_auc,
 )
 from qhybrid.models import checkpoint as ckpt
+from qhybrid.training.loop import (
+    Callback,
+    OneCycle,
+    Trainer,
+    check_lr,
+    check_new_folder,
+    check_positive_int,
+    check_seed,
+)
 
 
-# --- training -----------------------------------------------------------------------------------
-@dataclass
-class ValidatorTrainConfig:
+@dataclass(frozen=True)
+class ValidatorTrainConfig(Config):
+    """``data``: 'synthetic' (``n`` clean base retinas, each shown gradable and degraded per epoch)
+    or an image folder with quality labels."""
+
     data: str = "synthetic"
     n: int = 600
     epochs: int = 10
     batch: int = 64
     lr: float = 3e-3
     seed: int = 1234
+
+    def __post_init__(self):
+        if not isinstance(self.data, str) or not self.data:
+            raise ValueError(f"ValidatorTrainConfig.data must be 'synthetic' or a folder, got {self.data!r}")
+        check_positive_int(self, "n", "epochs", "batch")
+        check_lr(self)
+        check_seed(self)
 
 
 def _make_example(base: np.ndarray, blank: np.ndarray, gradable: bool, rng, size: int):
@@ -81,10 +99,10 @@ def _real_folder(source: str, size: int, seed: int):
 
 
 def train_validator(out: str | Path, cfg: ValidatorTrainConfig, model_cfg: ValidatorConfig | None = None,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, *, callbacks: tuple[Callback, ...] = ()) -> dict:
+    """Train a validator into ``out`` (a new folder) and return its held-out metrics."""
     out = Path(out)
-    if (out / ckpt.CONFIG_NAME).exists():
-        raise InputError(f"{out} already holds a checkpoint; choose another --out")
+    check_new_folder(out, resumable=False)
     model_cfg = model_cfg or ValidatorConfig()
     size = model_cfg.size
     rng = np.random.default_rng([VALIDATOR_SEED_OFFSET, cfg.seed])
@@ -116,16 +134,13 @@ def train_validator(out: str | Path, cfg: ValidatorTrainConfig, model_cfg: Valid
         hold_y, hold_k = real[3], np.array([""] * len(real[3]))
 
     model = GradabilityNet(model_cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     per_epoch = 2 * len(bases) if real is None else len(real[1]) + len(bases)
-    steps = cfg.epochs * int(np.ceil(per_epoch / cfg.batch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(2, steps), pct_start=0.15)
-    bar = tqdm(total=steps, disable=not progress, desc="train gradability validator", unit="step")
-    losses = []
-    for epoch in range(cfg.epochs):
+
+    def batches(epoch: int):
+        """A fresh draw of augmented examples every epoch, in a random order."""
         xs, ys = [], []
         if real is None:
-            for i, base in enumerate(bases):
+            for base in bases:
                 for gradable in (True, False):
                     xs.append(_make_example(base, blanks[rng.integers(len(blanks))], gradable, rng, size)[0])
                     ys.append(gradable)
@@ -138,35 +153,34 @@ def train_validator(out: str | Path, cfg: ValidatorTrainConfig, model_cfg: Valid
                 ys.append(False)
         x, y = to_tensor(np.stack(xs)), torch.tensor(ys, dtype=torch.float32)
         order = torch.randperm(len(x))
-        model.train()
         for k in range(0, len(x), cfg.batch):
             idx = order[k:k + cfg.batch]
-            if len(idx) < 2:
-                continue
-            loss = F.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if sched.last_epoch + 1 < sched.total_steps:
-                sched.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
+            if len(idx) >= 2:  # BatchNorm needs two
+                yield x[idx], y[idx]
+
+    def loss_fn(batch):
+        x, y = batch
+        loss = F.binary_cross_entropy_with_logits(model(x), y)
+        return loss, {"loss": loss.item()}
+
+    trainer = Trainer(model, lr=cfg.lr, total_steps=cfg.epochs * int(np.ceil(per_epoch / cfg.batch)),
+                      schedule=OneCycle(pct_start=0.15), callbacks=callbacks, progress=progress,
+                      desc="train gradability validator", postfix=("loss",))
+    trainer.fit(loss_fn, batches, epochs=cfg.epochs)
     model.eval()
     probs = predict(model, hold_x)
     pred = probs >= model_cfg.threshold
     metrics = {
         "heldout_accuracy": float(np.mean(pred == hold_y)),
         "heldout_roc_auc": roc_auc(hold_y, probs),
-        "heldout_images": int(len(hold_y)),
+        "heldout_images": len(hold_y),
         "per_degradation_accuracy": {k: float(np.mean(~pred[hold_k == k])) for k in DEGRADATIONS if np.any(hold_k == k)},
         "gradable_accuracy": float(np.mean(pred[hold_y])),
         "data": cfg.data,
         "seconds": time.perf_counter() - t0,
     }
-    ckpt.save_checkpoint(out, "validator", asdict(model_cfg), model.state_dict(),
-                         extra={"metrics": metrics, "train": asdict(cfg)})
+    ckpt.save_checkpoint(out, "validator", model_cfg.to_dict(), model.state_dict(),
+                         extra={"metrics": metrics, "train": cfg.to_dict()})
     from qhybrid.plots import save_image_grid
     show = np.concatenate([hold_x[hold_y][:8], hold_x[~hold_y][:16]])
     titles = [f"gradable p={p:.2f}" for p in probs[hold_y][:8]] + [
