@@ -59,6 +59,10 @@ def save_image_grid(images: np.ndarray, path: str | Path, ncols: int | None = No
 
 def save_loss_curves(curves: dict[str, Sequence[float]], path: str | Path, title: str,
                      xlabel: str = "step", smooth: int = 0, log: bool = True) -> Path:
+    """Plot the curves into ``path`` and write the plotted numbers beside it (same name, ``.json``:
+    title, x label and each curve under its legend label), for re-plotting or comparing runs."""
+    io.write_json(Path(path).with_suffix(".json"), {"title": title, "xlabel": xlabel, "curves": {
+        name: [float(v) for v in values] for name, values in curves.items()}})
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for name, values in curves.items():

@@ -12,8 +12,8 @@ def test_docs_cli_md_is_current():
     expected = cli_reference.render()
     current = cli_reference.DOCS.read_text() if cli_reference.DOCS.exists() else ""
     assert current == expected, (
-        f"docs/cli.md is stale (the CLI changed); regenerate it with "
-        f"'.venv/bin/python benchmarks/cli_reference.py' and commit it")
+        "docs/cli.md is stale (the CLI changed); regenerate it with "
+        "'.venv/bin/python benchmarks/cli_reference.py' and commit it")
 
 
 def test_the_reference_lists_every_subcommand_and_option():

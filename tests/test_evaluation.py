@@ -12,8 +12,8 @@ from qhybrid.data.degrade import DEGRADATIONS, degrade
 from qhybrid.data.synthetic import SyntheticFundus
 from qhybrid.errors import InputError
 from qhybrid.evaluation.evaluate import evaluate_sets
-from qhybrid.evaluation.features import load_encoder
-from qhybrid.evaluation.validator import load_validator, predict, roc_auc
+from qhybrid.evaluation.features import FundusEncoder
+from qhybrid.evaluation.validator import GradabilityNet, predict, roc_auc
 from qhybrid.training.encoder import EncoderTrainConfig, train_encoder
 from qhybrid.training.validator import ValidatorTrainConfig, train_validator
 
@@ -38,8 +38,7 @@ def fresh_images(n=12, size=64, seed=777):
 
 @pytest.mark.slow
 def test_validator_is_accurate_on_held_out_synthetic_data(validator_dir):
-    _, header = load_validator(validator_dir)
-    m = header["extra"]["metrics"]
+    m = GradabilityNet.from_checkpoint(validator_dir).checkpoint_header["extra"]["metrics"]
     assert m["heldout_accuracy"] >= 0.9 and m["heldout_roc_auc"] >= 0.95
     assert set(m["per_degradation_accuracy"]) == set(DEGRADATIONS)
     assert (validator_dir / "heldout.png").exists()
@@ -47,7 +46,7 @@ def test_validator_is_accurate_on_held_out_synthetic_data(validator_dir):
 
 @pytest.mark.slow
 def test_validator_prefers_clean_images_to_each_kind_of_damage(validator_dir):
-    model, _ = load_validator(validator_dir)
+    model = GradabilityNet.from_checkpoint(validator_dir)
     clean = fresh_images()
     p_clean = predict(model, clean)
     assert np.mean(p_clean >= 0.5) >= 0.8
@@ -69,7 +68,7 @@ def test_encoder_learns_the_anatomy(encoder_dir):
     m = json.loads((encoder_dir / "config.json").read_text())["extra"]["metrics"]
     assert m["heldout_eye_accuracy"] >= 0.8
     assert m["heldout_disc_position_error"] < 0.15
-    enc = load_encoder(encoder_dir)
+    enc = FundusEncoder.from_checkpoint(encoder_dir)
     from qhybrid.evaluation.features import encode
 
     f = encode(enc, fresh_images(4))
@@ -85,7 +84,7 @@ def test_evaluate_sets_and_inception_path(tmp_path, validator_dir, encoder_dir):
 
     path = tmp_path / "inception.pt"
     torch.jit.script(Tiny()).save(str(path))
-    r = evaluate_sets(real, fake, encoder=load_encoder(encoder_dir), validator=load_validator(validator_dir)[0],
+    r = evaluate_sets(real, fake, encoder=FundusEncoder.from_checkpoint(encoder_dir), validator=GradabilityNet.from_checkpoint(validator_dir),
                       inception=str(path), k=3, n_boot=10)
     for group in ("fundus_features", "inception"):
         assert set(r[group]) == {"fd", "kid", "precision", "recall", "density", "coverage"}

@@ -55,7 +55,7 @@ def assert_interrupted(code, err):
 
 
 def test_train_vae_ctrl_c_keeps_the_last_epoch_and_resume_finishes(tmp_path):
-    from qhybrid.models.vae import load_vae
+    from qhybrid.models.vae import VAE
 
     out = tmp_path / "vae"
     args = ["train", "vae", "--size", "32", "--n", "16", "--batch", "8", "--epochs", "8", "--out", out]
@@ -64,16 +64,16 @@ def test_train_vae_ctrl_c_keeps_the_last_epoch_and_resume_finishes(tmp_path):
     saved = header_value(out, "epoch")
     assert 1 <= saved < 8, "interrupted too late"
     assert_nothing_half_written(out)
-    load_vae(out)  # the checkpoint of the last complete epoch loads
+    VAE.from_checkpoint(out)  # the checkpoint of the last complete epoch loads
     assert ckpt.load_training_state(out)["epoch"] >= saved
     proc = run(*args, "--resume")
     assert proc.returncode == 0, proc.stderr
     assert header_value(out, "epoch") == 8 and (out / "loss.png").exists()
-    load_vae(out)
+    VAE.from_checkpoint(out)
 
 
 def test_train_diffusion_killed_keeps_the_last_save_and_resume_finishes(tiny_models, tmp_path):
-    from qhybrid.diffusion.pipeline import load_ldm
+    from qhybrid.diffusion.pipeline import LatentDiffusion
 
     out = tmp_path / "ldm"
     # the trainer saves every 500 steps (and at the end): kill it between the save at 500 and the end
@@ -83,12 +83,12 @@ def test_train_diffusion_killed_keeps_the_last_save_and_resume_finishes(tiny_mod
     assert code == -signal.SIGKILL
     assert header_value(out, "step") == 500
     assert_nothing_half_written(out)
-    load_ldm(out)
+    LatentDiffusion.from_checkpoint(out)
     assert ckpt.load_training_state(out)["step"] == 500
     proc = run(*args, "--resume")
     assert proc.returncode == 0, proc.stderr
     assert header_value(out, "step") == 600 and (out / "loss.png").exists()
-    load_ldm(out)
+    LatentDiffusion.from_checkpoint(out)
 
 
 def test_sample_ctrl_c_while_writing_leaves_no_finished_looking_folder(tiny_models, tmp_path):

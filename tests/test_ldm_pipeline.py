@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from qhybrid.diffusion.pipeline import load_ldm
+from qhybrid.diffusion.pipeline import LatentDiffusion
 from qhybrid.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -16,7 +16,7 @@ from qhybrid.models.denoiser import LatentDenoiser
 from qhybrid.models.vae import VAEConfig
 from qhybrid.training.diffusion import (
     DiffusionTrainConfig,
-    DiffusionTrainingError,
+    TrainingError,
     train_diffusion,
 )
 from qhybrid.training.vae import VAETrainConfig, train_vae
@@ -50,7 +50,7 @@ def test_train_and_sample_each_denoiser(tmp_path, vae_dir, kind):
     other, _ = sample_images(out, n=5, steps=8, seed=4, progress=False)
     assert np.array_equal(images, again) and not np.array_equal(images, other)
     # the checkpoint holds the EMA weights; a reload samples the same images as the EMA model did
-    loaded = load_ldm(out)
+    loaded = LatentDiffusion.from_checkpoint(out)
     ema = LatentDenoiser(loaded.denoiser.cfg)
     ema.load_state_dict(load_training_state(out)["ema"])
     from_ema, _ = sample_images(out, n=5, steps=8, seed=3, progress=False, loaded=(ema, *loaded[1:]))
@@ -65,16 +65,16 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, vae
         train_diffusion(part, vae_dir, "hybrid", cfg(30), num_qubits=3, reps=1, progress=False,
                         callbacks=[interrupt_at(step=25)])
     assert json.loads((part / "config.json").read_text())["extra"]["step"] == 20  # last save
-    with pytest.raises(DiffusionTrainingError, match="already holds a checkpoint"):
+    with pytest.raises(TrainingError, match="already holds a checkpoint"):
         train_diffusion(part, vae_dir, "hybrid", cfg(30), num_qubits=3, reps=1, progress=False)
-    with pytest.raises(DiffusionTrainingError, match="holds a hybrid denoiser .* needs the same denoiser"):
+    with pytest.raises(TrainingError, match="holds a hybrid denoiser .* needs the same denoiser"):
         train_diffusion(part, vae_dir, "classical", cfg(30), resume=True, progress=False)
     train_diffusion(part, vae_dir, "hybrid", cfg(30), num_qubits=3, reps=1, resume=True, progress=False)
     a, b = load_checkpoint(full, "ldm")[1], load_checkpoint(part, "ldm")[1]
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    with pytest.raises(DiffusionTrainingError, match="already trained 30 steps; pass a larger steps"):
+    with pytest.raises(TrainingError, match="already trained 30 steps; pass a larger steps"):
         train_diffusion(part, vae_dir, "hybrid", cfg(30), resume=True, progress=False)
 
 
@@ -84,14 +84,14 @@ def test_bad_checkpoints(tmp_path, vae_dir):
     with pytest.raises(CheckpointError, match="expected a vae checkpoint"):
         train_diffusion(tmp_path / "x", ldm, "classical", cfg(10), progress=False)
     with pytest.raises(CheckpointError, match="is a vae checkpoint; expected a ldm"):
-        load_ldm(vae_dir)
+        LatentDiffusion.from_checkpoint(vae_dir)
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_ldm(tmp_path / "missing")
+        LatentDiffusion.from_checkpoint(tmp_path / "missing")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
-        load_ldm(broken)
+        LatentDiffusion.from_checkpoint(broken)
 
 
 def test_a_changed_vae_is_detected(tmp_path, vae_dir):
@@ -103,4 +103,4 @@ def test_a_changed_vae_is_detected(tmp_path, vae_dir):
     train_diffusion(ldm, vae2, "classical", cfg(10), progress=False)
     train_vae(vae2, VAEConfig(size=32), VAETrainConfig(n=24, epochs=3, batch=8), resume=True, progress=False)
     with pytest.raises(CheckpointError, match="has changed since"):
-        load_ldm(ldm)
+        LatentDiffusion.from_checkpoint(ldm)

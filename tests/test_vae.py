@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qhybrid.models.checkpoint import CheckpointError, load_checkpoint
-from qhybrid.models.vae import VAE, VAEConfig, load_vae
+from qhybrid.models.vae import VAE, VAEConfig
 from qhybrid.quantum import CircuitSpec
 from qhybrid.training.vae import TrainingError, VAETrainConfig, train_vae
 
@@ -48,11 +48,15 @@ def test_training_reduces_reconstruction_loss_and_round_trips(tmp_path, quantum)
     assert summary["last_recon"] < 0.5 * summary["first_recon"]
     for name in ("config.json", "model.safetensors", "training_state.pt", "loss.png", "reconstructions.png"):
         assert (out / name).stat().st_size > 0
-    model = load_vae(out)
+    # the loss plot names the reconstruction loss the VAE trains with (L1 by default, not MSE)
+    curves = json.loads((out / "loss.json").read_text())["curves"]
+    assert list(curves) == ["train loss", "train recon (L1)"]
+    assert len(curves["train recon (L1)"]) == len(curves["train loss"]) > 0
+    model = VAE.from_checkpoint(out)
     assert model.cfg.latent_scale == pytest.approx(summary["latent_scale"])
     assert model.is_quantum == (quantum is not None)
     # a fresh load gives identical outputs
-    again = load_vae(out)
+    again = VAE.from_checkpoint(out)
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.equal(model(x, sample=False)[0], again(x, sample=False)[0])
@@ -66,7 +70,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, interrupt_at
     with pytest.raises(KeyboardInterrupt):
         train_vae(part, VAEConfig(size=32), small(epochs=2), progress=False, callbacks=[interrupt_at(epoch=1)])
     assert json.loads((part / "config.json").read_text())["extra"]["epoch"] == 1
-    load_vae(part)  # the checkpoint of the completed epoch is intact
+    VAE.from_checkpoint(part)  # the checkpoint of the completed epoch is intact
     with pytest.raises(TrainingError, match=r"already holds a checkpoint; continue it with resume=True"):
         train_vae(part, VAEConfig(size=32), small(epochs=2), progress=False)
     with pytest.raises(TrainingError, match="classical VAE for 32 px; resuming it needs the same size"):
@@ -89,17 +93,17 @@ def test_damaged_and_wrong_checkpoints_are_refused(tmp_path):
     blob = weights.read_bytes()
     weights.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(CheckpointError, match="does not match the hash"):
-        load_vae(out)
+        VAE.from_checkpoint(out)
     weights.write_bytes(blob)
-    load_vae(out)
+    VAE.from_checkpoint(out)
     (out / "config.json").write_text("{broken")
     with pytest.raises(CheckpointError, match="not valid JSON"):
-        load_vae(out)
+        VAE.from_checkpoint(out)
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_vae(tmp_path / "nothing")
+        VAE.from_checkpoint(tmp_path / "nothing")
     plain = tmp_path / "plain"
     plain.mkdir()
     with pytest.raises(CheckpointError, match="has no config.json"):
-        load_vae(plain)
+        VAE.from_checkpoint(plain)
     with pytest.raises(TrainingError, match="nothing to resume: .* start without resume"):
         train_vae(plain, VAEConfig(size=32), small(epochs=1), resume=True, progress=False)

@@ -58,11 +58,6 @@ def images_to_tensor(images: np.ndarray, value_range: tuple[float, float] = (-1.
     return x / 255 if value_range[0] == 0 else x / 127.5 - 1
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """The evaluators' input: :func:`images_to_tensor` in [0, 1]."""
-    return images_to_tensor(images, (0.0, 1.0))
-
-
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 images (N, H, W, 3) -> (N, size, size, 3) with Lanczos (unchanged when already that size)."""
     if images.shape[1:3] == (size, size):

@@ -48,8 +48,3 @@ class LatentDiffusion(NamedTuple):
                 f"the VAE at {vae_path} has changed since {folder} was trained on it (hash mismatch); "
                 "retrain the LDM or restore that VAE")
         return cls(denoiser, scheduler, VAE.from_checkpoint(vae_path), header)
-
-
-def load_ldm(folder: str | Path, check_vae: bool = True) -> LatentDiffusion:
-    """``LatentDiffusion.from_checkpoint``: ``(denoiser with EMA weights, scheduler, vae, header)``."""
-    return LatentDiffusion.from_checkpoint(folder, check_vae)

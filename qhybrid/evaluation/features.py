@@ -23,13 +23,13 @@ from torch import nn
 
 from qhybrid.config import Config
 from qhybrid.data.degrade import DEGRADATIONS
-from qhybrid.data.transforms import resize_images, to_tensor
+from qhybrid.data.transforms import images_to_tensor, resize_images
 from qhybrid.errors import InputError
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.layers import FundusNormalize
 
 ENCODER_SEED_OFFSET = 4_243_000
-_KINDS = ("none",) + DEGRADATIONS
+ENCODER_KINDS = ("none",) + DEGRADATIONS
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class FundusEncoder(ckpt.FromCheckpoint, nn.Module):
         self.grade = nn.Linear(cfg.dim, 5)
         self.eye = nn.Linear(cfg.dim, 2)
         self.points = nn.Linear(cfg.dim, 4)  # disc x, y, fovea x, y (image coordinates)
-        self.kind = nn.Linear(cfg.dim, len(_KINDS))
+        self.kind = nn.Linear(cfg.dim, len(ENCODER_KINDS))
         self.normalize = FundusNormalize()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,23 +93,12 @@ class _Res(nn.Module):
         return F.relu(self.a(x) + self.skip(x))
 
 
-
-
-
-
-
-
-def load_encoder(folder: str | Path) -> FundusEncoder:
-    """``FundusEncoder.from_checkpoint``."""
-    return FundusEncoder.from_checkpoint(folder)
-
-
 @torch.no_grad()
 def encode(model: FundusEncoder, images: np.ndarray, batch: int = 128) -> np.ndarray:
     size = model.cfg.size
     if images.shape[1] != size:
         images = resize_images(images, size)
-    return torch.cat([model.embed(to_tensor(images[k:k + batch])) for k in range(0, len(images), batch)]).double().numpy()
+    return torch.cat([model.embed(images_to_tensor(images[k:k + batch], (0.0, 1.0))) for k in range(0, len(images), batch)]).double().numpy()
 
 
 @torch.no_grad()

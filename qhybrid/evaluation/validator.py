@@ -17,14 +17,13 @@ retinal visibility, not on colours or textures peculiar to the generator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from qhybrid.config import Config
-from qhybrid.data.transforms import resize_images, to_tensor
+from qhybrid.data.transforms import images_to_tensor, resize_images
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.layers import FundusNormalize
 
@@ -79,16 +78,6 @@ class GradabilityNet(ckpt.FromCheckpoint, nn.Module):
         return self.head(pooled).squeeze(1)
 
 
-
-
-
-
-
-
-
-
-
-
 # --- metrics ------------------------------------------------------------------------------------
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U, ties counted half)."""
@@ -112,12 +101,6 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-
-
-
-
-
-
 @torch.no_grad()
 def predict(model: GradabilityNet, images: np.ndarray, batch: int = 128) -> np.ndarray:
     """Probability that each uint8 (N, S, S, 3) image is gradable (resized to the model's size)."""
@@ -125,14 +108,8 @@ def predict(model: GradabilityNet, images: np.ndarray, batch: int = 128) -> np.n
     if images.shape[1] != size or images.shape[2] != size:
         images = resize_images(images, size)
     model.eval()
-    out = [torch.sigmoid(model(to_tensor(images[k:k + batch]))) for k in range(0, len(images), batch)]
+    out = [torch.sigmoid(model(images_to_tensor(images[k:k + batch], (0.0, 1.0)))) for k in range(0, len(images), batch)]
     return torch.cat(out).numpy()
-
-
-def load_validator(folder: str | Path) -> tuple[GradabilityNet, dict]:
-    """``(model, header)`` of a validator checkpoint (``GradabilityNet.from_checkpoint``)."""
-    model = GradabilityNet.from_checkpoint(folder)
-    return model, model.checkpoint_header
 
 
 def score_files(model: GradabilityNet, paths) -> tuple[list[str], np.ndarray, list[str]]:

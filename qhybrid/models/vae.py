@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -201,11 +200,6 @@ class VAE(ckpt.FromCheckpoint, nn.Module):
         total = sum(p.numel() for p in self.parameters())
         quantum = sum(len(b.weight_params) for b in self.quantum_blocks)
         return {"total": total, "quantum_circuit_weights": quantum}
-
-
-def load_vae(folder: str | Path) -> VAE:
-    """Load a VAE checkpoint folder (classical or quantum-enhanced): ``VAE.from_checkpoint``."""
-    return VAE.from_checkpoint(folder)
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from qhybrid.data.loaders import load_dataset
 from qhybrid.diffusion.scheduler import NoiseScheduler, SchedulerConfig
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import DenoiserConfig, LatentDenoiser
-from qhybrid.models.vae import load_vae
+from qhybrid.models.vae import VAE
 from qhybrid.plots import save_loss_curves
 from qhybrid.training.loop import (
     Callback,
@@ -35,11 +35,11 @@ from qhybrid.training.loop import (
     save_run,
 )
 
-__all__ = ["DiffusionTrainConfig", "DiffusionTrainingError", "TrainingError", "encode_dataset", "train_diffusion"]
+__all__ = ["DiffusionTrainConfig", "TrainingError", "TrainingError", "encode_dataset", "train_diffusion"]
 
 
 #: The name 0.1 raised for a denoiser run that cannot start or continue; the one type is TrainingError.
-DiffusionTrainingError = TrainingError
+TrainingError = TrainingError
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
     ``train_cfg.steps``: the total to reach. ``callbacks`` run after the recipe's own (checkpoints).
     """
     out, vae_path = Path(out), Path(vae_path)
-    vae = load_vae(vae_path)
+    vae = VAE.from_checkpoint(vae_path)
     vae_header = ckpt.read_header(vae_path, "vae")
     run = open_run(out, "ldm", resume)
     if run is not None:

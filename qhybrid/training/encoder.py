@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from qhybrid.config import Config
 from qhybrid.data.degrade import UNGRADABLE_RANGE, degrade
 from qhybrid.data.synthetic import SyntheticFundus
-from qhybrid.data.transforms import augment, to_tensor
+from qhybrid.data.transforms import augment, images_to_tensor
 from qhybrid.evaluation.features import (
-    _KINDS,
+    ENCODER_KINDS,
     ENCODER_SEED_OFFSET,
     EncoderConfig,
     FundusEncoder,
@@ -81,15 +81,15 @@ def train_encoder(out: str | Path, cfg: EncoderTrainConfig, model_cfg: EncoderCo
         for img in images:
             kind = 0
             if rng.random() < 0.35:
-                kind = int(rng.integers(1, len(_KINDS) - 1))  # structure-less renders are the validator's business
-                img = degrade(img, _KINDS[kind], rng.uniform(*UNGRADABLE_RANGE), rng)
+                kind = int(rng.integers(1, len(ENCODER_KINDS) - 1))  # structure-less renders are the validator's business
+                img = degrade(img, ENCODER_KINDS[kind], rng.uniform(*UNGRADABLE_RANGE), rng)
             flip = rng.random() < 0.5
             if flip:
                 img = img[:, ::-1]
             xs.append(augment(np.ascontiguousarray(img), size, rng, flip=False))
             kinds.append(kind)
             flips.append(flip)
-        x = to_tensor(np.stack(xs))
+        x = images_to_tensor(np.stack(xs), (0.0, 1.0))
         flips_t = torch.tensor(flips)
         eye_t = torch.as_tensor(eyes) ^ flips_t.long()
         pts = torch.as_tensor(points).clone()
@@ -118,7 +118,7 @@ def train_encoder(out: str | Path, cfg: EncoderTrainConfig, model_cfg: EncoderCo
     model.eval()
     hx, hg, he, hp = _synthetic_set(128, size, cfg.seed + 1)
     with torch.no_grad():
-        g, e, p, _ = model(to_tensor(hx))
+        g, e, p, _ = model(images_to_tensor(hx, (0.0, 1.0)))
     metrics = {
         "heldout_grade_accuracy": float((g.argmax(1).numpy() == hg).mean()),
         "heldout_eye_accuracy": float((e.argmax(1).numpy() == he).mean()),

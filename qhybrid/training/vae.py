@@ -135,7 +135,7 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
         recon = model(shown, sample=False)[0]
     save_image_grid(np.concatenate([tensor_to_images(shown), tensor_to_images(recon)]),
                     out / "reconstructions.png", ncols=len(shown))
-    save_loss_curves({"train loss": history["loss"], "train recon (MSE)": history["recon"]},
+    save_loss_curves({"train loss": history["loss"], f"train recon ({model.cfg.recon_loss.upper()})": history["recon"]},
                      out / "loss.png", title=f"VAE training ({'quantum-enhanced' if model.is_quantum else 'classical'})",
                      smooth=10)
     seconds = trainer.seconds

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from qhybrid.config import Config
 from qhybrid.data.degrade import DEGRADATIONS, GRADABLE_RANGE, UNGRADABLE_RANGE, degrade
 from qhybrid.data.synthetic import SyntheticFundus, render_fundus
-from qhybrid.data.transforms import augment, to_tensor
+from qhybrid.data.transforms import augment, images_to_tensor, resize_images
 from qhybrid.errors import InputError
 from qhybrid.evaluation.validator import (
     VALIDATOR_SEED_OFFSET,
@@ -130,7 +129,7 @@ def train_validator(out: str | Path, cfg: ValidatorTrainConfig, model_cfg: Valid
                 hk.append(kind)
         hold_x, hold_y, hold_k = np.stack(hx), np.array(hy), np.array(hk)
     else:
-        hold_x = np.stack([np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.LANCZOS)) for i in real[2]])
+        hold_x = resize_images(real[2], size)
         hold_y, hold_k = real[3], np.array([""] * len(real[3]))
 
     model = GradabilityNet(model_cfg)
@@ -151,7 +150,7 @@ def train_validator(out: str | Path, cfg: ValidatorTrainConfig, model_cfg: Valid
             for base in bases:  # extra negatives: degraded copies of gradable photographs
                 xs.append(_make_example(base, blanks[rng.integers(len(blanks))], False, rng, size)[0])
                 ys.append(False)
-        x, y = to_tensor(np.stack(xs)), torch.tensor(ys, dtype=torch.float32)
+        x, y = images_to_tensor(np.stack(xs), (0.0, 1.0)), torch.tensor(ys, dtype=torch.float32)
         order = torch.randperm(len(x))
         for k in range(0, len(x), cfg.batch):
             idx = order[k:k + cfg.batch]

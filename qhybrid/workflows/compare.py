@@ -40,8 +40,8 @@ def find_models(run_dir: Path) -> list[tuple[str, Path]]:
 def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progress: bool = True, log=print,
                       quick: bool = False):
     """Load the validator and the feature encoder; train them into the run folder if absent."""
-    from qhybrid.evaluation.features import load_encoder
-    from qhybrid.evaluation.validator import load_validator
+    from qhybrid.evaluation.features import FundusEncoder
+    from qhybrid.evaluation.validator import GradabilityNet
     from qhybrid.training.encoder import EncoderTrainConfig, train_encoder
     from qhybrid.training.validator import ValidatorTrainConfig, train_validator
 
@@ -58,14 +58,15 @@ def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progr
         log(f"training the fundus feature encoder into {edir} (once per run folder)")
         cfg = EncoderTrainConfig(n=80, epochs=2) if quick else EncoderTrainConfig()
         train_encoder(edir, cfg, progress=progress)
-    validator, vheader = load_validator(vdir)
-    return load_encoder(edir), validator, vheader, vdir, edir
+    validator = GradabilityNet.from_checkpoint(vdir)
+    vheader = validator.checkpoint_header
+    return FundusEncoder.from_checkpoint(edir), validator, vheader, vdir, edir
 
 
 def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0, real_n: int = 200,
                 k: int = 5, n_boot: int = 100, validator_dir=None, encoder_dir=None, inception=None,
                 progress: bool = True, log=print, quick_evaluators: bool = False) -> dict:
-    from qhybrid.diffusion.pipeline import load_ldm
+    from qhybrid.diffusion.pipeline import LatentDiffusion
     from qhybrid.workflows.sampling import sample_images, write_samples
 
     run_dir = Path(run_dir)
@@ -82,7 +83,7 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
     results, samples = {}, {}
     real = None
     for name, folder in models:
-        loaded = load_ldm(folder)
+        loaded = LatentDiffusion.from_checkpoint(folder)
         model, _, vae, header = loaded
         if real is None:
             source = header.get("extra", {}).get("train", {}).get("data", "synthetic")

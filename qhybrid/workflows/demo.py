@@ -206,9 +206,9 @@ def _block_check(folder: Path) -> dict:
     import torch
     from qiskit.primitives import StatevectorEstimator
 
-    from qhybrid.diffusion.pipeline import load_ldm
+    from qhybrid.diffusion.pipeline import LatentDiffusion
 
-    model = load_ldm(folder)[0]
+    model = LatentDiffusion.from_checkpoint(folder)[0]
     block = model.quantum_block
     angles = torch.rand(8, block.spec.num_qubits, generator=torch.Generator().manual_seed(0)).double() * 6 - 3
     weights = block.weight.detach().double().numpy()

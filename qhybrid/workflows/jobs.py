@@ -311,7 +311,7 @@ class JobRunner:
 
     def __init__(self, records: list[JobRecord], progress: bool = True, poll: float | None = None,
                  log=print, on_event: EventHook | None = None):
-        from qhybrid.diffusion.pipeline import load_ldm
+        from qhybrid.diffusion.pipeline import LatentDiffusion
 
         self.records = records
         self._locks: list = []  # taken by advance()
@@ -329,7 +329,7 @@ class JobRunner:
             raise JobRecordError(
                 f"the model {model_dir} changed since run {records[0].run_id} was submitted (its weights hash "
                 "differs); restore that checkpoint, or start a new run with 'qhybrid jobs submit'")
-        self.model, self.scheduler, self.vae, _ = load_ldm(model_dir)
+        self.model, self.scheduler, self.vae, _ = LatentDiffusion.from_checkpoint(model_dir)
         block = self.model.quantum_block
         if block is None:
             raise InputError(f"{model_dir} is a {self.model.cfg.kind} model with no quantum block; only hybrid "

@@ -24,14 +24,14 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], 
                    n: int = 16, steps: int = 20, shots: int = 1024, mitigation: bool = False, seed: int = 0,
                    method: str = "counts", optimization_level: int = 2, progress: bool = True, log=print) -> dict:
     from qhybrid.data.transforms import tensor_to_images
-    from qhybrid.diffusion.pipeline import load_ldm
+    from qhybrid.diffusion.pipeline import LatentDiffusion
     from qhybrid.diffusion.sampling import sample_latents
     from qhybrid.evaluation.evaluate import evaluate_sets, real_reference
     from qhybrid.plots import save_side_by_side
     from qhybrid.quantum.primitives.aer import noise_source_for_backend
 
     model_dir, out = Path(model_dir), Path(out)
-    model, scheduler, vae, header = load_ldm(model_dir)
+    model, scheduler, vae, header = LatentDiffusion.from_checkpoint(model_dir)
     block = model.quantum_block
     if block is None:
         raise InputError(f"{model_dir} is a {model.cfg.kind} model without a quantum block; noisy-eval needs a hybrid model")
@@ -89,10 +89,10 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], 
     run_dir = model_dir.parent
     evaluators = None
     if (run_dir / "validator" / "config.json").exists() and (run_dir / "encoder" / "config.json").exists():
-        from qhybrid.evaluation.features import load_encoder
-        from qhybrid.evaluation.validator import load_validator
+        from qhybrid.evaluation.features import FundusEncoder
+        from qhybrid.evaluation.validator import GradabilityNet
 
-        evaluators = (load_encoder(run_dir / "encoder"), load_validator(run_dir / "validator")[0])
+        evaluators = (FundusEncoder.from_checkpoint(run_dir / "encoder"), GradabilityNet.from_checkpoint(run_dir / "validator"))
         source = header.get("extra", {}).get("train", {}).get("data", "synthetic")
         real = real_reference(source, vae.cfg.size, 200)
         k = min(5, n - 1)

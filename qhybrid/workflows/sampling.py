@@ -12,7 +12,7 @@ from PIL import Image
 
 from qhybrid import io
 from qhybrid.data.transforms import tensor_to_images
-from qhybrid.diffusion.pipeline import load_ldm
+from qhybrid.diffusion.pipeline import LatentDiffusion
 from qhybrid.diffusion.sampling import sample_latents
 from qhybrid.plots import save_image_grid
 
@@ -21,7 +21,7 @@ def sample_images(model_dir: str | Path, n: int = 64, steps: int = 50, target: s
                   seed: int = 0, sampler: str = "ddim", eta: float = 0.0, progress: bool = True,
                   loaded=None, target_options: dict | None = None) -> tuple[np.ndarray, dict]:
     """Sample ``n`` images (uint8, (n, S, S, 3)) from an LDM checkpoint folder."""
-    model, scheduler, vae, header = loaded or load_ldm(model_dir)
+    model, scheduler, vae, header = loaded or LatentDiffusion.from_checkpoint(model_dir)
     model.to_target(target, **(target_options or {}))
     t0 = time.perf_counter()
     z = sample_latents(model, scheduler, n, steps, sampler, eta, seed, progress=progress)
