@@ -1,7 +1,8 @@
-"""The qhybrid command, invoked for real."""
+"""The qhybrid command: its main() in-process, and the whole demo as a real command."""
 
 import json
 
+import pytest
 from cli_helpers import one_line_error, run
 
 
@@ -74,6 +75,7 @@ def test_train_vae_cli(tmp_path):
         run("train", "vae", "--quantum", "--qubits", "70", "--out", str(tmp_path / "v3")))
 
 
+@pytest.mark.slow  # the whole demo at toy sizes, as a real command
 def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = run("demo", "--quick", "--out", str(out), "--seed", "1")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from cli_helpers import run
+from cli_helpers import run_process
 
 TOKEN = "doctor-SECRET-token-8c1f7e2a9b"
 INSTANCE = "crn:v1:bluemix:public:quantum-computing:us-east:a/doctorSECRETinstance77::"
@@ -61,7 +61,7 @@ def saved_home(tmp_path_factory):
 def test_report_lists_versions_and_fake_backends(tmp_path):
     from qhybrid.quantum.primitives.aer import fake_backend_names
 
-    proc = run("doctor", env=_env(tmp_path), cwd=tmp_path)
+    proc = run_process("doctor", env=_env(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     for dist in ("qiskit", "torch", "qiskit-machine-learning", "qiskit-ibm-runtime"):
@@ -76,7 +76,7 @@ def test_report_lists_versions_and_fake_backends(tmp_path):
 
 
 def test_token_variable_is_reported_set_but_never_shown(tmp_path):
-    proc = run("doctor", env=_env(tmp_path, QISKIT_IBM_TOKEN=TOKEN, QISKIT_IBM_INSTANCE=INSTANCE), cwd=tmp_path)
+    proc = run_process("doctor", env=_env(tmp_path, QISKIT_IBM_TOKEN=TOKEN, QISKIT_IBM_INSTANCE=INSTANCE), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     row = next(ln for ln in proc.stdout.splitlines() if "QISKIT_IBM_TOKEN" in ln)
     assert row.split() == ["QISKIT_IBM_TOKEN", "set"]
@@ -88,7 +88,7 @@ def test_token_variable_is_reported_set_but_never_shown(tmp_path):
 
 def test_saved_accounts_show_name_and_channel_but_not_token(saved_home):
     env = _env(saved_home, QISKIT_IBM_TOKEN=TOKEN)
-    proc = run("doctor", env=env, cwd=saved_home)
+    proc = run_process("doctor", env=env, cwd=saved_home)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"{saved_home / '.qiskit' / 'qiskit-ibm.json'} (exists)" in out
@@ -102,7 +102,7 @@ def test_saved_accounts_show_name_and_channel_but_not_token(saved_home):
 
 
 def test_json_parses_and_holds_no_secret(saved_home):
-    proc = run("doctor", "--json", env=_env(saved_home, QISKIT_IBM_TOKEN=TOKEN), cwd=saved_home)
+    proc = run_process("doctor", "--json", env=_env(saved_home, QISKIT_IBM_TOKEN=TOKEN), cwd=saved_home)
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert "SECRET" not in proc.stdout

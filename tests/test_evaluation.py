@@ -32,6 +32,22 @@ def encoder_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def quick_validator_dir(tmp_path_factory):
+    """Evaluators trained in seconds (the sizes of the quick demo): for the plumbing of scoring and
+    evaluation; their accuracy is tested on the full-size ones."""
+    out = tmp_path_factory.mktemp("eval") / "quick-validator"
+    train_validator(out, ValidatorTrainConfig(n=80, epochs=3), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def quick_encoder_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "quick-encoder"
+    train_encoder(out, EncoderTrainConfig(n=80, epochs=2), progress=False)
+    return out
+
+
 def fresh_images(n=12, size=64, seed=777):
     return SyntheticFundus(size, seed=seed).sample(n)[0]
 
@@ -64,6 +80,7 @@ def test_roc_auc_known_values():
     assert roc_auc(np.array([1, 0, 1, 0]), np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
 
 
+@pytest.mark.slow
 def test_encoder_learns_the_anatomy(encoder_dir):
     m = json.loads((encoder_dir / "config.json").read_text())["extra"]["metrics"]
     assert m["heldout_eye_accuracy"] >= 0.8
@@ -75,7 +92,7 @@ def test_encoder_learns_the_anatomy(encoder_dir):
     assert f.shape == (4, 64) and np.all(np.isfinite(f))
 
 
-def test_evaluate_sets_and_inception_path(tmp_path, validator_dir, encoder_dir):
+def test_evaluate_sets_and_inception_path(tmp_path, quick_validator_dir, quick_encoder_dir):
     real, fake = fresh_images(30, seed=1), fresh_images(30, seed=2)
 
     class Tiny(torch.nn.Module):  # stands in for a TorchScript Inception: same calling convention
@@ -84,7 +101,7 @@ def test_evaluate_sets_and_inception_path(tmp_path, validator_dir, encoder_dir):
 
     path = tmp_path / "inception.pt"
     torch.jit.script(Tiny()).save(str(path))
-    r = evaluate_sets(real, fake, encoder=FundusEncoder.from_checkpoint(encoder_dir), validator=GradabilityNet.from_checkpoint(validator_dir),
+    r = evaluate_sets(real, fake, encoder=FundusEncoder.from_checkpoint(quick_encoder_dir), validator=GradabilityNet.from_checkpoint(quick_validator_dir),
                       inception=str(path), k=3, n_boot=10)
     for group in ("fundus_features", "inception"):
         assert set(r[group]) == {"fd", "kid", "precision", "recall", "density", "coverage"}
@@ -95,8 +112,6 @@ def test_evaluate_sets_and_inception_path(tmp_path, validator_dir, encoder_dir):
         evaluate_sets(real, fake[:4], k=5)
 
 
-
-
 def write_pngs(folder, images, prefix="img"):
     folder.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(images):
@@ -104,31 +119,31 @@ def write_pngs(folder, images, prefix="img"):
     return folder
 
 
-def test_score_cli(tmp_path, validator_dir):
+def test_score_cli(tmp_path, quick_validator_dir):
     clean = fresh_images(3)
     rng = np.random.default_rng(1)
     blurred = [degrade(img, "defocus", 0.95, rng) for img in clean]
     folder = write_pngs(tmp_path / "imgs", list(clean) + blurred)
-    proc = run("validator", "score", "--model", str(validator_dir), str(folder), "--json")
+    proc = run("validator", "score", "--model", str(quick_validator_dir), str(folder), "--json")
     assert proc.returncode == 0, proc.stderr
     scores = json.loads(proc.stdout)
     assert len(scores) == 6 and {"image", "p_gradable", "gradable"} <= set(scores[0])
     assert np.mean([s["p_gradable"] for s in scores[:3]]) > np.mean([s["p_gradable"] for s in scores[3:]])
-    proc = run("validator", "score", "--model", str(validator_dir), str(folder / "img000.png"))
+    proc = run("validator", "score", "--model", str(quick_validator_dir), str(folder / "img000.png"))
     assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 1
     assert "is not a validator checkpoint" in one_line_error(
         run("validator", "score", "--model", str(tmp_path / "imgs"), str(folder)))
     (tmp_path / "empty").mkdir()
-    assert "contains no images" in one_line_error(run("validator", "score", "--model", str(validator_dir), str(tmp_path / "empty")))
+    assert "contains no images" in one_line_error(run("validator", "score", "--model", str(quick_validator_dir), str(tmp_path / "empty")))
 
 
-def test_evaluate_cli(tmp_path, validator_dir, encoder_dir):
+def test_evaluate_cli(tmp_path, quick_validator_dir, quick_encoder_dir):
     gen = fresh_images(24, seed=5)
     folder = write_pngs(tmp_path / "gen", gen)
     Image.fromarray(SyntheticFundus(48, seed=3)[0][0]).save(folder / "odd_size.png")
     out = tmp_path / "eval.json"
     proc = run("evaluate", "--real", "synthetic", "--generated", str(folder), "--n-real", "30", "--encoder",
-               str(encoder_dir), "--validator", str(validator_dir), "--bootstrap", "10", "--json", str(out))
+               str(quick_encoder_dir), "--validator", str(quick_validator_dir), "--bootstrap", "10", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "resized 1 image(s)" in proc.stderr
     result = json.loads(out.read_text())
@@ -139,4 +154,4 @@ def test_evaluate_cli(tmp_path, validator_dir, encoder_dir):
     (tmp_path / "nothing").mkdir()
     assert "contains no images" in one_line_error(run("evaluate", "--real", "synthetic", "--generated", str(tmp_path / "nothing")))
     assert "expected a validator checkpoint" in one_line_error(
-        run("evaluate", "--real", "synthetic", "--generated", str(folder), "--validator", str(encoder_dir)))
+        run("evaluate", "--real", "synthetic", "--generated", str(folder), "--validator", str(quick_encoder_dir)))

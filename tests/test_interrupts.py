@@ -9,10 +9,14 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 from cli_helpers import QHYBRID, run
 from PIL import Image
 
 from qhybrid.models import checkpoint as ckpt
+
+#: Real processes, interrupted: run by `make test` (CI), skipped by `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 def start(*args):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import one_line_error, run
+from cli_helpers import one_line_error, run, run_process
 
 from qhybrid.quantum import CircuitSpec, QuantumBlock
 from qhybrid.quantum.primitives.aer import fake_backend
@@ -227,6 +227,7 @@ def test_several_seeds_and_levels_make_independent_runs_in_one_batch(models, ref
     assert np.array_equal(latents[3], reference.read_array("initial_latents.npy"))
 
 
+@pytest.mark.slow  # real processes, killed or offline
 def test_a_record_stays_valid_json_when_the_writer_is_killed(models, reference, tmp_path):
     target = tmp_path / "record.json"
     script = (
@@ -253,11 +254,12 @@ def test_a_record_stays_valid_json_when_the_writer_is_killed(models, reference, 
     assert [p.name for p, _, _ in jobs.list_records(tmp_path)] == ["record.json"]
 
 
+@pytest.mark.slow  # real processes, killed or offline
 def test_cli_run_killed_mid_way_then_resumed_in_a_new_process(models, reference, tmp_path):
     env = {**os.environ, "QISKIT_IBM_TOKEN": TOKEN}
     args = ["jobs", "submit", "--model", str(models / "ldm-hybrid"), "--backend", BACKEND, "--n", "4",
             "--steps", "4", "--seed", "3", "--jobs-dir", str(tmp_path)]
-    from cli_helpers import QHYBRID
+    from cli_helpers import QHYBRID, run_process
 
     proc = subprocess.Popen([QHYBRID, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 120
@@ -277,16 +279,16 @@ def test_cli_run_killed_mid_way_then_resumed_in_a_new_process(models, reference,
     run_id = path.stem
     partial = jobs.read_record(path)
     assert partial["status"] == "running" and partial["steps"][1]["status"] == "done", "killed too late"
-    status = run("jobs", "status", run_id, "--jobs-dir", str(tmp_path), env=env)
+    status = run_process("jobs", "status", run_id, "--jobs-dir", str(tmp_path), env=env)
     assert status.returncode == 0 and run_id in status.stdout and "steps done" in status.stdout
-    resumed = run("jobs", "resume", run_id, "--jobs-dir", str(tmp_path), env=env)
+    resumed = run_process("jobs", "resume", run_id, "--jobs-dir", str(tmp_path), env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert "completed, 4/4 steps" in resumed.stdout and "results:" in resumed.stdout
     record = jobs.JobRecord.load(tmp_path, run_id)
     assert np.array_equal(final_latents(record), final_latents(reference))
     attempts = [a for s in record.steps for a in s.get("attempts", [])]
     assert all(a["status"] in ("LOST", "SUBMITTED", "RUNNING", "QUEUED", "DONE") for a in attempts)  # only local jobs lost with the process
-    listing = run("jobs", "list", "--jobs-dir", str(tmp_path), env=env)
+    listing = run_process("jobs", "list", "--jobs-dir", str(tmp_path), env=env)
     assert run_id in listing.stdout and "completed" in listing.stdout
     # the token in the environment reached no file the run wrote, and no output
     for file in tmp_path.rglob("*"):
@@ -295,18 +297,19 @@ def test_cli_run_killed_mid_way_then_resumed_in_a_new_process(models, reference,
     assert TOKEN not in resumed.stdout + resumed.stderr + status.stdout
 
 
+@pytest.mark.slow  # real processes, killed or offline
 def test_no_account_and_no_network_end_with_one_line_and_write_nothing(models, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
     args = ["jobs", "submit", "--model", str(models / "ldm-hybrid"), "--backend", "ibm_torino",
             "--jobs-dir", str(tmp_path / "jobs")]
-    line = one_line_error(run(*args, env={**clean, "HOME": str(home)}), code=1)
+    line = one_line_error(run_process(*args, env={**clean, "HOME": str(home)}), code=1)
     assert "no IBM Quantum account is configured" in line and "save_account" in line and "fake_" in line
     # an account in the environment, but no way to reach IBM Quantum from here
     env = {**clean, "HOME": str(home), "QISKIT_IBM_TOKEN": TOKEN,
            "QISKIT_IBM_INSTANCE": "crn:v1:bluemix:public:quantum-computing:us-east:a/0123abcd:4567ef::"}
-    proc = run(*args, env=env)
+    proc = run_process(*args, env=env)
     line = one_line_error(proc, code=1)
     assert "could not connect to IBM Quantum" in line and TOKEN not in proc.stderr + proc.stdout
     assert not (tmp_path / "jobs").exists()
@@ -324,7 +327,7 @@ def test_fetch_of_an_ibm_run_without_a_connection_leaves_the_record_intact(model
     home = tmp_path / "home"
     home.mkdir()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
-    line = one_line_error(run("jobs", "fetch", "ibm-run", "--jobs-dir", str(tmp_path), env={**clean, "HOME": str(home)}),
+    line = one_line_error(run_process("jobs", "fetch", "ibm-run", "--jobs-dir", str(tmp_path), env={**clean, "HOME": str(home)}),
                           code=1)
     assert "no IBM Quantum account" in line and "record is unchanged" in line and "jobs fetch ibm-run" in line
     assert path.read_bytes() == before

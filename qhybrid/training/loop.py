@@ -324,6 +324,13 @@ def open_run(out: Path, kind: str, resume: bool) -> Resume | None:
     return Resume(out, header, _current_layout(state, out / ckpt.STATE_NAME))
 
 
+def loss_history(out: Path) -> dict[str, list[float]]:
+    """The per-step (and per-epoch) curves of the run in ``out``, from its training state in any
+    layout (e.g. ``{"loss": [...]}`` for a denoiser); ``{}`` for a folder without one."""
+    state = ckpt.load_training_state(out)
+    return {} if state is None else dict(_current_layout(state, Path(out) / ckpt.STATE_NAME)["history"])
+
+
 def _current_layout(state: dict, path: Path) -> dict:
     """A training state in today's layout. qhybrid 0.1 wrote one layout per recipe: the VAE's has
     ``epoch`` and a ``history`` dict but no ``step`` (one loss per step, so it is the number of

@@ -189,15 +189,11 @@ def _sample_sets(out: Path, comparison: dict) -> dict[str, np.ndarray]:
 
 
 def _loss_figure(out: Path) -> None:
-    import torch
-
     from qhybrid.plots import save_loss_curves
+    from qhybrid.training.loop import loss_history
     from qhybrid.workflows.compare import find_models
 
-    curves = {}
-    for name, folder in find_models(out):
-        state = torch.load(folder / ckpt.STATE_NAME, map_location="cpu", weights_only=False)
-        curves[name] = state["losses"]
+    curves = {name: loss_history(folder).get("loss", []) for name, folder in find_models(out)}
     save_loss_curves(curves, out / "losses.png", title="latent diffusion training loss", smooth=50)
 
 

@@ -1,14 +1,19 @@
 """Checkpoints and a job record written by qhybrid 0.1 before the restructuring (old flat modules)."""
-import json, shutil, sys
+import shutil
+import sys
 from pathlib import Path
+
 import torch
+
 out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+from qhybrid.denoiser import DenoiserConfig, LatentDenoiser
 from qhybrid.train_vae import VAETrainConfig, train_vae
 from qhybrid.vae import VAEConfig
-from qhybrid.quantum import CircuitSpec
+
 from qhybrid import checkpoint as ckpt
-from qhybrid.denoiser import DenoiserConfig, LatentDenoiser
 from qhybrid.diffusion import SchedulerConfig
+from qhybrid.quantum import CircuitSpec
+
 spec = CircuitSpec(num_qubits=3, reps=1).to_dict()
 # a quantum VAE with the old bottleneck (keys encoder.quantum.block / from_block)
 train_vae(out / "qvae", VAEConfig(size=32, base_channels=4, channel_mult=(1, 1, 1, 1), quantum=spec),
