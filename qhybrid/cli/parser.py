@@ -110,7 +110,7 @@ def _add_demo(sub) -> None:
     )
     demo.add_argument("--out", type=_folder, default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--seed", type=_seed, default=0)
-    demo.add_argument("--quick", action="store_true", help="tiny sizes (about 3 minutes), for smoke tests")
+    demo.add_argument("--quick", action="store_true", help="tiny sizes (about half a minute), for smoke tests")
     demo.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     demo.add_argument("--with-qvae", action="store_true",
                       help="also train the quantum-enhanced VAE and a hybrid denoiser on it (about +3.5 min)")
