@@ -451,8 +451,9 @@ def cases(p: SimpleNamespace) -> list[Case]:
                                                         "--out", o()], expect=("fake_nope",)),
         Case("circuits study", "--out is a file", ["circuits", "study", *tiny_study, "--out", s(p.text)],
              expect=(s(p.text),)),
+        # checked before any simulation, like '--out is a file': bad input (exit 2), not a late failure
         Case("circuits study", "--out below a file", ["circuits", "study", *tiny_study, "--out",
-                                                      s(p.text / "study")], code=1, expect=(s(p.text),)),
+                                                      s(p.text / "study")], expect=(s(p.text), "choose another --out")),
         # noisy-eval
         Case("noisy-eval", "--model missing", ["noisy-eval", "--model", s(p.missing), "--backends", "fake_manila",
                                                "--out", o()], expect=(s(p.missing),)),
