@@ -1,4 +1,9 @@
-"""Sampling a checkpoint folder into images, and writing a samples folder."""
+"""A checkpoint folder in, a samples folder out: what ``qhybrid sample`` and ``compare`` do.
+
+:mod:`qhybrid.diffusion.sampling` is the loop on latents; this module loads the model
+(:class:`~qhybrid.diffusion.pipeline.LatentDiffusion`), moves its quantum block to the execution
+target, samples, decodes with the VAE, and writes ``sample_*.png``, ``grid.png`` and, last, the
+``samples.json`` that marks a finished folder."""
 
 from __future__ import annotations
 
