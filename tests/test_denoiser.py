@@ -65,3 +65,26 @@ def test_a_short_training_run_reduces_the_loss(kind):
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10
+
+
+def test_the_circuit_of_every_kind_with_a_circuit_is_found(tmp_path):
+    """circuits inspect --model reads the circuit of hybrid and hybrid-frozen models (0.1 refused the
+    frozen ablation, whose circuit is the hybrid's) and refuses kinds without one."""
+    from qhybrid.errors import InputError
+    from qhybrid.models import checkpoint as ckpt
+    from qhybrid.models.denoiser import (
+        ALL_DENOISERS,
+        CORE_OF,
+        DenoiserConfig,
+        circuit_spec_of,
+    )
+
+    for kind in ALL_DENOISERS:
+        cfg = DenoiserConfig.for_kind(kind, 4, 8, num_qubits=3, reps=1)
+        folder = ckpt.save_checkpoint(tmp_path / "run" / f"ldm-{kind}", "ldm", {"denoiser": cfg.to_dict()}, {})
+        if CORE_OF[kind] in ("quantum", "frozen"):
+            spec, name = circuit_spec_of(folder)
+            assert (spec.num_qubits, spec.reps, name) == (3, 1, f"run_ldm-{kind}")
+        else:
+            with pytest.raises(InputError, match=f"no quantum block \\(a {kind} model\\)"):
+                circuit_spec_of(folder)

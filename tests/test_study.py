@@ -1,4 +1,4 @@
-"""The ansatz study (qhybrid.study): a tiny study on a small fake backend writes a complete,
+"""The ansatz study (qhybrid.quantum.study): a tiny study on a small fake backend writes a complete,
 reproducible report with sane numbers; bad configurations fail early with a clear InputError."""
 
 import dataclasses

@@ -304,7 +304,7 @@ def cmd_noise_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_circuits_inspect(args: argparse.Namespace) -> int:
-    from qhybrid.models.checkpoint import circuit_spec_of
+    from qhybrid.models.denoiser import circuit_spec_of
     from qhybrid.quantum.circuits import CircuitSpec
     from qhybrid.quantum.inspection import inspect_circuit
 

@@ -2,7 +2,7 @@
 
 Sources:
 
-* ``"synthetic"`` — :class:`qhybrid.synthetic.SyntheticFundus`, deterministic per seed and split;
+* ``"synthetic"`` — :class:`qhybrid.data.synthetic.SyntheticFundus`, deterministic per seed and split;
 * an image folder (jpg/png/tif/bmp, any size and aspect) with an optional labels CSV: each image is
   cropped to the fundus circle by thresholding the dark surround, padded square and resized;
 * a MedMNIST-style ``.npz`` (``train_images`` / ``val_images`` / ``test_images`` and their
@@ -113,7 +113,7 @@ def load_dataset(source: str | Path, size: int = 64, split: str = "train", n: in
         gen = SyntheticFundus(size=size, seed=seed * 10 + _SPLIT_IDS[split])
         images, labs = gen.sample(count)
         return FundusDataset(images, [lab.to_dict() for lab in labs], "synthetic", split,
-                             ["synthetic fundus images (qhybrid.synthetic), not clinical data"])
+                             ["synthetic fundus images (qhybrid.data.synthetic), not clinical data"])
     path = Path(source)
     if not path.exists():
         raise DataError(
@@ -326,7 +326,6 @@ def load_images(paths, size: int | None = None) -> tuple[np.ndarray, list[str], 
 
     Images of different sizes are resized to ``size`` (default: the most common size), with a note.
     """
-    from qhybrid.data.loaders import IMAGE_SUFFIXES
 
     files: list[Path] = []
     for p in paths:

@@ -8,7 +8,7 @@ own images.
 Training data: with a labelled folder (EyeQ-style quality CSV: Good / Usable / Reject) it learns
 from those labels (plus synthetically degraded copies of the gradable photographs). By default it
 uses built-in synthetic retinas: clean or mildly imperfect ones are gradable, badly degraded ones
-(:mod:`qhybrid.degrade`: blur, exposure, illumination, haze, noise, eyelashes, glare, field of view
+(:mod:`qhybrid.data.degrade`: blur, exposure, illumination, haze, noise, eyelashes, glare, field of view
 cut off, no disc or vessels) are not. Colour, exposure-preserving gain/gamma, scale and crop jitter,
 JPEG re-compression and resolution changes are applied to both classes so that the decision rests on
 retinal visibility, not on colours or textures peculiar to the generator.

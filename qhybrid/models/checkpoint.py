@@ -163,18 +163,3 @@ def load_training_state(folder: str | Path) -> dict[str, Any] | None:
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
         raise CheckpointError(f"cannot read {path} to resume ({one_line(exc)}); start again without "
                               f"{param('resume', True)}") from None
-
-
-def circuit_spec_of(folder: str | Path):
-    """``(CircuitSpec, name)`` of the quantum block in a hybrid LDM or quantum VAE checkpoint,
-    read from its header (no weights loaded); ``name`` is ``<run>_<model folder>``."""
-    from qhybrid.quantum.circuits import CircuitSpec
-
-    folder = Path(folder)
-    header = read_header(folder, ("ldm", "vae"))
-    cfg = header["config"]
-    spec = cfg.get("denoiser", {}).get("quantum") if header["kind"] == "ldm" else cfg.get("quantum")
-    kind = cfg.get("denoiser", {}).get("kind") if header["kind"] == "ldm" else "vae"
-    if spec is None or (header["kind"] == "ldm" and kind != "hybrid"):
-        raise InputError(f"{folder} has no quantum block (a {kind} model); give a hybrid LDM or a quantum VAE")
-    return CircuitSpec.from_dict(spec), f"{folder.parent.name}_{folder.name}"

@@ -11,7 +11,7 @@ comparison measures the branch and nothing else:
   the circuit, so the parameter counts are about equal;
 * ``classical-large``: the classical variant with twice the channels (about 3.7x the parameters).
 
-Two ablations replace only the quantum part of ``hybrid`` (see :mod:`qhybrid.qres`):
+Two ablations replace only the quantum part of ``hybrid`` (see :mod:`qhybrid.models.quantum_layers`):
 ``hybrid-classical-core`` (a classical layer of the block's widths and exact parameter count) and
 ``hybrid-frozen`` (the circuit weights frozen at initialisation). ``placement`` puts the branch
 after the middle block (``bottleneck``, default) or inside it as a QResBlock (``qresblock``).
@@ -20,6 +20,7 @@ after the middle block (``bottleneck``, default) or inside it as a QResBlock (``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ DENOISERS = ("classical", "classical-large", "hybrid")
 #: Ablations of the hybrid: only the quantum core changes.
 ABLATIONS = ("hybrid-classical-core", "hybrid-frozen")
 ALL_DENOISERS = DENOISERS + ABLATIONS
-#: Denoiser kind -> the core of its branch (qhybrid.qres.CORES).
+#: Denoiser kind -> the core of its branch (qhybrid.models.quantum_layers.CORES).
 CORE_OF = {"classical": "mlp", "classical-large": "mlp", "hybrid": "quantum",
            "hybrid-classical-core": "matched", "hybrid-frozen": "frozen"}
 PLACEMENTS = ("bottleneck", "qresblock")
@@ -154,3 +155,20 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         return {"total": total, "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
                 "quantum_circuit_weights": quantum, "branch": sum(p.numel() for p in branch.parameters()),
                 "branch_core": sum(p.numel() for p in branch.core.parameters())}
+
+
+def circuit_spec_of(folder: str | Path) -> tuple[CircuitSpec, str]:
+    """``(CircuitSpec, name)`` of the circuit in a hybrid LDM (``hybrid`` or ``hybrid-frozen``: the
+    kinds whose core is a circuit) or a quantum VAE checkpoint, read from its header without loading
+    weights; ``name`` is ``<run>_<model folder>``."""
+    folder = Path(folder)
+    header = ckpt.read_header(folder, ("ldm", "vae"))
+    cfg = header["config"]
+    if header["kind"] == "ldm":
+        kind = cfg.get("denoiser", {}).get("kind")
+        spec = cfg["denoiser"].get("quantum") if CORE_OF.get(kind) in ("quantum", "frozen") else None
+    else:
+        kind, spec = "vae", cfg.get("quantum")
+    if spec is None:
+        raise InputError(f"{folder} has no quantum block (a {kind} model); give a hybrid LDM or a quantum VAE")
+    return CircuitSpec.from_dict(spec), f"{folder.parent.name}_{folder.name}"

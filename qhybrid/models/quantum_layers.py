@@ -80,7 +80,7 @@ def make_core(kind: str, spec: CircuitSpec, seed: int = 0) -> tuple[nn.Module, i
 _BOTTLENECK_NAMES = {"block.": "core.", "from_block.": "back."}
 
 
-def _rename_bottleneck_keys(state_dict, prefix, *args) -> None:
+def _rename_bottleneck_keys(module, state_dict, prefix, *args) -> None:
     """Load a qhybrid 0.1 quantum VAE: its ``QuantumBottleneck`` was this branch under other names."""
     for key in [k for k in state_dict if k.startswith(prefix)]:
         for old, new in _BOTTLENECK_NAMES.items():
@@ -98,7 +98,7 @@ class QuantumBranch(nn.Module):
         self.core_kind = core
         self.back = nn.Linear(out, channels)
         self.gate = nn.Parameter(torch.tensor(float(gate_init)))
-        self._register_load_state_dict_pre_hook(_rename_bottleneck_keys)
+        self.register_load_state_dict_pre_hook(_rename_bottleneck_keys)
 
     @property
     def quantum(self) -> bool:

@@ -1,6 +1,6 @@
 """QuantumBlock: the trainable circuit as a PyTorch module, built from Qiskit objects.
 
-``QuantumBlock(spec)`` holds ``TorchConnector(EstimatorQNN(...))``. Its only trainable state is
+``QuantumBlock(spec)`` holds ``QNNConnector(EstimatorQNN(...))`` (a ``TorchConnector`` subclass). Its only trainable state is
 ``.weight`` (one entry per weight parameter of ``.circuit``, in circuit order), so a checkpoint
 stores plain numbers and never a primitive or a backend: ``to_target`` swaps how the circuit is
 evaluated while keeping the very same ``nn.Parameter``. ``.pub_circuit`` is the circuit object

@@ -35,11 +35,9 @@ from qhybrid.training.loop import (
     save_run,
 )
 
-__all__ = ["DiffusionTrainConfig", "TrainingError", "TrainingError", "encode_dataset", "train_diffusion"]
+__all__ = ["DiffusionTrainConfig", "TrainingError", "encode_dataset", "train_diffusion"]
 
 
-#: The name 0.1 raised for a denoiser run that cannot start or continue; the one type is TrainingError.
-TrainingError = TrainingError
 
 
 @dataclass(frozen=True)

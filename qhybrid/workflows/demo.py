@@ -257,7 +257,7 @@ held-out reconstruction MSE {vae_extra.get('val_recon_mse', float('nan')):.4f} (
 ## Latent diffusion models
 
 All three share the same U-Net on the latents and differ only in the bottleneck branch (see
-`qhybrid/denoiser.py`): the hybrid's branch is the quantum block, the classical one a small MLP in
+`qhybrid/models/denoiser.py`): the hybrid's branch is the quantum block, the classical one a small MLP in
 its place (about the same parameter count), the large one has twice the channels.
 
 | denoiser | parameters | circuit weights | training steps | final training loss | training time | sampling time / image |

@@ -34,7 +34,7 @@ job handled between them, as an explicit state machine of the runner (:meth:`Job
    it asked with exactly the saved rows, then saves the latents: ``done``.
 
 Executors never raise; the runner reads what they noted after the call. Records written before
-the rows were saved (format 1 from qhybrid 0.1) resume the same way, without that check for the
+the rows were saved (by qhybrid 0.1: format version 1 without ``values_file``) resume the same way, without that check for the
 steps that lack them. :class:`JobRunner` reports ``on_event(event, record, k)`` after a step's
 job id (``"submitted"``) or latents (``"done"``) are on disk, for progress displays and tests.
 """
@@ -651,7 +651,7 @@ class JobRunner:
         bar = tqdm(total=total, initial=sum(r.completed_steps() for r in self.records), unit="step",
                    desc=f"jobs on {self.backend_name}", disable=not self.progress)
         may_submit = how.submit
-        failures: dict[str, str] = {}
+        failures: dict[str, QHybridError] = {}
         try:
             while True:
                 waiting, moved = [], False
@@ -662,10 +662,10 @@ class JobRunner:
                     try:
                         outcome = self._step(record, k, may_submit)
                     except QHybridError as exc:  # this run stops; its siblings go on
-                        failures[record.run_id] = str(exc)
+                        failures[record.run_id] = exc
                         continue
                     if outcome.state == "failed":
-                        failures[record.run_id] = outcome.message
+                        failures[record.run_id] = RuntimeTargetError(outcome.message)
                     elif outcome.state in ("submitted", "waiting"):
                         waiting.append((record, k))
                     elif outcome.state == "done":
@@ -694,13 +694,13 @@ class JobRunner:
             self._unlock()
             raise  # the first error wins; the records hold every change made before it
         self._finish(bar)
-        if failures:
+        if failures:  # the errors themselves: their type (exit code) and parameter placeholders kept
             if len(self.records) == 1:
-                raise RuntimeTargetError(next(iter(failures.values())))
+                raise next(iter(failures.values()))
             ok = [r.run_id for r in self.records if r.run_id not in failures]
             raise RuntimeTargetError(
                 f"{len(failures)} of {len(self.records)} runs stopped: "
-                + "; ".join(f"{run_id}: {msg}" for run_id, msg in failures.items())
+                + "; ".join(f"{run_id}: {exc.template}" for run_id, exc in failures.items())
                 + (f" (the others went on: {', '.join(ok)})" if ok else ""))
 
     def _finish(self, bar) -> None:
@@ -724,7 +724,7 @@ class JobRunner:
                     if job is not None:  # (None: a lost local job, pending again)
                         states.append(self._status(job, record, k))
                 except QHybridError as exc:
-                    failures[record.run_id] = str(exc)
+                    failures[record.run_id] = exc
             label = ", ".join(sorted(set(states)))
             if label != getattr(bar, "postfix", None):
                 bar.set_postfix_str(label)
@@ -747,12 +747,9 @@ class JobRunner:
         record.save()
 
     def _decode(self, record: JobRecord) -> None:
-        from qhybrid.data.transforms import tensor_to_images
-        from qhybrid.workflows.sampling import write_samples
+        from qhybrid.workflows.sampling import decode_images, write_samples
 
-        z = record.latents_before(len(record.steps))
-        with torch.no_grad():
-            images = tensor_to_images(torch.cat([self.vae.decode_latents(z[i:i + 64]) for i in range(0, len(z), 64)]))
+        images = decode_images(self.vae, record.latents_before(len(record.steps)))
         info = {"run_id": record.run_id, "model": record.data["model"]["path"], "backend": self.backend_name,
                 "n": len(images), "steps": len(record.steps), "sampler": "ddim", "eta": 0.0,
                 "seed": record.data["sampling"]["seed"], "target": f"ibm:{self.backend_name}",
@@ -850,7 +847,7 @@ def _runner_for(record: JobRecord, command: str, *args) -> JobRunner:
     try:
         return JobRunner([record], *args)
     except RuntimeTargetError as exc:
-        raise RuntimeTargetError(f"{exc}; the record is unchanged; retry with 'qhybrid jobs {command} "
+        raise RuntimeTargetError(f"{exc.template}; the record is unchanged; retry with 'qhybrid jobs {command} "
                                  f"{record.run_id}'") from None
 
 

@@ -23,12 +23,12 @@ from qhybrid.quantum.circuits import two_qubit_gate_count
 def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], snapshots: list[str] | None = None,
                    n: int = 16, steps: int = 20, shots: int = 1024, mitigation: bool = False, seed: int = 0,
                    method: str = "counts", optimization_level: int = 2, progress: bool = True, log=print) -> dict:
-    from qhybrid.data.transforms import tensor_to_images
     from qhybrid.diffusion.pipeline import LatentDiffusion
     from qhybrid.diffusion.sampling import sample_latents
     from qhybrid.evaluation.evaluate import evaluate_sets, real_reference
     from qhybrid.plots import save_side_by_side
     from qhybrid.quantum.primitives.aer import noise_source_for_backend
+    from qhybrid.workflows.sampling import decode_images
 
     model_dir, out = Path(model_dir), Path(out)
     model, scheduler, vae, header = LatentDiffusion.from_checkpoint(model_dir)
@@ -60,8 +60,8 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], 
         if target == "ideal":
             hook.remove()
             probe = torch.cat([captured[0], captured[len(captured) // 2], captured[-1]])
+        imgs = decode_images(vae, z)
         with torch.no_grad():
-            imgs = tensor_to_images(vae.decode_latents(z))
             block_out = block(probe.to(block.weight.dtype)).double()
         latents[name], images[name] = z, imgs
         entry = {"target": target, "options": {k: v for k, v in opts.items()}, "seconds": seconds,
@@ -112,6 +112,9 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], 
 
 def _markdown(summary: dict) -> str:
     from qhybrid.evaluation.evaluate import fmt
+    from qhybrid.evaluation.report import metric
+
+    gradable, fd = metric("gradable"), metric("fd")
 
     rows = ["| target | s / sampling step | block error (mean, max) | latent RMS change | image change | "
             "2q gates, depth | gradable % | FD |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -122,7 +125,7 @@ def _markdown(summary: dict) -> str:
             + (f"{e['block_error_mean']:.3f}, {e['block_error_max']:.3f}" if "block_error_mean" in e else "–")
             + f" | {e.get('latent_rms_change', 0):.3f} | {e.get('image_mean_abs_change', 0) * 100:.1f}% | "
             + (f"{tr['two_qubit_gates']}, {tr['depth']}" if tr else "–")
-            + f" | {fmt(e.get('gradable'), 100, 1)} | {fmt(e.get('fd'), 1, 1)} |")
+            + f" | {fmt(e.get('gradable'), gradable.scale, gradable.digits)} | {fmt(e.get('fd'), fd.scale, fd.digits)} |")
     return (
         f"# Noisy evaluation of {summary['model']}\n\n"
         f"{summary['n']} samples per target, {summary['steps']} DDIM steps, seed {summary['seed']}, "

@@ -30,12 +30,17 @@ def sample_images(model_dir: str | Path, n: int = 64, steps: int = 50, target: s
     model.to_target(target, **(target_options or {}))
     t0 = time.perf_counter()
     z = sample_latents(model, scheduler, n, steps, sampler, eta, seed, progress=progress)
-    with torch.no_grad():
-        images = tensor_to_images(torch.cat([vae.decode_latents(z[i:i + 64]) for i in range(0, len(z), 64)]))
+    images = decode_images(vae, z)
     seconds = time.perf_counter() - t0
     info = {"model": str(model_dir), "denoiser": model.cfg.kind, "n": n, "steps": steps, "sampler": sampler,
             "eta": eta, "target": target, "target_options": target_options or {}, "seed": seed, "seconds": seconds, "seconds_per_image": seconds / n}
     return images, info
+
+
+@torch.no_grad()
+def decode_images(vae, z: torch.Tensor, batch: int = 64) -> np.ndarray:
+    """Scaled latents -> uint8 images (N, S, S, 3), decoded ``batch`` at a time (memory stays flat)."""
+    return tensor_to_images(torch.cat([vae.decode_latents(z[i:i + batch]) for i in range(0, len(z), batch)]))
 
 
 def write_samples(images: np.ndarray, out: str | Path, info: dict) -> Path:
