@@ -463,7 +463,7 @@ def test_a_resumed_step_whose_inputs_differ_from_what_its_job_ran_is_refused(mod
     record = jobs.JobRecord.load(tmp_path, run_id)
     rows = record.read_array(record.steps[1]["values_file"])
     record.write_array(record.steps[1]["values_file"], rows + 1e-9)  # as if another model had computed them
-    with pytest.raises(jobs.RuntimeTargetError, match=r"step 1 of run .*inputs computed now differ from .*values"):
+    with pytest.raises(jobs.JobRecordError, match=r"step 1 of run .*inputs computed now differ from .*values"):
         jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None)
     record = jobs.JobRecord.load(tmp_path, run_id)
     assert [s["status"] for s in record.steps] == ["done", "submitted", "pending", "pending"]
