@@ -28,6 +28,7 @@ from qhybrid.training.loop import (
     Trainer,
     TrainingError,
     WarmupCosine,
+    check_data,
     check_lr,
     check_positive_int,
     check_seed,
@@ -55,10 +56,7 @@ class DiffusionTrainConfig(Config):
     save_every: int = 500
 
     def __post_init__(self):
-        if not isinstance(self.data, str) or not self.data:
-            raise ValueError(f"DiffusionTrainConfig.data must be 'synthetic' or a path, got {self.data!r}")
-        if self.n is not None:
-            check_positive_int(self, "n")
+        check_data(self)
         check_positive_int(self, "steps", "batch", "save_every")
         check_lr(self)
         check_seed(self)

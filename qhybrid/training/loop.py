@@ -383,3 +383,11 @@ def check_seed(cfg: Config) -> None:
 def check_lr(cfg: Config) -> None:
     if isinstance(cfg.lr, bool) or not isinstance(cfg.lr, (int, float)) or not 0 < cfg.lr < math.inf:
         raise ValueError(f"{type(cfg).__name__}.lr must be a positive number, got {cfg.lr!r}")
+
+
+def check_data(cfg: Config) -> None:
+    """``data`` names a source ('synthetic' or a path) and ``n``, when given, caps it at a positive count."""
+    if not isinstance(cfg.data, str) or not cfg.data:
+        raise ValueError(f"{type(cfg).__name__}.data must be 'synthetic' or a path, got {cfg.data!r}")
+    if cfg.n is not None:
+        check_positive_int(cfg, "n")

@@ -26,6 +26,7 @@ from qhybrid.training.loop import (
     OneCycle,
     Trainer,
     TrainingError,
+    check_data,
     check_lr,
     check_positive_int,
     check_seed,
@@ -49,10 +50,7 @@ class VAETrainConfig(Config):
     seed: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.data, str) or not self.data:
-            raise ValueError(f"VAETrainConfig.data must be 'synthetic' or a path, got {self.data!r}")
-        if self.n is not None:
-            check_positive_int(self, "n")
+        check_data(self)
         check_positive_int(self, "epochs", "batch")
         check_lr(self)
         check_seed(self)
