@@ -1,26 +1,32 @@
-"""Latent denoisers: ``classical``, ``classical-large`` and ``hybrid``.
+"""Latent denoisers: ``classical``, ``classical-large``, ``hybrid`` and the hybrid's ablations.
 
-All three are the same small time-conditioned U-Net on the VAE's latents (two resolutions,
-residual blocks with FiLM time conditioning). They differ only in the bottleneck branch, so a
-comparison measures the branch and nothing else:
+All are the same small time-conditioned U-Net on the VAE's latents (two resolutions, residual
+blocks with FiLM time conditioning). They differ only in the middle block at the lowest resolution:
 
-* ``hybrid``: pooled bottleneck features and the time embedding -> classical projection to one
-  angle per qubit -> :class:`QuantumBlock` -> projection back, added (gated) to every bottleneck
-  position; the U-Net around it is the classical skip path;
-* ``classical``: the same branch with a small classical MLP (``num_qubits`` hidden units) in place of
-  the circuit, so the parameter counts are about equal;
-* ``classical-large``: the classical variant with twice the channels (about 3.7x the parameters).
+* ``hybrid``: a :class:`~qhybrid.models.quantum_layers.QResBlock` whose own path runs through a
+  :class:`~qhybrid.models.quantum_layers.QuantumConv2d`: the circuit at every ``patch`` x ``patch``
+  patch of the 8x8 bottleneck (16 positions at the default patch 2), conditioned on t;
+* ``classical``: a plain residual block there (its second convolution in place of the circuit);
+* ``classical-large``: the classical U-Net with twice the channels (about 3.7x the parameters).
 
-Two ablations replace only the quantum part of ``hybrid`` (see :mod:`qhybrid.models.quantum_layers`):
-``hybrid-classical-core`` (a classical layer of the block's widths and exact parameter count) and
-``hybrid-frozen`` (the circuit weights frozen at initialisation). ``placement`` puts the branch
-after the middle block (``bottleneck``, default) or inside it as a QResBlock (``qresblock``).
+Three ablations replace only the circuit, in the same QResBlock (see
+:mod:`qhybrid.models.quantum_layers`): ``hybrid-classical-core`` (a classical layer of the circuit's
+widths, output range and exact parameter count), ``hybrid-frozen`` (the circuit weights frozen at
+initialisation) and ``hybrid-affine-core`` (a trained affine map of the circuit's widths). Every
+variant draws the weights outside its middle block from the same stream, the middle block from a
+stream of its own and the core from the core's own generator, so two variants with the same seed
+start from identical weights except where they differ.
+
+``placement`` ``qresblock`` is the layout above (the default). ``bottleneck`` and
+``gated-qresblock`` are the legacy layouts of qhybrid 0.1 and 0.2 (one gated, global branch after or
+inside the middle block), kept so their checkpoints load.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,24 +36,45 @@ from qhybrid.config import Config
 from qhybrid.errors import InputError
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.layers import ResBlock, group_norm, timestep_embedding
-from qhybrid.models.quantum_layers import QResBlock, QuantumBranch
+from qhybrid.models.quantum_layers import (
+    ANGLE_SCALE,
+    CIRCUIT_CORES,
+    GatedQResBlock,
+    QResBlock,
+    QuantumBranch,
+    QuantumConv2d,
+)
 from qhybrid.quantum import CircuitSpec, QuantumBlock
 
 #: The demo's three denoisers.
 DENOISERS = ("classical", "classical-large", "hybrid")
 #: Ablations of the hybrid: only the quantum core changes.
-ABLATIONS = ("hybrid-classical-core", "hybrid-frozen")
+ABLATIONS = ("hybrid-classical-core", "hybrid-frozen", "hybrid-affine-core")
 ALL_DENOISERS = DENOISERS + ABLATIONS
-#: Denoiser kind -> the core of its branch (qhybrid.models.quantum_layers.CORES).
+#: Denoiser kind -> the core of its quantum layer (qhybrid.models.quantum_layers.CORES). The
+#: classical kinds have no quantum layer in the ``qresblock`` placement; in the legacy placements
+#: their branch has the ``mlp`` core.
 CORE_OF = {"classical": "mlp", "classical-large": "mlp", "hybrid": "quantum",
-           "hybrid-classical-core": "matched", "hybrid-frozen": "frozen"}
-PLACEMENTS = ("bottleneck", "qresblock")
+           "hybrid-classical-core": "matched", "hybrid-frozen": "frozen", "hybrid-affine-core": "affine"}
+PLACEMENTS = ("qresblock", "bottleneck", "gated-qresblock")
+#: The circuit of a new hybrid denoiser: 6 qubits, real_amplitudes, 3 repetitions (24 weights), the
+#: input angles re-uploaded before every repetition. Measured (BENCHMARKS.md, "choosing the circuit"):
+#: 6 qubits, because at 16 patches x 64 latents a step evaluates 1,024 circuits, 18 ms for 6 qubits
+#: and 65 ms for 8 (forward + backward), and the hybrid must train at no less than half the classical
+#: model's speed; re-uploading, because with one encoding layer training drove the circuit towards an
+#: affine map of its angles (R² 0.80 after 1,200 steps), with re-uploading it stayed at 0.64.
+DEFAULT_CIRCUIT = CircuitSpec(num_qubits=6, reps=3, encoding="reuploading")
+
+
+def _is_new_layout(data: Any) -> bool:
+    return isinstance(data, dict) and "patch" in data
 
 
 @dataclass(frozen=True)
 class DenoiserConfig(Config):
-    """Saved next to the weights. ``quantum`` is the CircuitSpec dict of the hybrid's block (filled
-    with the default circuit for the hybrid kinds when not given)."""
+    """Saved next to the weights. ``quantum`` is the CircuitSpec dict of the hybrid's circuit (filled
+    with :data:`DEFAULT_CIRCUIT` for the hybrid kinds when not given); ``patch`` and ``angle_scale``
+    shape its :class:`QuantumConv2d`; ``gate_init`` applies to the legacy placements only."""
 
     kind: str = "hybrid"
     latent_channels: int = 4
@@ -55,8 +82,10 @@ class DenoiserConfig(Config):
     channels: int = 24
     time_dim: int = 64
     quantum: dict | None = None
+    placement: str = "qresblock"
+    patch: int = 2
+    angle_scale: float = ANGLE_SCALE
     gate_init: float = 0.5
-    placement: str = "bottleneck"
 
     def __post_init__(self):
         if self.kind not in ALL_DENOISERS:
@@ -64,19 +93,38 @@ class DenoiserConfig(Config):
         if self.placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {self.placement!r}; allowed: {', '.join(PLACEMENTS)}")
         if self.kind.startswith("hybrid") and self.quantum is None:
-            self._fill("quantum", CircuitSpec(num_qubits=8, reps=3).to_dict())
+            self._fill("quantum", DEFAULT_CIRCUIT.to_dict())
         if self.quantum is not None:
             CircuitSpec.from_dict(self.quantum)
         if self.latent_size % 2:
             raise ValueError(f"the denoiser needs an even latent size, got {self.latent_size}")
+        if isinstance(self.patch, bool) or not isinstance(self.patch, int) or self.patch < 1 \
+                or (self.latent_size // 2) % self.patch:
+            raise ValueError(f"DenoiserConfig.patch must be a positive integer dividing the bottleneck side "
+                             f"{self.latent_size // 2}, got {self.patch!r}")
+        if isinstance(self.angle_scale, bool) or not isinstance(self.angle_scale, (int, float)) \
+                or not 0 < self.angle_scale <= 10:
+            raise ValueError(f"DenoiserConfig.angle_scale must be in (0, 10] radians, got {self.angle_scale!r}")
 
     @classmethod
-    def for_kind(cls, kind: str, latent_channels: int, latent_size: int, num_qubits: int = 8,
-                 reps: int = 3, ansatz: str = "real_amplitudes", placement: str = "bottleneck") -> "DenoiserConfig":
-        spec = CircuitSpec(num_qubits=num_qubits, reps=reps, ansatz=ansatz).to_dict()
+    def from_dict(cls, data: Any) -> "DenoiserConfig":
+        """Also reads qhybrid 0.2 configs, whose ``qresblock`` was today's ``gated-qresblock``."""
+        if isinstance(data, dict) and data.get("placement") == "qresblock" and not _is_new_layout(data):
+            data = {**data, "placement": "gated-qresblock"}
+        return super().from_dict(data)
+
+    @classmethod
+    def for_kind(cls, kind: str, latent_channels: int, latent_size: int, num_qubits: int = DEFAULT_CIRCUIT.num_qubits,
+                 reps: int = DEFAULT_CIRCUIT.reps, ansatz: str = DEFAULT_CIRCUIT.ansatz, placement: str = "qresblock",
+                 patch: int = 2, angle_scale: float = ANGLE_SCALE,
+                 encoding: str = DEFAULT_CIRCUIT.encoding) -> "DenoiserConfig":
+        spec = CircuitSpec(num_qubits=num_qubits, reps=reps, ansatz=ansatz, encoding=encoding).to_dict()
         channels = 48 if kind == "classical-large" else 24
+        patch = min(patch, latent_size // 2)
+        while (latent_size // 2) % patch:
+            patch -= 1
         return cls(kind=kind, latent_channels=latent_channels, latent_size=latent_size,
-                   channels=channels, quantum=spec, placement=placement)
+                   channels=channels, quantum=spec, placement=placement, patch=patch, angle_scale=angle_scale)
 
 
 class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
@@ -100,14 +148,12 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         self.down1 = ResBlock(c, c, tdim)
         self.downsample = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
         self.down2 = ResBlock(2 * c, 2 * c, tdim)
-        spec = CircuitSpec.from_dict(cfg.quantum) if cfg.quantum else CircuitSpec(num_qubits=8, reps=3)
-        core = CORE_OF[cfg.kind]
-        if cfg.placement == "qresblock":
-            self.mid = QResBlock(2 * c, 2 * c, tdim, spec, core, cfg.gate_init)
-            self.branch = None
-        else:
-            self.mid = ResBlock(2 * c, 2 * c, tdim)
-            self.branch = QuantumBranch(2 * c, tdim, spec, core, cfg.gate_init)
+        # The middle block draws from a stream of its own (one draw from the main stream in every
+        # variant), so the blocks after it start the same whatever the middle block holds.
+        mid_seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mid_seed)
+            self.mid, self.branch = self._middle(cfg, core_seed=mid_seed + 1)
         self.mid2 = ResBlock(2 * c, 2 * c, tdim)
         self.upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * c, c, 3, padding=1))
         self.up1 = ResBlock(2 * c, c, tdim)
@@ -116,14 +162,34 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
+    @staticmethod
+    def _middle(cfg: DenoiserConfig, core_seed: int) -> tuple[nn.Module, QuantumBranch | None]:
+        """The middle block, and the legacy branch after it (placement ``bottleneck``)."""
+        c2, tdim, core = 2 * cfg.channels, cfg.time_dim, CORE_OF[cfg.kind]
+        spec = CircuitSpec.from_dict(cfg.quantum) if cfg.quantum else CircuitSpec(num_qubits=8, reps=3)
+        if cfg.placement == "qresblock":
+            if cfg.kind in ("classical", "classical-large"):
+                return ResBlock(c2, c2, tdim), None
+            return QResBlock(c2, c2, tdim, spec, core, cfg.patch, cfg.angle_scale, seed=core_seed), None
+        if cfg.placement == "gated-qresblock":
+            return GatedQResBlock(c2, c2, tdim, spec, core, cfg.gate_init, seed=core_seed), None
+        return ResBlock(c2, c2, tdim), QuantumBranch(c2, tdim, spec, core, cfg.gate_init, seed=core_seed)
+
     @property
-    def quantum_branch(self) -> QuantumBranch:
-        return self.branch if self.branch is not None else self.mid.branch
+    def quantum_layer(self) -> QuantumConv2d | QuantumBranch | None:
+        """The layer holding the core (circuit or stand-in); None for classical kinds in the
+        ``qresblock`` placement."""
+        if self.branch is not None:
+            return self.branch
+        for name in ("qconv", "branch"):
+            if hasattr(self.mid, name):
+                return getattr(self.mid, name)
+        return None
 
     @property
     def quantum_block(self) -> QuantumBlock | None:
-        core = self.quantum_branch.core
-        return core if isinstance(core, QuantumBlock) else None
+        layer = self.quantum_layer
+        return layer.core if layer is not None and isinstance(layer.core, QuantumBlock) else None
 
     def to_target(self, target: str, **options) -> "LatentDenoiser":
         """Evaluate the quantum block on another execution target (no-op for classical models)."""
@@ -151,10 +217,11 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
     def parameter_counts(self) -> dict:
         total = sum(p.numel() for p in self.parameters())
         quantum = self.quantum_block.weight.numel() if self.quantum_block is not None else 0
-        branch = self.quantum_branch
+        layer = self.quantum_layer
         return {"total": total, "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
-                "quantum_circuit_weights": quantum, "branch": sum(p.numel() for p in branch.parameters()),
-                "branch_core": sum(p.numel() for p in branch.core.parameters())}
+                "quantum_circuit_weights": quantum,
+                "quantum_layer": sum(p.numel() for p in layer.parameters()) if layer is not None else 0,
+                "core": sum(p.numel() for p in layer.core.parameters()) if layer is not None else 0}
 
 
 def circuit_spec_of(folder: str | Path) -> tuple[CircuitSpec, str]:
@@ -166,7 +233,7 @@ def circuit_spec_of(folder: str | Path) -> tuple[CircuitSpec, str]:
     cfg = header["config"]
     if header["kind"] == "ldm":
         kind = cfg.get("denoiser", {}).get("kind")
-        spec = cfg["denoiser"].get("quantum") if CORE_OF.get(kind) in ("quantum", "frozen") else None
+        spec = cfg["denoiser"].get("quantum") if CORE_OF.get(kind) in CIRCUIT_CORES else None
     else:
         kind, spec = "vae", cfg.get("quantum")
     if spec is None:

@@ -44,8 +44,9 @@ class ResBlock(nn.Module):
     widths differ) skip, ``skip(x) + h``. With ``cond_dim`` > 0 a conditioning vector (the time
     embedding) scales and shifts the normalised features between the two convolutions (FiLM).
 
-    :meth:`residual` is the convolutional path ``h`` alone, so a QResBlock can add its quantum
-    branch to it (:class:`qhybrid.models.quantum_layers.QResBlock`).
+    :meth:`residual` is the block's own path alone and :meth:`features` that path before its second
+    convolution, so a QResBlock can put its quantum layer there instead
+    (:class:`qhybrid.models.quantum_layers.QResBlock`).
     """
 
     def __init__(self, cin: int, cout: int, cond_dim: int = 0):
@@ -57,12 +58,16 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def residual(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The path up to its second convolution: ``FiLM(norm2(conv1(silu(norm1(x)))))``."""
         h = self.norm2(self.conv1(F.silu(self.norm1(x))))
         if self.film is not None:
             scale, shift = self.film(cond).chunk(2, dim=1)
             h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
-        return self.conv2(F.silu(h))
+        return h
+
+    def residual(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv2(F.silu(self.features(x, cond)))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.skip(x) + self.residual(x, cond)

@@ -2,11 +2,13 @@
 
 The VAE maps a (3, size, size) image in [-1, 1] to a small latent (``latent_channels`` x
 ``latent_size`` x ``latent_size``: by default 4 x 8 x 8 for 32 px images and 4 x 16 x 16 for 64 and
-128 px), where the diffusion model works. The quantum-enhanced variant adds a quantum branch
-(:class:`~qhybrid.models.quantum_layers.QuantumBranch`) after the encoder (``bottleneck``): the pooled
-features are projected to one angle per qubit, the circuit's expectation values are projected back
-and added, gated, to every latent position; or QResBlocks as the encoder's and decoder's middle
-blocks (``qresblock``). It trains end to end on the ``ideal`` target; its weights run on any target.
+128 px), where the diffusion model works. The quantum-enhanced variant (``quantum`` set) makes the
+encoder's and the decoder's middle blocks QResBlocks (:class:`~qhybrid.models.quantum_layers.QResBlock`,
+placement ``qresblock``, as the paper does): the circuit runs at every ``quantum_patch`` x
+``quantum_patch`` patch of the lowest-resolution feature map, on the blocks' only residual path.
+The legacy layouts of qhybrid 0.1 and 0.2 (``bottleneck``: one gated global branch after the
+encoder; ``gated-qresblock``) stay loadable. It trains end to end on the ``ideal`` target; its
+weights run on any target.
 
 After training, ``latent_scale`` (1 / std of the training latents) is computed and saved with the
 model, as in Stable Diffusion, so diffusion sees latents of unit variance.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +27,16 @@ from torch import nn
 from qhybrid.config import Config
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.layers import ResBlock, group_norm
-from qhybrid.models.quantum_layers import QResBlock, QuantumBranch
+from qhybrid.models.quantum_layers import (
+    ANGLE_SCALE,
+    GatedQResBlock,
+    QResBlock,
+    QuantumBranch,
+)
 from qhybrid.quantum import CircuitSpec, QuantumBlock
 
 VAE_SIZES = (32, 64, 128)
+QUANTUM_PLACEMENTS = ("qresblock", "bottleneck", "gated-qresblock")
 
 
 @dataclass(frozen=True)
@@ -43,8 +52,10 @@ class VAEConfig(Config):
     recon_loss: str = "l1"
     latent_scale: float = 1.0
     quantum: dict | None = None
-    quantum_gate_init: float = 0.5
-    quantum_placement: str = "bottleneck"  # or "qresblock": QResBlocks as the encoder's and decoder's middle blocks
+    quantum_placement: str = "qresblock"
+    quantum_patch: int = 4
+    quantum_angle_scale: float = ANGLE_SCALE
+    quantum_gate_init: float = 0.5  # legacy placements only
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -62,10 +73,24 @@ class VAEConfig(Config):
         if self.latent_channels < 1 or self.base_channels < 1:
             raise ValueError("VAE latent_channels and base_channels must be positive")
         self._fill("channel_mult", tuple(int(m) for m in self.channel_mult))
-        if self.quantum_placement not in ("bottleneck", "qresblock"):
-            raise ValueError(f"VAE quantum_placement must be 'bottleneck' or 'qresblock', got {self.quantum_placement!r}")
+        if self.quantum_placement not in QUANTUM_PLACEMENTS:
+            raise ValueError(f"VAE quantum_placement must be one of {', '.join(QUANTUM_PLACEMENTS)}, "
+                             f"got {self.quantum_placement!r}")
+        if isinstance(self.quantum_patch, bool) or not isinstance(self.quantum_patch, int) \
+                or self.quantum_patch < 1 or self.latent_size % self.quantum_patch:
+            raise ValueError(f"VAE quantum_patch must be a positive integer dividing latent_size {self.latent_size}, "
+                             f"got {self.quantum_patch!r}")
         if self.quantum is not None:
             CircuitSpec.from_dict(self.quantum)  # validate early
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "VAEConfig":
+        """Also reads qhybrid 0.1 and 0.2 configs: their default placement was ``bottleneck`` and their
+        ``qresblock`` is today's ``gated-qresblock``."""
+        if isinstance(data, dict) and "quantum_patch" not in data:
+            old = data.get("quantum_placement", "bottleneck")
+            data = {**data, "quantum_placement": "gated-qresblock" if old == "qresblock" else old}
+        return super().from_dict(data)
 
     @property
     def downsamples(self) -> int:
@@ -80,10 +105,13 @@ class VAEConfig(Config):
 
 
 def _mid_block(cfg: VAEConfig, channels: int, seed: int) -> nn.Module:
-    """The middle residual block: a QResBlock for ``quantum_placement='qresblock'``."""
+    """The middle residual block: a QResBlock in the (legacy or current) ``qresblock`` placements."""
     if cfg.quantum and cfg.quantum_placement == "qresblock":
         return QResBlock(channels, channels, 0, CircuitSpec.from_dict(cfg.quantum), "quantum",
-                         cfg.quantum_gate_init, seed=seed)
+                         cfg.quantum_patch, cfg.quantum_angle_scale, seed=seed)
+    if cfg.quantum and cfg.quantum_placement == "gated-qresblock":
+        return GatedQResBlock(channels, channels, 0, CircuitSpec.from_dict(cfg.quantum), "quantum",
+                              cfg.quantum_gate_init, seed=seed)
     return ResBlock(channels, channels)
 
 
@@ -99,11 +127,10 @@ class Encoder(nn.Module):
             ))
         self.levels = nn.Sequential(*levels)
         c = cfg.channels(cfg.downsamples)
-        qres = cfg.quantum and cfg.quantum_placement == "qresblock"
         self.mid = _mid_block(cfg, c, seed=0)
-        self.quantum = (  # pooled features -> angles -> circuit -> features, gated, at every position
+        self.quantum = (  # legacy: pooled features -> angles -> circuit -> features, gated, at every position
             QuantumBranch(c, 0, CircuitSpec.from_dict(cfg.quantum), "quantum", cfg.quantum_gate_init)
-            if cfg.quantum and not qres else None
+            if cfg.quantum and cfg.quantum_placement == "bottleneck" else None
         )
         self.norm_out = group_norm(c)
         self.conv_out = nn.Conv2d(c, 2 * cfg.latent_channels, 3, padding=1)
