@@ -32,12 +32,18 @@ from tqdm import tqdm
 from qhybrid.config import Config
 from qhybrid.errors import InputError, one_line, param
 from qhybrid.models import checkpoint as ckpt
+from qhybrid.models.quantum_layers import circuit_weights
 
 #: Layout of ``training_state.pt`` written by :func:`save_run`. Files without a version were
 #: written by qhybrid 0.1 (one layout per recipe); :func:`open_run` reads those too.
 STATE_VERSION = 2
 
 C = TypeVar("C", bound=Config)
+
+
+#: The circuit weights' peak learning rate (their own AdamW group), measured: see BENCHMARKS.md,
+#: "circuit learning rate".
+CIRCUIT_LR = 3e-2
 
 
 class TrainingError(InputError):
@@ -368,6 +374,26 @@ def save_run(out: Path, kind: str, config: dict, weights: dict[str, torch.Tensor
 
 
 # --- config checks shared by the recipes' configs -----------------------------------------------
+def circuit_param_groups(model: torch.nn.Module, circuit_lr: float) -> list[dict] | None:
+    """Two AdamW groups when ``model`` holds trainable circuit weights: the classical weights at the
+    run's LR and the circuit weights at ``circuit_lr`` without weight decay (angles: decay would pull
+    them towards 0, not towards a simpler model). None (one group) otherwise."""
+    circuit = circuit_weights(model)
+    if not circuit:
+        return None
+    ids = {id(p) for p in circuit}
+    return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+            {"params": circuit, "lr": circuit_lr, "weight_decay": 0.0}]
+
+
+def circuit_travel(model: torch.nn.Module, initial: list[torch.Tensor]) -> float | None:
+    """Mean absolute change (radians) of the circuit weights since ``initial``; None without circuit."""
+    now = circuit_weights(model, trainable=False)
+    if not now:
+        return None
+    return float(torch.cat([(w.detach() - w0).abs().flatten() for w, w0 in zip(now, initial)]).mean())
+
+
 def check_positive_int(cfg: Config, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
@@ -380,9 +406,10 @@ def check_seed(cfg: Config) -> None:
         raise ValueError(f"{type(cfg).__name__}.seed must be a non-negative integer, got {cfg.seed!r}")
 
 
-def check_lr(cfg: Config) -> None:
-    if isinstance(cfg.lr, bool) or not isinstance(cfg.lr, (int, float)) or not 0 < cfg.lr < math.inf:
-        raise ValueError(f"{type(cfg).__name__}.lr must be a positive number, got {cfg.lr!r}")
+def check_lr(cfg: Config, name: str = "lr") -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{type(cfg).__name__}.{name} must be a positive number, got {value!r}")
 
 
 def check_data(cfg: Config) -> None:

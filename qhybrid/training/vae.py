@@ -18,9 +18,11 @@ import torch
 from qhybrid.config import Config
 from qhybrid.data.loaders import FundusDataset, load_dataset
 from qhybrid.data.transforms import tensor_to_images
+from qhybrid.models.quantum_layers import circuit_weights
 from qhybrid.models.vae import VAE, VAEConfig, latent_scale
 from qhybrid.plots import save_image_grid, save_loss_curves
 from qhybrid.training.loop import (
+    CIRCUIT_LR,
     Callback,
     Hooks,
     OneCycle,
@@ -30,6 +32,8 @@ from qhybrid.training.loop import (
     check_lr,
     check_positive_int,
     check_seed,
+    circuit_param_groups,
+    circuit_travel,
     open_run,
     save_run,
 )
@@ -47,12 +51,14 @@ class VAETrainConfig(Config):
     epochs: int = 20
     batch: int = 32
     lr: float = 2e-3
+    circuit_lr: float = CIRCUIT_LR
     seed: int = 0
 
     def __post_init__(self):
         check_data(self)
         check_positive_int(self, "epochs", "batch")
         check_lr(self)
+        check_lr(self, "circuit_lr")
         check_seed(self)
 
 
@@ -94,6 +100,7 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
     x_train, x_val = train.tensor(), val.tensor()
 
     model = VAE(model_cfg)
+    initial_circuit = [w.detach().clone() for w in circuit_weights(model, trainable=False)]  # the same on resume: seeded
     steps_per_epoch = max(1, int(np.ceil(len(x_train) / train_cfg.batch)))
     gen = torch.Generator().manual_seed(train_cfg.seed)
     images_seen = 0
@@ -116,11 +123,12 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
         trainer.history.setdefault("val_recon", []).append(val_recon)
         model.cfg = dataclasses.replace(model.cfg, latent_scale=latent_scale(model, x_train[:256]))
         extra = {"epoch": trainer.epoch, "train": train_cfg.to_dict(), "val_recon_mse": val_recon,
-                 "parameters": model.parameter_counts()}
+                 "parameters": model.parameter_counts(), "circuit_travel_rad": circuit_travel(model, initial_circuit)}
         save_run(out, "vae", model.cfg.to_dict(), model.state_dict(), extra, trainer, train_cfg)
 
     trainer = Trainer(model, lr=train_cfg.lr, total_steps=steps_per_epoch * train_cfg.epochs,
                       schedule=OneCycle(pct_start=0.1), clip_grad_norm=1.0, generator=gen,
+                      param_groups=circuit_param_groups(model, train_cfg.circuit_lr),
                       callbacks=[Hooks(on_epoch_end=end_of_epoch), *callbacks], progress=progress,
                       desc=f"train {'quantum ' if model.is_quantum else ''}VAE", postfix=("recon",))
     if run is not None:
@@ -148,4 +156,5 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
         "last_recon": float(np.mean(history["recon"][-steps_per_epoch:])) if history.get("recon") else None,
         "latent_scale": model.cfg.latent_scale,
         "parameters": model.parameter_counts(),
+        "circuit_travel_rad": circuit_travel(model, initial_circuit),
     }
