@@ -86,11 +86,18 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
             quantum = CircuitSpec(num_qubits=args.qubits, reps=args.reps, ansatz=args.ansatz).to_dict()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    if args.placement != "bottleneck" and not args.quantum:
-        raise UsageError("--placement applies to the quantum-enhanced VAE; add --quantum")
-    model_cfg = VAEConfig(size=args.size, quantum=quantum, quantum_placement=args.placement)
-    train_cfg = VAETrainConfig(data=args.data, n=args.n, epochs=args.epochs, batch=args.batch,
-                               lr=args.lr, seed=args.seed)
+    if not args.quantum:
+        for flag, value, default in (("--placement", args.placement, "qresblock"), ("--patch", args.patch, 4),
+                                     ("--circuit-lr", args.circuit_lr, None)):
+            if value != default:
+                raise UsageError(f"{flag} applies to the quantum-enhanced VAE; add --quantum")
+    try:
+        model_cfg = VAEConfig(size=args.size, quantum=quantum, quantum_placement=args.placement,
+                              quantum_patch=args.patch)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("VAE quantum_patch", "--patch")) from None
+    train_cfg = VAETrainConfig(data=args.data, n=args.n, epochs=args.epochs, batch=args.batch, lr=args.lr,
+                               seed=args.seed, **({"circuit_lr": args.circuit_lr} if args.circuit_lr else {}))
     summary = train_vae(args.out, model_cfg, train_cfg, resume=args.resume)
     print(
         f"trained {'quantum-enhanced' if quantum else 'classical'} VAE for {summary['epochs']} epochs on "
@@ -108,18 +115,21 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
 
     try:
         sched = SchedulerConfig(beta_schedule=args.schedule, prediction_type=args.prediction)
-        CircuitSpec(num_qubits=args.qubits, reps=args.reps, ansatz=args.ansatz)
+        CircuitSpec(num_qubits=args.qubits, reps=args.reps, ansatz=args.ansatz, encoding=args.encoding)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     cfg = DiffusionTrainConfig(data=args.data, n=args.n, steps=args.steps, batch=args.batch, lr=args.lr,
-                               seed=args.seed)
+                               seed=args.seed, **({"circuit_lr": args.circuit_lr} if args.circuit_lr else {}))
     summary = train_diffusion(args.out, args.vae, args.denoiser, cfg, sched, num_qubits=args.qubits,
-                              reps=args.reps, ansatz=args.ansatz, placement=args.placement, resume=args.resume)
+                              reps=args.reps, ansatz=args.ansatz, placement=args.placement, patch=args.patch,
+                              encoding=args.encoding, resume=args.resume)
     p = summary["parameters"]
     print(
         f"trained {summary['denoiser']} denoiser ({p['total']:,} parameters, {p['quantum_circuit_weights']} "
         f"circuit weights) for {summary['steps']} steps ({summary['steps_per_second']:.1f} steps/s); "
         f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}"
+        + (f"; circuit weights moved {summary['circuit_travel_rad']:.3f} rad on average"
+           if summary.get("circuit_travel_rad") is not None else "")
     )
     print(f"results: {args.out}/ (config.json, model.safetensors, loss.png)")
     return 0
@@ -259,16 +269,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
         kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
         run_sweep(args.run, args.train_sizes, kinds=kinds, steps=args.train_steps, n=args.n, sample_steps=args.steps,
                   seed=args.seed, real_n=args.n_real, k=args.k, n_boot=args.bootstrap, num_qubits=args.qubits,
-                  reps=args.reps)
+                  reps=args.reps, seeds=args.seeds)
         print(f"results: {args.run}/sweep.md (sweep.json, sweep.png; models and per-size comparisons in "
               f"{args.run}/sweep/)")
         return 0
 
     summary = run_compare(args.run, n=args.n, steps=args.steps, seed=args.seed, real_n=args.n_real, k=args.k,
                           n_boot=args.bootstrap, validator_dir=args.validator, encoder_dir=args.encoder,
-                          inception=args.inception)
-    from qhybrid.evaluation.report import comparison_table
+                          inception=args.inception, seeds=args.seeds)
+    from qhybrid.evaluation.report import comparison_table, contribution_table
     print(comparison_table(summary))
+    print()
+    print(contribution_table(summary))
     print(f"results: {args.run}/comparison.md (comparison.json, comparison.png, comparison_samples.png, samples/)")
     return 0
 
@@ -357,7 +369,8 @@ def cmd_noisy_eval(args: argparse.Namespace) -> int:
         if name == "ideal":
             continue
         print(f"{name:<28} block error {e['block_error_mean']:.3f} (max {e['block_error_max']:.3f}), "
-              f"image change {e['image_mean_abs_change'] * 100:.1f}%, {e['seconds_per_step']:.2f} s/step")
+              f"image change {e['noise_image_change_grey']:.2f} grey levels ({e['noise_share_of_knockout'] * 100:.1f}% of "
+              f"the circuit's knock-out), {e['seconds_per_step']:.2f} s/step, {e['shots_per_image']:,} shots/image")
     print(f"results: {out}/noisy_eval.md (noisy_eval.json, samples.png)")
     return 0
 

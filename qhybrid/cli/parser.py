@@ -147,13 +147,17 @@ def _add_training(sub) -> None:
     vae = train.add_parser("vae", help="train a classical or quantum-enhanced VAE")
     vae.add_argument("--data", default="synthetic", help="'synthetic' (default), an image folder or an .npz")
     vae.add_argument("--size", type=_positive_int, default=64, help="image size: 32, 64 or 128")
-    vae.add_argument("--quantum", action="store_true", help="quantum block in the bottleneck")
+    vae.add_argument("--quantum", action="store_true", help="quantum-enhanced: QResBlocks with the circuit per patch")
     vae.add_argument("--qubits", type=_positive_int, default=6, help="quantum block width (default 6)")
     vae.add_argument("--reps", type=_positive_int, default=2, help="ansatz repetitions (default 2)")
     vae.add_argument("--ansatz", default="real_amplitudes")
-    vae.add_argument("--placement", choices=["bottleneck", "qresblock"], default="bottleneck",
-                     help="quantum: a gated branch after the encoder (bottleneck) or QResBlocks as the encoder's and "
-                          "decoder's middle blocks (qresblock)")
+    vae.add_argument("--placement", choices=["qresblock", "bottleneck", "gated-qresblock"], default="qresblock",
+                     help="quantum: QResBlocks with the circuit at every patch as the encoder's and decoder's middle "
+                          "blocks (qresblock, default); bottleneck and gated-qresblock are qhybrid 0.1/0.2's gated branch")
+    vae.add_argument("--patch", type=_positive_int, default=4,
+                     help="quantum: the circuit runs once per PATCHxPATCH patch of the 16x16 middle (default 4)")
+    vae.add_argument("--circuit-lr", type=_positive_float, default=None, help="quantum: the circuit weights' peak LR "
+                     "(default: the measured one, see BENCHMARKS.md)")
     vae.add_argument("--epochs", type=_positive_int, default=20)
     vae.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
     vae.add_argument("--batch", type=_positive_int, default=16)
@@ -164,18 +168,26 @@ def _add_training(sub) -> None:
     vae.set_defaults(func=commands.cmd_train_vae)
     ldm = train.add_parser("diffusion", help="train a latent denoiser on a trained VAE")
     ldm.add_argument("--vae", required=True, help="VAE checkpoint folder")
-    ldm.add_argument("--denoiser", required=True, choices=["classical", "classical-large", "hybrid",
-                                                            "hybrid-classical-core", "hybrid-frozen"],
-                     help="hybrid-classical-core / hybrid-frozen: ablations that replace only the quantum core")
-    ldm.add_argument("--placement", choices=["bottleneck", "qresblock"], default="bottleneck",
-                     help="the branch after the middle block, or inside it as a QResBlock")
+    ldm.add_argument("--denoiser", required=True, choices=["classical", "classical-large", "hybrid", "hybrid-classical-core",
+                                                            "hybrid-frozen", "hybrid-affine-core"],
+                     help="hybrid-classical-core / hybrid-frozen / hybrid-affine-core: ablations that replace only "
+                          "the circuit")
+    ldm.add_argument("--placement", choices=["qresblock", "bottleneck", "gated-qresblock"], default="qresblock",
+                     help="qresblock (default): the middle block's own path runs through the circuit at every patch; "
+                          "bottleneck and gated-qresblock are qhybrid 0.1/0.2's gated global branch")
+    ldm.add_argument("--patch", type=_positive_int, default=2,
+                     help="hybrid: the circuit runs once per PATCHxPATCH patch of the 8x8 bottleneck (default 2)")
+    ldm.add_argument("--circuit-lr", type=_positive_float, default=None, help="hybrid: the circuit weights' peak LR "
+                     "(default: the measured one, see BENCHMARKS.md)")
     ldm.add_argument("--ansatz", default="real_amplitudes", help="hybrid: circuit ansatz (see 'circuits study')")
+    ldm.add_argument("--encoding", choices=["reuploading", "angle"], default="reuploading",
+                     help="hybrid: the angles re-uploaded before every ansatz repetition (default) or encoded once")
     ldm.add_argument("--data", default="synthetic", help="the VAE's training source (default synthetic)")
     ldm.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
     ldm.add_argument("--steps", type=_positive_int, default=1200)
     ldm.add_argument("--batch", type=_positive_int, default=64)
     ldm.add_argument("--lr", type=_positive_float, default=2e-3)
-    ldm.add_argument("--qubits", type=_positive_int, default=8, help="hybrid: quantum block width (default 8)")
+    ldm.add_argument("--qubits", type=_positive_int, default=6, help="hybrid: quantum block width (default 6)")
     ldm.add_argument("--reps", type=_positive_int, default=3, help="hybrid: ansatz repetitions (default 3)")
     ldm.add_argument("--schedule", default="cosine", help="beta schedule: cosine or linear")
     ldm.add_argument("--prediction", default="epsilon", help="epsilon or v_prediction")
@@ -251,13 +263,16 @@ def _add_evaluation(sub) -> None:
     cmp_.add_argument("--validator", default=None, help="validator folder (default: RUN/validator, trained if missing)")
     cmp_.add_argument("--encoder", default=None, help="encoder folder (default: RUN/encoder, trained if missing)")
     cmp_.add_argument("--inception", default=None)
-    cmp_.add_argument("--seed", type=_seed, default=0)
+    cmp_.add_argument("--seed", type=_seed, default=0, help="sampling seed")
+    cmp_.add_argument("--seeds", type=_positive_int, default=1,
+                      help="training seeds per model: trains ldm-<kind>-seed<K> for K < SEEDS where missing (the saved "
+                           "recipe, another seed) and reports every figure as mean ± spread over seeds")
     cmp_.add_argument("--train-sizes", type=_int_list(), default=None,
                       help="data-scarcity sweep: train every denoiser on each number of images (e.g. 64,256,1024) "
                            "with the run's VAE, compare each size, plot metrics against size (resumable)")
-    cmp_.add_argument("--kinds", default=None, help="sweep: denoisers to train (default: all five, ablations included)")
+    cmp_.add_argument("--kinds", default=None, help="sweep: denoisers to train (default: all, ablations included)")
     cmp_.add_argument("--train-steps", type=_positive_int, default=None, help="sweep: training steps (default 1200)")
-    cmp_.add_argument("--qubits", type=_positive_int, default=8, help="sweep: hybrid circuit width (default 8)")
+    cmp_.add_argument("--qubits", type=_positive_int, default=6, help="sweep: hybrid circuit width (default 6)")
     cmp_.add_argument("--reps", type=_positive_int, default=3, help="sweep: ansatz repetitions (default 3)")
     cmp_.set_defaults(func=commands.cmd_compare)
 

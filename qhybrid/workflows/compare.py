@@ -5,20 +5,41 @@ classical-large, hybrid, and variants trained on a quantum-enhanced VAE), sample
 images from each with the same seed, and measures each set against held-out real images with the
 same validator and the same feature encoder. Writes ``comparison.md``, ``comparison.json``,
 ``comparison.png`` (bars with 95% intervals) and ``comparison_samples.png``.
+
+For every model it also measures how much its quantum layer's core matters
+(:mod:`qhybrid.evaluation.contribution`: knock-out, reset, re-randomised, affine surrogate), and the
+knock-out's effect on the full sample set (Δgradable, ΔFD). With ``seeds`` > 1 every model is
+trained again with seeds 1 .. seeds-1 (folders ``ldm-<kind>-seed<K>``, the seed-0 model's saved
+recipe with another seed), each replica is sampled with the same sampling seed, and the report gives
+every figure as the mean over seeds with the seed spread beside it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
+import torch
+
 from qhybrid import io
+from qhybrid.data.transforms import images_to_tensor
 from qhybrid.errors import InputError, param
 from qhybrid.evaluation.evaluate import evaluate_sets, real_reference
+from qhybrid.evaluation.contribution import ContributionConfig, measure_contributions, public, reference_inputs, replaced_core
 from qhybrid.evaluation.report import comparison_markdown, plot_bars
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import ALL_DENOISERS
+
+
+_SEED = re.compile(r"-seed(\d+)$")
+
+
+def split_seed(name: str) -> tuple[str, int]:
+    """``"hybrid-seed2"`` -> ``("hybrid", 2)``; a name without the suffix is seed 0."""
+    match = _SEED.search(name)
+    return (name[: match.start()], int(match.group(1))) if match else (name, 0)
 
 
 def find_models(run_dir: Path) -> list[tuple[str, Path]]:
@@ -34,7 +55,34 @@ def find_models(run_dir: Path) -> list[tuple[str, Path]]:
         if kind == "ldm":
             found.append((folder.name.removeprefix("ldm-"), folder))
     rank = {k: i for i, k in enumerate(ALL_DENOISERS)}
-    return sorted(found, key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+    return sorted(found, key=lambda item: (rank.get(split_seed(item[0])[0], len(rank)), split_seed(item[0])))
+
+
+def ensure_seed_replicas(run_dir: Path, seeds: int, progress: bool = True, log=print) -> None:
+    """Train ``ldm-<kind>-seed<K>`` for K = 1 .. seeds-1 next to every seed-0 model that lacks them: the
+    seed-0 model's saved denoiser, scheduler and training configs, with the training seed K
+    (resumable: an interrupted replica continues)."""
+    from qhybrid.diffusion.scheduler import SchedulerConfig
+    from qhybrid.models.denoiser import DenoiserConfig
+    from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
+
+    for name, folder in find_models(run_dir):
+        kind, seed = split_seed(name)
+        if seed != 0:
+            continue
+        header = ckpt.read_header(folder, "ldm")
+        train = header.get("extra", {}).get("train", {})
+        for k in range(1, seeds):
+            replica = run_dir / f"{folder.name}-seed{k}"
+            done = (replica / ckpt.CONFIG_NAME).exists() and \
+                ckpt.read_header(replica, "ldm").get("extra", {}).get("step", 0) >= train.get("steps", 0)
+            if done:
+                continue
+            log(f"training {kind} with seed {k} into {replica} ({train.get('steps')} steps)")
+            train_diffusion(replica, header["config"]["vae_path"], kind, DiffusionTrainConfig.from_dict({**train, "seed": k}),
+                            SchedulerConfig.from_dict(header["config"]["scheduler"]),
+                            config=DenoiserConfig.from_dict(header["config"]["denoiser"]),
+                            resume=(replica / ckpt.STATE_NAME).exists(), progress=progress)
 
 
 def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progress: bool = True, log=print,
@@ -65,26 +113,34 @@ def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progr
 
 def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0, real_n: int = 200,
                 k: int = 5, n_boot: int = 100, validator_dir=None, encoder_dir=None, inception=None,
-                progress: bool = True, log=print, quick_evaluators: bool = False) -> dict:
+                progress: bool = True, log=print, quick_evaluators: bool = False, seeds: int = 1,
+                contribution: ContributionConfig | None = ContributionConfig()) -> dict:
+    """Sample, evaluate and measure the core's contribution for every model of ``run_dir`` (with
+    ``seeds`` > 1, after training the missing seed replicas); write the comparison files."""
     from qhybrid.diffusion.pipeline import LatentDiffusion
+    from qhybrid.evaluation.report import aggregate_seeds
     from qhybrid.workflows.sampling import sample_images, write_samples
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir} is not a folder; give a run folder holding ldm-* checkpoints")
-    models = find_models(run_dir)
-    if not models:
+    if not find_models(run_dir):
         raise InputError(f"{run_dir} holds no latent diffusion checkpoints (folders with a config.json of kind ldm)")
     if k >= min(n, real_n):  # as evaluate_sets checks, but before any sampling
         raise InputError(f"the k-NN metrics (k={k}) need more than {k} samples and real images, got "
                          f"{param('n', n)} and {param('real_n', real_n)}; raise them or lower {param('k')}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise InputError(f"{param('seeds', seeds)} must be a positive integer")
     encoder, validator, vheader, vdir, edir = ensure_evaluators(run_dir, validator_dir, encoder_dir, progress, log,
                                                                  quick_evaluators)
+    if seeds > 1:
+        ensure_seed_replicas(run_dir, seeds, progress, log)
+    models = [(name, folder) for name, folder in find_models(run_dir) if split_seed(name)[1] < seeds]
     results, samples = {}, {}
-    real = None
+    real, references = None, {}
     for name, folder in models:
         loaded = LatentDiffusion.from_checkpoint(folder)
-        model, _, vae, header = loaded
+        model, scheduler, vae, header = loaded
         if real is None:
             source = header.get("extra", {}).get("train", {}).get("data", "synthetic")
             real = real_reference(source, vae.cfg.size, real_n, seed=0)
@@ -99,6 +155,7 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
         vae_counts = vae.parameter_counts()
         results[name] = {
             "folder": str(folder),
+            "kind": split_seed(name)[0], "seed": split_seed(name)[1],
             "vae": "quantum-enhanced" if vae.is_quantum else "classical",
             "parameters": {
                 "denoiser_classical": counts["total"] - counts["quantum_circuit_weights"],
@@ -106,16 +163,27 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
                 "vae_classical": vae_counts["total"] - vae_counts["quantum_circuit_weights"],
                 "vae_quantum": vae_counts["quantum_circuit_weights"],
             },
+            "circuit_travel_rad": header.get("extra", {}).get("circuit_travel_rad"),
             "sampling": info,
             "metrics": metrics,
         }
+        if contribution is not None:
+            key = str(header["config"].get("vae_sha256"))
+            if key not in references:  # one reference set per VAE: held-out images, re-noised
+                held_out = real_reference(reference["source"], vae.cfg.size, contribution.n_latents, seed=0, split="val")
+                references[key] = reference_inputs(vae, scheduler, images_to_tensor(held_out), contribution)
+            results[name]["contribution"] = _contribution(model, scheduler, vae, header, references[key], contribution,
+                                                          folder, n, steps, seed, loaded, metrics, real, encoder,
+                                                          validator, k, n_boot, progress)
     summary = {
         "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "run": str(run_dir), "n_per_model": n, "sampling_steps": steps, "seed": seed, "k": k,
+        "run": str(run_dir), "n_per_model": n, "sampling_steps": steps, "seed": seed, "seeds": seeds, "k": k,
         "bootstrap": n_boot, "reference": reference,
         "validator": {"folder": str(vdir), **vheader.get("extra", {}).get("metrics", {})},
         "encoder": str(edir), "models": results,
     }
+    if seeds > 1:
+        summary["kinds"] = aggregate_seeds(results)
     # the floor: how far two real sets of the same size are from each other under the same metrics
     try:
         other = real_reference(reference["source"], reference["size"], n, seed=0, split="val")
@@ -125,8 +193,30 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
     except InputError as exc:
         summary["real_vs_real"] = {"note": f"not available: {exc}"}
     io.write_json(run_dir / "comparison.json", summary)
-    plot_bars(run_dir / "comparison.png", results)
+    plot_bars(run_dir / "comparison.png", summary.get("kinds", results))
     from qhybrid.plots import save_side_by_side
-    save_side_by_side(run_dir / "comparison_samples.png", real[:16], {k_: v[:16] for k_, v in samples.items()})
+    shown = {k_: v[:16] for k_, v in samples.items() if split_seed(k_)[1] == 0}
+    save_side_by_side(run_dir / "comparison_samples.png", real[:16], shown)
     io.write_text(run_dir / "comparison.md", comparison_markdown(summary))
     return summary
+
+
+def _contribution(model, scheduler, vae, header, reference, cfg: ContributionConfig, folder, n, steps, seed, loaded,
+                  metrics, real, encoder, validator, k, n_boot, progress) -> dict:
+    """The contribution metrics, plus the knock-out's Δgradable and ΔFD on the full same-seed sample set."""
+    from qhybrid.workflows.sampling import sample_images
+
+    initial = header.get("extra", {}).get("initial_core")
+    initial = {key: torch.tensor(v) for key, v in initial.items()} if initial else None
+    report = measure_contributions(model, scheduler, vae, reference, cfg, initial_core=initial)
+    if report["core"] is None:
+        report["knockout"].update({"delta_gradable": 0.0, "delta_fd": 0.0})
+        return public(report)
+    mean = report["_knockout_mean"]
+    with replaced_core(model.quantum_layer.core, lambda rows: mean.expand(len(rows), -1)):
+        images, _ = sample_images(folder, n=n, steps=steps, seed=seed, progress=progress, loaded=loaded)
+    knocked = evaluate_sets(real, images, encoder=encoder, validator=validator, k=k, n_boot=n_boot, seed=seed)
+    report["knockout"]["delta_gradable"] = knocked["gradable"]["value"] - metrics["gradable"]["value"]
+    report["knockout"]["delta_fd"] = (knocked["fundus_features"]["fd"]["value"]
+                                      - metrics["fundus_features"]["fd"]["value"])
+    return public(report)

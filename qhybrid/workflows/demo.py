@@ -20,6 +20,7 @@ from qhybrid import __version__, io
 from qhybrid.config import Config
 from qhybrid.data.loaders import load_dataset
 from qhybrid.errors import InputError, param
+from qhybrid.evaluation.report import contribution_table
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import ABLATIONS, DENOISERS
 from qhybrid.plots import save_image_grid
@@ -35,7 +36,7 @@ class DemoConfig(Config):
     vae_batch: int = 16
     steps: int = 1200
     batch: int = 64
-    qubits: int = 8
+    qubits: int = 6
     reps: int = 3
     samples: int = 64
     sample_steps: int = 50
@@ -238,8 +239,9 @@ from scratch on the **built-in synthetic fundus images** — not clinical data �
 the pipeline behaves, not how it would do on real photographs.
 
 Configuration: {cfg.size} px images, {cfg.n_train} training images; VAE {cfg.vae_epochs} epochs;
-each denoiser {cfg.steps} steps at batch {cfg.batch}; hybrid quantum block {cfg.qubits} qubits,
-`real_amplitudes` reps {cfg.reps}, ideal (exact statevector) target; sampling {cfg.samples} images per
+each denoiser {cfg.steps} steps at batch {cfg.batch}; hybrid circuit {cfg.qubits} qubits, `real_amplitudes`
+reps {cfg.reps} with re-uploaded angles, at every 2×2 patch of the bottleneck, ideal (exact statevector)
+target; sampling {cfg.samples} images per
 model with {cfg.sample_steps} DDIM steps (eta 0).
 
 ## Data
@@ -256,9 +258,11 @@ held-out reconstruction MSE {vae_extra.get('val_recon_mse', float('nan')):.4f} (
 
 ## Latent diffusion models
 
-All three share the same U-Net on the latents and differ only in the bottleneck branch (see
-`qhybrid/models/denoiser.py`): the hybrid's branch is the quantum block, the classical one a small MLP in
-its place (about the same parameter count), the large one has twice the channels.
+All three share the same U-Net on the latents and differ only in the middle block at the lowest
+resolution (see `qhybrid/models/denoiser.py`): the hybrid's is a QResBlock whose own path runs through the
+circuit at every 2×2 patch of the 8×8 bottleneck (16 evaluations per latent, conditioned on t), the
+classical one a plain residual block (a 3×3 convolution where the circuit is); the large one has twice
+the channels. The circuit weights train at their own learning rate.
 
 | denoiser | parameters | circuit weights | training steps | final training loss | training time | sampling time / image |
 |---|---:|---:|---:|---:|---:|---:|
@@ -289,6 +293,15 @@ its quantum models and 69% for the classical one on real fundus data; the number
 run's, on synthetic data, whatever they show.
 
 ![metrics](comparison.png)
+
+## How much the circuit matters
+
+Each model's quantum layer core knocked out (its output replaced by its mean over a fixed reference
+set of held-out latents re-noised at 10 timesteps), reset to its initial weights, re-randomised, or
+replaced by the best affine fit of its outputs on its inputs; the change of the denoiser's output is
+relative to that output's spread (see [comparison.md](comparison.md) for the definitions).
+
+{contribution_table(comparison)}
 
 ## Checks
 

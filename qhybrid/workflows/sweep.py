@@ -15,13 +15,15 @@ from qhybrid.workflows.compare import ensure_evaluators, run_compare
 
 def run_sweep(run_dir: str | Path, train_sizes, kinds=None, steps: int | None = None, batch: int = 64,
               n: int = 64, sample_steps: int = 50, seed: int = 0, real_n: int = 200, k: int = 5,
-              n_boot: int = 100, num_qubits: int = 8, reps: int = 3, progress: bool = True, log=print,
-              quick_evaluators: bool = False) -> dict:
+              n_boot: int = 100, num_qubits: int = 6, reps: int = 3, progress: bool = True, log=print,
+              quick_evaluators: bool = False, seeds: int = 1) -> dict:
     """Train every denoiser kind on ``train_sizes`` images each (the run's VAE, its validator and
     encoder are shared), compare each size's models, and plot every metric against the size.
 
     Only the denoisers see fewer images: the paper's claim is about the generative model when data
-    are scarce, so the VAE (the image codec) stays the run's, trained on its full data."""
+    are scarce, so the VAE (the image codec) stays the run's, trained on its full data. With
+    ``seeds`` > 1 each size's comparison trains every model with that many seeds (see
+    :func:`~qhybrid.workflows.compare.run_compare`) and the figures are means over seeds."""
     from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
 
     run_dir = Path(run_dir)
@@ -55,11 +57,13 @@ def run_sweep(run_dir: str | Path, train_sizes, kinds=None, steps: int | None = 
         log(f"[sweep] comparing the models trained on {size} images")
         per_size[size] = run_compare(size_dir, n=n, steps=sample_steps, seed=seed, real_n=real_n, k=k, n_boot=n_boot,
                                      validator_dir=run_dir / "validator", encoder_dir=run_dir / "encoder",
-                                     progress=progress, log=log)
+                                     progress=progress, log=log, seeds=seeds)
     summary = {"created": dt.datetime.now().isoformat(timespec="seconds"), "run": str(run_dir), "train_sizes": sizes,
-               "kinds": kinds, "steps": steps, "n_per_model": n, "vae": str(vae_dir),
-               "results": {str(size): {name: r["metrics"] for name, r in s_["models"].items()}
-                           for size, s_ in per_size.items()}}
+               "kinds": kinds, "steps": steps, "n_per_model": n, "vae": str(vae_dir), "seeds": seeds,
+               "results": {str(size): {name: r["metrics"] for name, r in s_.get("kinds", s_["models"]).items()}
+                           for size, s_ in per_size.items()},
+               "contribution": {str(size): {name: r.get("contribution") for name, r in s_.get("kinds", s_["models"]).items()}
+                                for size, s_ in per_size.items()}}
     io.write_json(run_dir / "sweep.json", summary)
     plot_sweep(run_dir / "sweep.png", summary)
     io.write_text(run_dir / "sweep.md", sweep_markdown(summary, per_size))
