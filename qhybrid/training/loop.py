@@ -43,7 +43,7 @@ C = TypeVar("C", bound=Config)
 
 #: The circuit weights' peak learning rate (their own AdamW group), measured: see BENCHMARKS.md,
 #: "circuit learning rate".
-CIRCUIT_LR = 3e-2
+CIRCUIT_LR = 5e-2
 
 
 class TrainingError(InputError):
