@@ -89,10 +89,10 @@ def save_loss_curves(curves: dict[str, Sequence[float]], path: str | Path, title
     return Path(path)
 
 
-def save_side_by_side(path: str | Path, real: np.ndarray, sets: dict[str, np.ndarray]) -> Path:
-    """One panel per model (up to 4x4 images each), real images first."""
+def save_side_by_side(path: str | Path, real: np.ndarray, sets: dict[str, np.ndarray], first: str = "real") -> Path:
+    """One panel per set (up to 4x4 images each), the reference set first (titled ``first``)."""
     plt = _plt()
-    panels = [("real", real)] + [(f"{k}", v) for k, v in sets.items()]
+    panels = [(first, real)] + [(f"{k}", v) for k, v in sets.items()]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8), squeeze=False)
     for ax, (title, imgs) in zip(axes[0], panels):
         ax.imshow(grid_array(imgs[:16], ncols=4))

@@ -10,7 +10,13 @@ import torch
 from qhybrid.errors import InputError
 from qhybrid.evaluation.report import comparison_table, intervals_separate
 from qhybrid.models.denoiser import ALL_DENOISERS, DenoiserConfig, LatentDenoiser
-from qhybrid.models.quantum_layers import CORES, MatchedClassicalCore, QResBlock, QuantumConv2d, make_core
+from qhybrid.models.quantum_layers import (
+    CORES,
+    MatchedClassicalCore,
+    QResBlock,
+    QuantumConv2d,
+    make_core,
+)
 from qhybrid.models.vae import VAE, VAEConfig
 from qhybrid.quantum import CircuitSpec, QuantumBlock
 from qhybrid.workflows.sweep import run_sweep
@@ -283,8 +289,27 @@ def test_compare_over_seeds_trains_the_missing_replicas_and_reports_contribution
     assert hybrid["core"] == "quantum" and hybrid["knockout"]["denoiser_change"] > 0
     assert 0 <= hybrid["affine"]["r2"] <= 1 and "delta_gradable" in hybrid["knockout"]
     assert "reset" in hybrid  # the initial state was saved with the checkpoint
+    assert (tmp_path / "contribution_hybrid.png").exists() and not (tmp_path / "contribution_classical.png").exists()
     text = (tmp_path / "comparison.md").read_text()
     assert "hybrid (2 seeds)" in text and " ± " in text and "How much the quantum layer's core matters" in text
     before = (tmp_path / "ldm-hybrid-seed1" / "model.safetensors").stat().st_mtime_ns
     run_compare(tmp_path, **kwargs)  # the replicas are there: nothing is trained again
     assert (tmp_path / "ldm-hybrid-seed1" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_a_qhybrid_0_2_qresblock_checkpoint_loads_as_the_gated_branch(tmp_path):
+    """0.2 saved placement 'qresblock' (the gated branch) without 'patch': it loads, weights and all."""
+    from qhybrid.models import checkpoint as ckpt
+
+    torch.manual_seed(0)
+    cfg = DenoiserConfig.for_kind("hybrid", 4, 8, num_qubits=3, reps=1, placement="gated-qresblock")
+    model = LatentDenoiser(cfg).eval()
+    saved = cfg.to_dict()
+    saved["placement"] = "qresblock"
+    del saved["patch"], saved["angle_scale"]
+    ckpt.save_checkpoint(tmp_path / "ldm", "ldm", {"denoiser": saved}, model.state_dict())
+    loaded = LatentDenoiser.from_checkpoint(tmp_path / "ldm")
+    assert loaded.cfg.placement == "gated-qresblock"
+    z, t = torch.randn(2, 4, 8, 8), torch.tensor([5, 700])
+    with torch.no_grad():
+        assert torch.equal(loaded(z, t), model(z, t))

@@ -112,8 +112,9 @@ def test_submit_end_to_end_writes_a_complete_record_and_images(models, reference
     assert len(set(ids)) == 4 and all(ids) and not any("attempts" in s for s in data["steps"])
     assert [s["timestep"] for s in data["steps"]] == sorted({s["timestep"] for s in data["steps"]}, reverse=True)
     for s in data["steps"]:
-        assert record.read_array(s["result_file"]).shape == (3, 4)  # (observables, chains): one PUB
-        assert record.read_array(s["values_file"]).shape[0] == 4  # the parameter rows the job ran: one per chain
+        # one PUB per step holds every chain x patch (4 chains x 2x2 patches of the 4x4 bottleneck)
+        assert record.read_array(s["result_file"]).shape == (3, 16)  # (observables, rows)
+        assert record.read_array(s["values_file"]).shape[0] == s["bindings"] == 16  # the parameter rows the job ran
         assert record.read_array(s["latents_file"]).shape == (4, 4, 8, 8)
         assert s["shots"] == 1024 and s["submitted_at"] <= s["finished_at"]
     from qhybrid.models.checkpoint import read_header
@@ -138,6 +139,9 @@ def test_submit_end_to_end_writes_a_complete_record_and_images(models, reference
     images = sorted((record.folder / "samples").glob("sample_*.png"))
     assert len(images) == 4 and (record.folder / "samples" / "grid.png").exists()
     assert data["images"]["count"] == 4
+    cost = next(line for line in jobs.status_lines(record) if line.startswith("cost"))
+    assert "4 executions (one PUB per step) of 16 bindings (4 chains × 4 circuit evaluations each)" in cost
+    assert f"{1024 * 4 * 4:,} shots per image" in cost and "s per step" in cost
 
 
 def test_on_event_reports_each_job_id_and_each_step_once_they_are_saved(models, tmp_path):

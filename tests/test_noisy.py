@@ -227,7 +227,14 @@ def test_sample_and_noisy_eval_cli(tmp_path, tiny_models):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "ne" / "noisy_eval.json").read_text())
     assert set(summary["targets"]) == {"ideal", "fake_athens", "fake_lima"}
-    assert summary["targets"]["fake_athens"]["block_error_mean"] >= 0
+    athens = summary["targets"]["fake_athens"]
+    assert athens["block_error_mean"] >= 0
+    # one execution per sampling step holds every chain x patch (4 chains x 4 patches of the 4x4 bottleneck)
+    assert athens["executions"] == 3 and athens["bindings_per_execution"] == 16
+    assert athens["shots_per_image"] == 256 * 4 * 3
+    assert summary["knockout_image_change_grey"] > 0
+    assert athens["noise_share_of_knockout"] == pytest.approx(
+        athens["noise_image_change_grey"] / summary["knockout_image_change_grey"])
     assert (tmp_path / "ne" / "noisy_eval.md").exists() and (tmp_path / "ne" / "samples.png").exists()
     assert "without a quantum block" in one_line_error(
         run("noisy-eval", "--model", str(tiny_models / "ldm-classical"), "--backends", "fake_athens"))

@@ -83,7 +83,8 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
     quantum = None
     if args.quantum:
         try:
-            quantum = CircuitSpec(num_qubits=args.qubits, reps=args.reps, ansatz=args.ansatz).to_dict()
+            quantum = CircuitSpec(num_qubits=args.qubits, reps=args.reps, ansatz=args.ansatz,
+                                  encoding=args.encoding).to_dict()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     if not args.quantum:
@@ -110,6 +111,7 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
 
 def cmd_train_diffusion(args: argparse.Namespace) -> int:
     from qhybrid.diffusion.scheduler import SchedulerConfig
+    from qhybrid.models.checkpoint import read_header
     from qhybrid.quantum import CircuitSpec
     from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
 
@@ -118,6 +120,11 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
         CircuitSpec(num_qubits=args.qubits, reps=args.reps, ansatz=args.ansatz, encoding=args.encoding)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    vae = read_header(args.vae, "vae")["config"]
+    latent_size = vae.get("latent_size") or (8 if vae.get("size") == 32 else 16)
+    if args.patch < 1 or (latent_size // 2) % args.patch:
+        raise UsageError(f"--patch {args.patch} does not divide the {latent_size // 2}x{latent_size // 2} bottleneck of "
+                         f"this VAE's {latent_size}x{latent_size} latents; use a divisor such as 1 or 2")
     cfg = DiffusionTrainConfig(data=args.data, n=args.n, steps=args.steps, batch=args.batch, lr=args.lr,
                                seed=args.seed, **({"circuit_lr": args.circuit_lr} if args.circuit_lr else {}))
     summary = train_diffusion(args.out, args.vae, args.denoiser, cfg, sched, num_qubits=args.qubits,

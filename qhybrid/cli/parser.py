@@ -151,6 +151,8 @@ def _add_training(sub) -> None:
     vae.add_argument("--qubits", type=_positive_int, default=6, help="quantum block width (default 6)")
     vae.add_argument("--reps", type=_positive_int, default=2, help="ansatz repetitions (default 2)")
     vae.add_argument("--ansatz", default="real_amplitudes")
+    vae.add_argument("--encoding", choices=["angle", "reuploading"], default="angle",
+                     help="quantum: angles encoded once (default) or re-uploaded before every ansatz repetition")
     vae.add_argument("--placement", choices=["qresblock", "bottleneck", "gated-qresblock"], default="qresblock",
                      help="quantum: QResBlocks with the circuit at every patch as the encoder's and decoder's middle "
                           "blocks (qresblock, default); bottleneck and gated-qresblock are qhybrid 0.1/0.2's gated branch")

@@ -70,6 +70,10 @@ class ContributionConfig(Config):
             raise ValueError(f"ContributionConfig.fields: unknown {sorted(unknown)}")
 
 
+#: The reference set and samples ``compare``, ``noisy-eval`` and the demo measure with.
+DEFAULT_CONFIG = ContributionConfig()
+
+
 # --- the core and hooks on it ----------------------------------------------------------------------
 def quantum_layer_of(model: nn.Module) -> QuantumConv2d | QuantumBranch | None:
     """The (one) layer of ``model`` that holds a core, or None."""
@@ -171,7 +175,7 @@ def _zero_report(cfg: ContributionConfig) -> dict:
 
 
 def measure_contributions(model, scheduler, vae, reference: tuple[torch.Tensor, torch.Tensor],
-                          cfg: ContributionConfig = ContributionConfig(),
+                          cfg: ContributionConfig = DEFAULT_CONFIG,
                           initial_core: dict[str, torch.Tensor] | None = None,
                           baseline: tuple[torch.Tensor, np.ndarray] | None = None) -> dict:
     """Every contribution metric of ``model``'s core (all 0 without a core); see the module docstring.
@@ -213,6 +217,7 @@ def measure_contributions(model, scheduler, vae, reference: tuple[torch.Tensor, 
         fit, r2 = affine_fit(inputs, outputs)
         report["affine"] = {"r2": r2, **measure(lambda: replaced_core(core, fit))}
     report["_knockout_mean"] = mean
+    report["_baseline_images"] = base_images
     report["reference"] = {"rows": int(len(inputs)), "inputs_spread_rad": float(inputs.std()),
                            "outputs_spread": float(outputs.std(dim=0).mean())}
     return report

@@ -222,6 +222,8 @@ def comparison_markdown(summary: dict) -> str:
         "",
         contribution_table(summary),
         "",
+        "What each change does to the same-seed samples: `contribution_<model>.png` (trained model first).",
+        "",
         "![samples](comparison_samples.png)",
         "",
         "These are measurements on this run's data and sample sizes, reported as measured; overlapping "

@@ -120,9 +120,6 @@ class DenoiserConfig(Config):
                  encoding: str = DEFAULT_CIRCUIT.encoding) -> "DenoiserConfig":
         spec = CircuitSpec(num_qubits=num_qubits, reps=reps, ansatz=ansatz, encoding=encoding).to_dict()
         channels = 48 if kind == "classical-large" else 24
-        patch = min(patch, latent_size // 2)
-        while (latent_size // 2) % patch:
-            patch -= 1
         return cls(kind=kind, latent_channels=latent_channels, latent_size=latent_size,
                    channels=channels, quantum=spec, placement=placement, patch=patch, angle_scale=angle_scale)
 

@@ -26,12 +26,18 @@ import torch
 from qhybrid import io
 from qhybrid.data.transforms import images_to_tensor
 from qhybrid.errors import InputError, param
+from qhybrid.evaluation.contribution import (
+    DEFAULT_CONFIG,
+    ContributionConfig,
+    measure_contributions,
+    public,
+    reference_inputs,
+    replaced_core,
+)
 from qhybrid.evaluation.evaluate import evaluate_sets, real_reference
-from qhybrid.evaluation.contribution import ContributionConfig, measure_contributions, public, reference_inputs, replaced_core
 from qhybrid.evaluation.report import comparison_markdown, plot_bars
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import ALL_DENOISERS
-
 
 _SEED = re.compile(r"-seed(\d+)$")
 
@@ -114,7 +120,7 @@ def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progr
 def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0, real_n: int = 200,
                 k: int = 5, n_boot: int = 100, validator_dir=None, encoder_dir=None, inception=None,
                 progress: bool = True, log=print, quick_evaluators: bool = False, seeds: int = 1,
-                contribution: ContributionConfig | None = ContributionConfig()) -> dict:
+                contribution: ContributionConfig | None = DEFAULT_CONFIG) -> dict:
     """Sample, evaluate and measure the core's contribution for every model of ``run_dir`` (with
     ``seeds`` > 1, after training the missing seed replicas); write the comparison files."""
     from qhybrid.diffusion.pipeline import LatentDiffusion
@@ -209,6 +215,15 @@ def _contribution(model, scheduler, vae, header, reference, cfg: ContributionCon
     initial = header.get("extra", {}).get("initial_core")
     initial = {key: torch.tensor(v) for key, v in initial.items()} if initial else None
     report = measure_contributions(model, scheduler, vae, reference, cfg, initial_core=initial)
+    if report["core"] is not None:  # what each change does to the same-seed samples
+        from qhybrid.plots import save_side_by_side
+
+        labels = {"knockout": "circuit knocked out", "reset": "reset to init", "rerandomised": "re-randomised",
+                  "affine": "affine fit in its place"}
+        save_side_by_side(Path(folder).parent / f"contribution_{Path(folder).name.removeprefix('ldm-')}.png",
+                          report["_baseline_images"],
+                          {label: report[key]["_images"] for key, label in labels.items() if key in report},
+                          first="trained")
     if report["core"] is None:
         report["knockout"].update({"delta_gradable": 0.0, "delta_fd": 0.0})
         return public(report)

@@ -50,7 +50,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -544,7 +544,8 @@ class JobRunner:
         # the id reaching the record, resume finds the job by its tag instead of paying twice
         previous = {"job_id": step.get("job_id"), "status": step.get("job_status"), "note": step.get("note")}
         values_file = record.write_array(f"step_{k:04d}_values.npy", call.values)
-        step.update({"status": "submitting", "tag": tag, "submitting_at": _now(), "values_file": values_file})
+        step.update({"status": "submitting", "tag": tag, "submitting_at": _now(), "values_file": values_file,
+                     "bindings": int(len(call.values))})
         record.save()
         try:
             job = submit_pub(mode, record.options, self.local, call.isa.pub(call.values), seed, tags=[tag])
@@ -861,6 +862,26 @@ def fetch(run_id: str, jobs_dir: str | Path = DEFAULT_JOBS_DIR, progress: bool =
     return record
 
 
+def _cost_line(record: JobRecord) -> str | None:
+    """Executions, bindings per execution, shots per image and seconds per step, from the steps so far."""
+    d = record.data
+    bindings = [s["bindings"] for s in record.steps if s.get("bindings")]
+    if not bindings:
+        return None
+    chains, steps = int(d["sampling"]["n"]), len(record.steps)
+    per_chain = bindings[0] / chains
+    shots = d["options"]["shots"]
+    seconds = []
+    for s in record.steps:
+        if s.get("submitted_at") and s.get("finished_at"):
+            with suppress(ValueError, TypeError):
+                seconds.append((dt.datetime.fromisoformat(s["finished_at"])
+                                - dt.datetime.fromisoformat(s["submitted_at"])).total_seconds())
+    return (f"cost       {steps} executions (one PUB per step) of {bindings[0]} bindings ({chains} chains × "
+            f"{per_chain:g} circuit evaluations each); {shots * per_chain * steps:,.0f} shots per image"
+            + (f"; {sum(seconds) / len(seconds):.1f} s per step (submitted to finished)" if seconds else ""))
+
+
 def status_lines(record: JobRecord) -> list[str]:
     """A readable summary of a record (no service calls)."""
     d = record.data
@@ -881,6 +902,9 @@ def status_lines(record: JobRecord) -> list[str]:
          f"{d['circuit'].get('physical_qubits')} ({record.folder.name}/circuit.qasm3)"),
         f"progress   {record.completed_steps()}/{len(record.steps)} steps done",
     ]
+    cost = _cost_line(record)
+    if cost:
+        lines.insert(-1, cost)
     if d.get("images"):
         lines.append(f"images     {d['images']['count']} in {record.path.parent / d['images']['dir']}/")
     lines.append(f"{'step':>4}  {'t':>4}  {'status':<9}  {'job status':<10}  {'job id':<38}  finished")

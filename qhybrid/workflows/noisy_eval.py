@@ -64,7 +64,7 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], 
         t0 = time.perf_counter()
         z = sample_latents(model, scheduler, n, steps, seed=seed, progress=progress)
         seconds = time.perf_counter() - t0
-        executions, bindings = len(calls), max(calls, default=0)
+        executions, bindings, rows = len(calls), max(calls, default=0), sum(calls)  # before the probe below
         if target == "ideal":
             hook.remove()
             probe = torch.cat([captured[0], captured[len(captured) // 2], captured[-1]])
@@ -74,7 +74,7 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], 
         latents[name], images[name] = z, imgs
         entry = {"target": target, "options": {k: v for k, v in opts.items()}, "seconds": seconds,
                  "seconds_per_step": seconds / steps, "executions": executions, "bindings_per_execution": bindings,
-                 "shots_per_image": shots * sum(calls) // n if target != "ideal" else 0}
+                 "shots_per_image": shots * rows // n if target != "ideal" else 0}
         if target != "ideal":
             estimator = block.qnn.estimator
             program = estimator.program(block.pub_circuit) if hasattr(estimator, "program") else None
@@ -117,7 +117,8 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], 
                "evaluated": evaluators is not None}
     out.mkdir(parents=True, exist_ok=True)
     io.write_json(out / "noisy_eval.json", summary)
-    save_side_by_side(out / "samples.png", images["ideal"], {k: v for k, v in images.items() if k != "ideal"})
+    save_side_by_side(out / "samples.png", images["ideal"], {k: v for k, v in images.items() if k != "ideal"},
+                      first="ideal")
     io.write_text(out / "noisy_eval.md", _markdown(summary))
     return summary
 
@@ -127,11 +128,16 @@ def _knockout_images(model, scheduler, vae, header, n: int, steps: int, seed: in
     contribution metrics' reference set: the yardstick for the noise's effect."""
     from qhybrid.data.transforms import images_to_tensor
     from qhybrid.diffusion.sampling import sample_latents
-    from qhybrid.evaluation.contribution import ContributionConfig, recorded_core, reference_inputs, replaced_core
+    from qhybrid.evaluation.contribution import (
+        DEFAULT_CONFIG,
+        recorded_core,
+        reference_inputs,
+        replaced_core,
+    )
     from qhybrid.evaluation.evaluate import real_reference
     from qhybrid.workflows.sampling import decode_images
 
-    cfg = ContributionConfig()
+    cfg = DEFAULT_CONFIG
     source = header.get("extra", {}).get("train", {}).get("data", "synthetic")
     held_out = images_to_tensor(real_reference(source, vae.cfg.size, cfg.n_latents, seed=0, split="val"))
     z_t, t = reference_inputs(vae, scheduler, held_out, cfg)
