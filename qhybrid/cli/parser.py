@@ -345,8 +345,9 @@ def _add_jobs(sub) -> None:
     js = jobs.add_parser("submit", help="sample a hybrid LDM with one runtime job per denoising step")
     js.add_argument("--model", required=True, help="hybrid LDM checkpoint folder, e.g. runs/demo/ldm-hybrid")
     js.add_argument("--backend", required=True, help="ibm_<name> (IBM Quantum) or fake_<name> (local testing mode)")
-    js.add_argument("--n", type=int, default=16, help="chains (images); all go in one PUB per step (default 16)")
-    js.add_argument("--steps", type=int, default=20, help="DDIM steps = jobs per run (default 20)")
+    js.add_argument("--n", type=int, default=4, help="chains (images); every chain x circuit patch goes in one PUB per "
+                                                      "step (default 4: 64 bindings with the default hybrid)")
+    js.add_argument("--steps", type=int, default=10, help="DDIM steps = jobs per run (default 10)")
     js.add_argument("--shots", type=_positive_int, default=1024)
     js.add_argument("--mode", choices=["session", "batch", "job"], default=None,
                     help="execution mode (default: session for one run, batch for several)")
