@@ -140,6 +140,21 @@ def _add_data(sub) -> None:
     show.set_defaults(func=commands.cmd_data_show)
 
 
+def _add_quantum_layer(parser, who: str, *, encoding: str, patch: int, where: str) -> None:
+    """The QResBlock options the VAE and the denoiser share (with their own defaults)."""
+    other = "angle" if encoding == "reuploading" else "reuploading"
+    parser.add_argument("--encoding", choices=[encoding, other], default=encoding,
+                        help=f"{who}: angles encoded once (angle) or re-uploaded before every ansatz repetition "
+                             f"(reuploading); default {encoding}")
+    parser.add_argument("--placement", choices=["qresblock", "bottleneck", "gated-qresblock"], default="qresblock",
+                        help=f"{who}: qresblock (default): QResBlocks with the circuit at every patch of the {where}, on "
+                             "their only residual path; bottleneck and gated-qresblock: qhybrid 0.1/0.2's gated branch")
+    parser.add_argument("--patch", type=_positive_int, default=patch,
+                        help=f"{who}: the circuit runs once per PATCHxPATCH patch of the {where} (default {patch})")
+    parser.add_argument("--circuit-lr", type=_positive_float, default=None,
+                        help=f"{who}: the circuit weights' peak LR (default: the measured one, see BENCHMARKS.md)")
+
+
 def _add_training(sub) -> None:
     """Train vae | diffusion."""
     train = sub.add_parser("train", help="train a VAE or a latent diffusion model").add_subparsers(
@@ -151,15 +166,7 @@ def _add_training(sub) -> None:
     vae.add_argument("--qubits", type=_positive_int, default=6, help="quantum block width (default 6)")
     vae.add_argument("--reps", type=_positive_int, default=2, help="ansatz repetitions (default 2)")
     vae.add_argument("--ansatz", default="real_amplitudes")
-    vae.add_argument("--encoding", choices=["angle", "reuploading"], default="angle",
-                     help="quantum: angles encoded once (default) or re-uploaded before every ansatz repetition")
-    vae.add_argument("--placement", choices=["qresblock", "bottleneck", "gated-qresblock"], default="qresblock",
-                     help="quantum: QResBlocks with the circuit at every patch as the encoder's and decoder's middle "
-                          "blocks (qresblock, default); bottleneck and gated-qresblock are qhybrid 0.1/0.2's gated branch")
-    vae.add_argument("--patch", type=_positive_int, default=4,
-                     help="quantum: the circuit runs once per PATCHxPATCH patch of the 16x16 middle (default 4)")
-    vae.add_argument("--circuit-lr", type=_positive_float, default=None, help="quantum: the circuit weights' peak LR "
-                     "(default: the measured one, see BENCHMARKS.md)")
+    _add_quantum_layer(vae, "quantum", encoding="angle", patch=4, where="16x16 encoder and decoder middle")
     vae.add_argument("--epochs", type=_positive_int, default=20)
     vae.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
     vae.add_argument("--batch", type=_positive_int, default=16)
@@ -174,16 +181,8 @@ def _add_training(sub) -> None:
                                                             "hybrid-frozen", "hybrid-affine-core"],
                      help="hybrid-classical-core / hybrid-frozen / hybrid-affine-core: ablations that replace only "
                           "the circuit")
-    ldm.add_argument("--placement", choices=["qresblock", "bottleneck", "gated-qresblock"], default="qresblock",
-                     help="qresblock (default): the middle block's own path runs through the circuit at every patch; "
-                          "bottleneck and gated-qresblock are qhybrid 0.1/0.2's gated global branch")
-    ldm.add_argument("--patch", type=_positive_int, default=2,
-                     help="hybrid: the circuit runs once per PATCHxPATCH patch of the 8x8 bottleneck (default 2)")
-    ldm.add_argument("--circuit-lr", type=_positive_float, default=None, help="hybrid: the circuit weights' peak LR "
-                     "(default: the measured one, see BENCHMARKS.md)")
     ldm.add_argument("--ansatz", default="real_amplitudes", help="hybrid: circuit ansatz (see 'circuits study')")
-    ldm.add_argument("--encoding", choices=["reuploading", "angle"], default="reuploading",
-                     help="hybrid: the angles re-uploaded before every ansatz repetition (default) or encoded once")
+    _add_quantum_layer(ldm, "hybrid", encoding="reuploading", patch=2, where="8x8 bottleneck")
     ldm.add_argument("--data", default="synthetic", help="the VAE's training source (default synthetic)")
     ldm.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
     ldm.add_argument("--steps", type=_positive_int, default=1200)
