@@ -189,8 +189,11 @@ def test_training_configs_are_frozen_and_round_trip_with_the_saved_keys():
     cfg = VAETrainConfig(n=16, epochs=2)
     with pytest.raises(AttributeError):
         cfg.epochs = 3
-    assert list(cfg.to_dict()) == ["data", "n", "epochs", "batch", "lr", "seed"]  # as 0.1 saved them
+    # 0.1 saved these keys; 0.3 adds the circuit weights' own learning rate after lr
+    assert list(cfg.to_dict()) == ["data", "n", "epochs", "batch", "lr", "circuit_lr", "seed"]
     assert VAETrainConfig.from_dict(cfg.to_dict()) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "circuit_lr"}
+    assert VAETrainConfig.from_dict(old) == cfg  # a 0.1 or 0.2 run resumes with the default circuit LR
     assert cfg.replace(epochs=3).epochs == 3 and cfg.epochs == 2
-    assert list(DiffusionTrainConfig().to_dict()) == ["data", "n", "steps", "batch", "lr", "ema_decay", "seed",
-                                                       "save_every"]
+    assert list(DiffusionTrainConfig().to_dict()) == ["data", "n", "steps", "batch", "lr", "circuit_lr", "ema_decay",
+                                                       "seed", "save_every"]

@@ -22,8 +22,8 @@ def test_shapes(size, latent, quantum):
     assert mu.shape == logvar.shape == (2, 4, latent, latent)
     assert vae.decode(mu).shape == x.shape
     assert vae.is_quantum == (quantum is not None)
-    if quantum:
-        assert vae.parameter_counts()["quantum_circuit_weights"] == 8
+    if quantum:  # QResBlocks in the encoder's and the decoder's middle: two circuits of 8 weights
+        assert vae.parameter_counts()["quantum_circuit_weights"] == 2 * 8
 
 
 def test_config_validation():
