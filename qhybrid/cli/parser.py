@@ -113,9 +113,10 @@ def _add_demo(sub) -> None:
     demo.add_argument("--quick", action="store_true", help="tiny sizes (about half a minute), for smoke tests")
     demo.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     demo.add_argument("--with-qvae", action="store_true",
-                      help="also train the quantum-enhanced VAE and a hybrid denoiser on it (about +3.5 min)")
+                      help="also train the quantum-enhanced VAE (QResBlocks) and a hybrid denoiser on it")
     demo.add_argument("--with-ablations", action="store_true",
-                      help="also train hybrid-classical-core and hybrid-frozen (about +4 min)")
+                      help="also train hybrid-classical-core, hybrid-frozen and hybrid-affine-core (their training took "
+                           "6 min on a 2-core machine, plus their sampling)")
     demo.set_defaults(func=commands.cmd_demo)
 
 
