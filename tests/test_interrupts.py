@@ -19,10 +19,17 @@ from qhybrid.models import checkpoint as ckpt
 pytestmark = pytest.mark.slow
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C's default disposition. A shell starts background jobs with SIGINT ignored,
+    the ignore survives exec, and Python then installs no KeyboardInterrupt handler at all, so run
+    from ``make test &`` or ``nohup`` these tests would see commands shrug off Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # stdout lines arrive as printed
     return subprocess.Popen([QHYBRID, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=_default_sigint)
 
 
 def interrupt_when(proc, ready, sig, timeout=120):
