@@ -24,15 +24,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qhybrid import io  # noqa: E402
-from qhybrid.data.transforms import images_to_tensor  # noqa: E402
 from qhybrid.diffusion.pipeline import LatentDiffusion  # noqa: E402
 from qhybrid.evaluation.contribution import (  # noqa: E402
     ContributionConfig,
+    held_out_reference,
     measure_contributions,
     public,
-    reference_inputs,
 )
-from qhybrid.evaluation.evaluate import real_reference  # noqa: E402
 from qhybrid.models import checkpoint as ckpt  # noqa: E402
 from qhybrid.models.denoiser import DenoiserConfig  # noqa: E402
 from qhybrid.models.vae import VAEConfig  # noqa: E402
@@ -85,8 +83,7 @@ def main() -> int:
                                                                             seed=seed, save_every=10_000),
                             config=denoiser, progress=False)
         model, scheduler, vae, header = LatentDiffusion.from_checkpoint(folder)
-        held_out = images_to_tensor(real_reference("synthetic", vae.cfg.size, cfg.n_latents, seed=0, split="val"))
-        reference = reference_inputs(vae, scheduler, held_out, cfg)
+        reference = held_out_reference(vae, scheduler, "synthetic", cfg)
         saved = header["extra"].get("initial_core")
         initial = {k: torch.tensor(v) for k, v in saved.items()} if saved else None
         report = public(measure_contributions(model, scheduler, vae, reference, cfg, initial_core=initial))

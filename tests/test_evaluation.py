@@ -18,34 +18,33 @@ from qhybrid.training.encoder import EncoderTrainConfig, train_encoder
 from qhybrid.training.validator import ValidatorTrainConfig, train_validator
 
 
+def trained(factory, name, train, cfg):
+    """A session-wide evaluator checkpoint, trained once by ``train`` with ``cfg``."""
+    out = factory.mktemp("eval") / name
+    train(out, cfg, progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def validator_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval") / "validator"
-    train_validator(out, ValidatorTrainConfig(n=300, epochs=8), progress=False)
-    return out
+    return trained(tmp_path_factory, "validator", train_validator, ValidatorTrainConfig(n=300, epochs=8))
 
 
 @pytest.fixture(scope="session")
 def encoder_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval") / "encoder"
-    train_encoder(out, EncoderTrainConfig(n=240, epochs=6), progress=False)
-    return out
+    return trained(tmp_path_factory, "encoder", train_encoder, EncoderTrainConfig(n=240, epochs=6))
 
 
+# Evaluators trained in seconds (the sizes of the quick demo): for the plumbing of scoring and
+# evaluation; their accuracy is tested on the full-size ones.
 @pytest.fixture(scope="session")
 def quick_validator_dir(tmp_path_factory):
-    """Evaluators trained in seconds (the sizes of the quick demo): for the plumbing of scoring and
-    evaluation; their accuracy is tested on the full-size ones."""
-    out = tmp_path_factory.mktemp("eval") / "quick-validator"
-    train_validator(out, ValidatorTrainConfig(n=80, epochs=3), progress=False)
-    return out
+    return trained(tmp_path_factory, "quick-validator", train_validator, ValidatorTrainConfig(n=80, epochs=3))
 
 
 @pytest.fixture(scope="session")
 def quick_encoder_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval") / "quick-encoder"
-    train_encoder(out, EncoderTrainConfig(n=80, epochs=2), progress=False)
-    return out
+    return trained(tmp_path_factory, "quick-encoder", train_encoder, EncoderTrainConfig(n=80, epochs=2))
 
 
 def fresh_images(n=12, size=64, seed=777):

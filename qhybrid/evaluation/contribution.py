@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from qhybrid.config import Config
-from qhybrid.data.transforms import tensor_to_images
+from qhybrid.data.transforms import images_to_tensor, tensor_to_images
 from qhybrid.diffusion.sampling import sample_latents
+from qhybrid.evaluation.evaluate import real_reference
 from qhybrid.models.quantum_layers import QuantumBranch, QuantumConv2d, make_core
 
 #: Bands of t (of 1,000 training timesteps) the denoiser change is also reported in.
@@ -92,6 +93,11 @@ def replaced_core(core: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -
         yield
     finally:
         handle.remove()
+
+
+def knocked_out(core: nn.Module, mean: torch.Tensor):
+    """While open, ``core`` returns ``mean`` for every row: the knock-out."""
+    return replaced_core(core, lambda rows: mean.expand(len(rows), -1))
 
 
 @contextlib.contextmanager
@@ -153,9 +159,29 @@ def reference_inputs(vae, scheduler, images: torch.Tensor, cfg: ContributionConf
     return scheduler.add_noise(z0, noise, t), t
 
 
+def held_out_reference(vae, scheduler, source: str, cfg: ContributionConfig = DEFAULT_CONFIG
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference set every caller uses: ``cfg.n_latents`` images of the source's val split
+    (never trained on), encoded and re-noised by :func:`reference_inputs`."""
+    held_out = real_reference(source, vae.cfg.size, cfg.n_latents, seed=0, split="val")
+    return reference_inputs(vae, scheduler, images_to_tensor(held_out), cfg)
+
+
 @torch.no_grad()
 def _predict(model, z_t: torch.Tensor, t: torch.Tensor, batch: int = 64) -> torch.Tensor:
     return torch.cat([model(z_t[i:i + batch], t[i:i + batch]) for i in range(0, len(z_t), batch)])
+
+
+def _recorded_predict(model, core: nn.Module, reference) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The model's output on the reference set, and its core's input and output rows on the way."""
+    with recorded_core(core) as seen:
+        out = _predict(model, *reference)
+    return out, torch.cat([a for a, _ in seen]), torch.cat([b for _, b in seen])
+
+
+def knockout_mean(model, reference: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The mean output of ``model``'s core over the reference set: what a knock-out returns."""
+    return _recorded_predict(model, quantum_layer_of(model).core, reference)[2].mean(dim=0)
 
 
 @torch.no_grad()
@@ -189,10 +215,7 @@ def measure_contributions(model, scheduler, vae, reference: tuple[torch.Tensor, 
         return {**report, **_zero_report(cfg)}
     core = layer.core
     z_t, t = reference
-    with recorded_core(core) as seen:
-        base = _predict(model, z_t, t)
-    inputs = torch.cat([a for a, _ in seen])
-    outputs = torch.cat([b for _, b in seen])
+    base, inputs, outputs = _recorded_predict(model, core, reference)
     base_z, base_images = baseline if baseline is not None else _samples(model, scheduler, vae, cfg)
 
     def measure(context) -> dict:
@@ -208,7 +231,7 @@ def measure_contributions(model, scheduler, vae, reference: tuple[torch.Tensor, 
 
     mean = outputs.mean(dim=0)
     if "knockout" in cfg.fields:
-        report["knockout"] = measure(lambda: replaced_core(core, lambda rows: mean.expand(len(rows), -1)))
+        report["knockout"] = measure(lambda: knocked_out(core, mean))
     if "reset" in cfg.fields and initial_core is not None:
         report["reset"] = measure(lambda: core_state(core, initial_core))
     if "rerandomised" in cfg.fields:

@@ -24,18 +24,17 @@ from pathlib import Path
 import torch
 
 from qhybrid import io
-from qhybrid.data.transforms import images_to_tensor
 from qhybrid.errors import InputError, param
 from qhybrid.evaluation.contribution import (
     DEFAULT_CONFIG,
     ContributionConfig,
+    held_out_reference,
+    knocked_out,
     measure_contributions,
     public,
-    reference_inputs,
-    replaced_core,
 )
 from qhybrid.evaluation.evaluate import evaluate_sets, real_reference
-from qhybrid.evaluation.report import comparison_markdown, plot_bars
+from qhybrid.evaluation.report import aggregate_seeds, comparison_markdown, plot_bars
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import ALL_DENOISERS
 
@@ -124,7 +123,6 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
     """Sample, evaluate and measure the core's contribution for every model of ``run_dir`` (with
     ``seeds`` > 1, after training the missing seed replicas); write the comparison files."""
     from qhybrid.diffusion.pipeline import LatentDiffusion
-    from qhybrid.evaluation.report import aggregate_seeds
     from qhybrid.workflows.sampling import sample_images, write_samples
 
     run_dir = Path(run_dir)
@@ -176,8 +174,7 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
         if contribution is not None:
             key = str(header["config"].get("vae_sha256"))
             if key not in references:  # one reference set per VAE: held-out images, re-noised
-                held_out = real_reference(reference["source"], vae.cfg.size, contribution.n_latents, seed=0, split="val")
-                references[key] = reference_inputs(vae, scheduler, images_to_tensor(held_out), contribution)
+                references[key] = held_out_reference(vae, scheduler, reference["source"], contribution)
             results[name]["contribution"] = _contribution(model, scheduler, vae, header, references[key], contribution,
                                                           folder, n, steps, seed, loaded, metrics, real, encoder,
                                                           validator, k, n_boot, progress)
@@ -228,7 +225,7 @@ def _contribution(model, scheduler, vae, header, reference, cfg: ContributionCon
         report["knockout"].update({"delta_gradable": 0.0, "delta_fd": 0.0})
         return public(report)
     mean = report["_knockout_mean"]
-    with replaced_core(model.quantum_layer.core, lambda rows: mean.expand(len(rows), -1)):
+    with knocked_out(model.quantum_layer.core, mean):
         images, _ = sample_images(folder, n=n, steps=steps, seed=seed, progress=progress, loaded=loaded)
     knocked = evaluate_sets(real, images, encoder=encoder, validator=validator, k=k, n_boot=n_boot, seed=seed)
     report["knockout"]["delta_gradable"] = knocked["gradable"]["value"] - metrics["gradable"]["value"]

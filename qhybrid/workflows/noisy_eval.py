@@ -126,27 +126,17 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], 
 def _knockout_images(model, scheduler, vae, header, n: int, steps: int, seed: int, progress: bool) -> np.ndarray:
     """The ideal samples (same seed) with the circuit's output replaced by its mean over the
     contribution metrics' reference set: the yardstick for the noise's effect."""
-    from qhybrid.data.transforms import images_to_tensor
     from qhybrid.diffusion.sampling import sample_latents
     from qhybrid.evaluation.contribution import (
-        DEFAULT_CONFIG,
-        recorded_core,
-        reference_inputs,
-        replaced_core,
+        held_out_reference,
+        knocked_out,
+        knockout_mean,
     )
-    from qhybrid.evaluation.evaluate import real_reference
     from qhybrid.workflows.sampling import decode_images
 
-    cfg = DEFAULT_CONFIG
     source = header.get("extra", {}).get("train", {}).get("data", "synthetic")
-    held_out = images_to_tensor(real_reference(source, vae.cfg.size, cfg.n_latents, seed=0, split="val"))
-    z_t, t = reference_inputs(vae, scheduler, held_out, cfg)
-    core = model.quantum_layer.core
-    with recorded_core(core) as seen, torch.no_grad():
-        for i in range(0, len(z_t), 64):
-            model(z_t[i:i + 64], t[i:i + 64])
-    mean = torch.cat([out for _, out in seen]).mean(dim=0)
-    with replaced_core(core, lambda rows: mean.expand(len(rows), -1)):
+    mean = knockout_mean(model, held_out_reference(vae, scheduler, source))
+    with knocked_out(model.quantum_layer.core, mean):
         z = sample_latents(model, scheduler, n, steps, seed=seed, progress=progress)
     return decode_images(vae, z)
 
