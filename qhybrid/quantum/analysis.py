@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from qhybrid.quantum.circuits import CircuitSpec, build_circuit, build_observables
-from qhybrid.quantum.primitives.exact import CompiledCircuit, CompiledObservables
+from qhybrid.quantum.primitives.compiled import CompiledCircuit, CompiledObservables
 
 __all__ = [
     "meyer_wallach",

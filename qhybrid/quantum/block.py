@@ -41,11 +41,12 @@ class _QNNFunction(torch.autograd.Function):
         x = inputs.detach().cpu().double().numpy()
         w = weights.detach().cpu().double().numpy()
         g = grad_output.detach().cpu().double().numpy()
-        vjp = getattr(qnn.gradient, "vjp", None)
-        if vjp is not None and connector.circuit is not None:
+        shared_vjp = getattr(qnn.gradient, "shared_vjp", None)
+        if shared_vjp is not None and connector.circuit is not None:
             values = np.concatenate([x, np.broadcast_to(w, (x.shape[0], w.shape[0]))], axis=1)
-            grads = vjp(connector.circuit, qnn.observables, values, g)
-            grad_x, grad_w = grads[:, : x.shape[1]], grads[:, x.shape[1] :].sum(axis=0)
+            is_weight = np.arange(values.shape[1]) >= x.shape[1]  # the same in every row
+            per_row, summed = shared_vjp(connector.circuit, qnn.observables, values, g, is_weight)
+            grad_x, grad_w = per_row[:, : x.shape[1]], summed[x.shape[1] :]
         else:  # any other gradient: the full Jacobian, contracted here
             jac_x, jac_w = qnn.backward(x, w)
             grad_x = np.einsum("bk,bki->bi", g, jac_x)
@@ -76,8 +77,8 @@ class QNNConnector(TorchConnector):
 
     * outputs keep the input's dtype (float64 in, float64 out) instead of always float32, so
       ``torch.autograd.gradcheck`` can check the block in double precision;
-    * when the QNN's gradient offers ``vjp`` (qhybrid's exact gradient does), backward asks for
-      the cotangent-weighted gradient directly. ``NeuralNetwork.backward`` must return the full
+    * when the QNN's gradient offers ``shared_vjp`` (qhybrid's exact gradient does), backward asks
+      for the cotangent-weighted gradient directly, with the weights' part summed over the batch. ``NeuralNetwork.backward`` must return the full
       Jacobian, (batch, outputs, parameters), which costs one adjoint pass per output; a VJP costs
       one. Other gradients (noisy and hardware targets) use ``qnn.backward`` as TorchConnector does.
 

@@ -47,6 +47,8 @@ class TargetError(InputError):
 
 #: Target kinds and whether this build of qhybrid can execute them.
 TARGET_KINDS = {"ideal": True, "fake": True, "ibm": True}
+#: Options of the ideal target (see qhybrid.quantum.primitives.exact.ExactEstimator).
+IDEAL_OPTIONS = ("fusion", "simulation_precision")
 #: Options of the fake target (see qhybrid.quantum.primitives.aer.NoisyEstimator) and their defaults.
 FAKE_OPTIONS = {"shots": 1024, "method": "counts", "mitigation": False, "optimization_level": 2,
                 "seed_transpiler": 0, "seed": None, "noise_model": None}
@@ -103,7 +105,7 @@ class Target:
     def estimator(self):
         """The primitive behind this target (fake: a NoisyEstimator, ibm: a RuntimeEstimator)."""
         if self.kind == "ideal":
-            return ExactEstimator()
+            return ExactEstimator(**self.options)
         if self.kind == "ibm":
             options = {k: v for k, v in self.options.items() if k != "eager_transpile"}
             return RuntimeEstimator(self.backend, RuntimeOptions(**options))
@@ -143,6 +145,10 @@ def parse_target(target: "str | Target", **options: Any) -> Target:
     if kind == "ideal":
         if backend:
             raise TargetError(f"target 'ideal' takes no backend, got {target!r}")
+        unknown = sorted(set(options) - set(IDEAL_OPTIONS))
+        if unknown:
+            raise TargetError(f"unknown option(s) {', '.join(unknown)} for target 'ideal'; "
+                              f"allowed: {', '.join(IDEAL_OPTIONS)}")
         return Target("ideal", None, dict(options))
     if not backend:
         raise TargetError(f"target {target!r} needs a backend name, e.g. '{kind}:fake_torino'")

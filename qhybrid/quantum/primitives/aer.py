@@ -37,11 +37,16 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import CouplingMap, generate_preset_pass_manager
 
 from qhybrid.errors import InputError
-from qhybrid.quantum.primitives.exact import CompiledObservables
+from qhybrid.quantum.primitives.compiled import CompiledObservables
 from qhybrid.quantum.primitives.pubs import group_pubs, pub_evs, run_inline
 
 COUNTS, ESTIMATOR = "counts", "estimator"
 DENSITY_MATRIX_MAX_QUBITS = 12
+#: Aer runs the parameter bindings of one execution (every chain x position of a sampling step)
+#: in parallel on all cores; by default it runs them one after another, and a small circuit's
+#: density matrix is too small for Aer to parallelise inside (2.4x on 2 cores for 256 bindings,
+#: BENCHMARKS.md). Seeds are per binding, so results do not depend on the thread count.
+PARALLEL_BINDINGS = {"max_parallel_experiments": 0}
 
 
 class NoisyTargetError(InputError):
@@ -286,7 +291,8 @@ class NoisyEstimator(BaseEstimatorV2):
             from qiskit_aer import AerSimulator
 
             method = "density_matrix" if len(program.active) <= DENSITY_MATRIX_MAX_QUBITS else "automatic"
-            program.simulator = AerSimulator(noise_model=program.compact_noise, method=method)
+            program.simulator = AerSimulator(noise_model=program.compact_noise, method=method,
+                                             **PARALLEL_BINDINGS)
         return program.simulator
 
     def _seed(self) -> int:
@@ -368,7 +374,7 @@ class NoisyEstimator(BaseEstimatorV2):
 
         method = "density_matrix" if len(program.active) <= DENSITY_MATRIX_MAX_QUBITS else "automatic"
         estimator = AerEstimator(options={
-            "backend_options": {"noise_model": program.compact_noise, "method": method},
+            "backend_options": {"noise_model": program.compact_noise, "method": method, **PARALLEL_BINDINGS},
             "run_options": {"seed_simulator": self._seed()},
         })
         mapped = [program.map_observable(o) for o in observables]

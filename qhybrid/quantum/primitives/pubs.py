@@ -31,6 +31,7 @@ class PubGroup:
         self.values = values  # (rows, P) in ``circuit.parameters`` order
         self.observables: list[SparsePauliOp] = []
         self.table: np.ndarray | None = None  # (rows, len(observables)), filled by the estimator
+        self.path = None  # how the estimator simulated it, if it says
 
 
 def group_pubs(pubs) -> tuple[list[PubGroup], list[tuple]]:
@@ -38,15 +39,22 @@ def group_pubs(pubs) -> tuple[list[PubGroup], list[tuple]]:
     back out of its group's table (see :func:`pub_evs`)."""
     groups: list[PubGroup] = []
     prepared = []
+    # An EstimatorQNN sends one PUB per observable, all binding the same array: order its columns
+    # once (every array stays alive until this returns, so ids are not reused meanwhile).
+    ordered: dict[tuple, np.ndarray] = {}
     for pub in pubs:
-        values = pub.parameter_values.as_array(pub.circuit.parameters)
+        key = (id(pub.circuit), pub.parameter_values.shape,
+               tuple((names, id(arr)) for names, arr in pub.parameter_values.data.items()))
+        flat = ordered.get(key)
         shape = pub.parameter_values.shape
-        rows = max(1, int(np.prod(shape)))
-        flat = values.reshape(rows, len(pub.circuit.parameters))
+        if flat is None:
+            values = pub.parameter_values.as_array(pub.circuit.parameters)
+            rows = max(1, int(np.prod(shape)))
+            flat = ordered[key] = values.reshape(rows, len(pub.circuit.parameters))
         obs_array = pub.observables
         obs_list = [as_sparse_pauli(obs_array[idx], pub.circuit.num_qubits) for idx in np.ndindex(*obs_array.shape)]
         group = next((g for g in groups if g.circuit is pub.circuit and g.values.shape == flat.shape
-                      and np.array_equal(g.values, flat)), None)
+                      and (g.values is flat or np.array_equal(g.values, flat))), None)
         if group is None:
             group = PubGroup(pub.circuit, flat)
             groups.append(group)
