@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 from qiskit.primitives import BasePrimitiveJob, EstimatorPub
@@ -70,12 +71,19 @@ def pub_evs(entry: tuple) -> np.ndarray:
     return broadcast_table(group.table[:, start:start + count], shape, obs_shape)
 
 
+@lru_cache(maxsize=1024)
+def _from_labels(items: tuple) -> SparsePauliOp:
+    """A PUB's observable entry as an operator; cached, since an EstimatorQNN sends the same
+    observables on every call (callers never modify the operators they get)."""
+    return SparsePauliOp([label for label, _ in items], [coeff for _, coeff in items])
+
+
 def as_sparse_pauli(observable, num_qubits: int) -> SparsePauliOp:
     """One entry of a PUB's ``ObservablesArray`` (or any operator) as a ``SparsePauliOp``."""
     if isinstance(observable, SparsePauliOp):
         return observable
     if isinstance(observable, dict):  # an ObservablesArray entry {label: coeff}
-        return SparsePauliOp(list(observable), list(observable.values()))
+        return _from_labels(tuple(observable.items()))
     try:
         return SparsePauliOp(observable)
     except Exception:  # noqa: BLE001
