@@ -40,6 +40,17 @@ def timeit(fn, *, min_time=1.0, max_reps=30, warmup=1):
     return statistics.median(times)
 
 
+def fmt_time(seconds: float | None) -> str:
+    """Milliseconds below 10 s, seconds above; a dash for a missing measurement."""
+    if seconds is None:
+        return "–"
+    return f"{seconds * 1e3:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def fmt_ratio(a: float | None, b: float | None, digits: int = 1) -> str:
+    return "–" if a is None or b is None else f"{a / b:.{digits}f}×"
+
+
 def interleaved_medians(run_one, names, rounds: int) -> dict:
     """Median seconds of ``run_one(name)`` per name: one warm-up each, then ``rounds`` interleaved
     rounds, so drifts in machine load hit every contender alike."""
@@ -76,6 +87,26 @@ def machine_info() -> str:
 # ----------------------------------------------------------------------------------------------
 # section: the quantum block
 # ----------------------------------------------------------------------------------------------
+def pennylane_circuit(qml, device: str, diff_method: str, n: int, reps: int):
+    """The benchmark circuit as a PennyLane QNode (torch interface): RY(x) encoding broadcast over
+    the batch, then ``real_amplitudes`` (RY layers, reverse-linear CNOT ladder), Z on each qubit."""
+
+    @qml.qnode(qml.device(device, wires=n), interface="torch", diff_method=diff_method)
+    def circuit(inputs, w):
+        for q in range(n):
+            qml.RY(inputs[:, q], wires=q)
+        wr = w.view(reps + 1, n)
+        for r in range(reps + 1):
+            for q in range(n):
+                qml.RY(wr[r, q], wires=q)
+            if r < reps:
+                for c in reversed(range(n - 1)):
+                    qml.CNOT(wires=[c, c + 1])
+        return [qml.expval(qml.PauliZ(q)) for q in range(n)]
+
+    return circuit
+
+
 def bench_block(args) -> str:
     from qiskit.primitives import StatevectorEstimator
     from qiskit_machine_learning.connectors import TorchConnector
@@ -132,20 +163,7 @@ def bench_block(args) -> str:
 
         # PennyLane default.qubit, backprop
         if qml is not None:
-            dev = qml.device("default.qubit", wires=n)
-
-            @qml.qnode(dev, interface="torch", diff_method="backprop")
-            def circuit(inputs, w):
-                for q in range(n):
-                    qml.RY(inputs[:, q], wires=q)
-                wr = w.view(reps + 1, n)
-                for r in range(reps + 1):
-                    for q in range(n):
-                        qml.RY(wr[r, q], wires=q)
-                    if r < reps:
-                        for c in reversed(range(n - 1)):
-                            qml.CNOT(wires=[c, c + 1])
-                return [qml.expval(qml.PauliZ(q)) for q in range(n)]
+            circuit = pennylane_circuit(qml, "default.qubit", "backprop", n, reps)
 
             wp = weights.clone().requires_grad_(True)
 
@@ -189,11 +207,7 @@ def bench_block(args) -> str:
         rows.append(row)
         print(f"    {row}", flush=True)
 
-    def ms(v):
-        return "–" if v is None else (f"{v * 1e3:.1f} ms" if v < 10 else f"{v:.1f} s")
-
-    def ratio(a, b):
-        return "–" if a is None or b is None else f"{a / b:.2f}×"
+    ms, ratio = fmt_time, lambda a, b: fmt_ratio(a, b, digits=2)
 
     lines = [
         "## Quantum block: forward and forward+backward",
@@ -334,21 +348,7 @@ def bench_fused(args) -> str:
 
         if qml is not None:
             for device, method in (("default.qubit", "backprop"), ("lightning.qubit", "adjoint")):
-                dev = qml.device(device, wires=n)
-
-                @qml.qnode(dev, interface="torch", diff_method=method)
-                def circuit(inputs, w):
-                    for q in range(n):
-                        qml.RY(inputs[:, q], wires=q)
-                    wr = w.view(reps + 1, n)
-                    for r in range(reps + 1):
-                        for q in range(n):
-                            qml.RY(wr[r, q], wires=q)
-                        if r < reps:
-                            for c in reversed(range(n - 1)):
-                                qml.CNOT(wires=[c, c + 1])
-                    return [qml.expval(qml.PauliZ(q)) for q in range(n)]
-
+                circuit = pennylane_circuit(qml, device, method, n, reps)
                 wp = weights.clone().requires_grad_(True)
                 key = "pl" if device == "default.qubit" else "lightning"
                 with torch.no_grad():
@@ -359,11 +359,7 @@ def bench_fused(args) -> str:
         rows.append(row)
         print(f"    {row}", flush=True)
 
-    def ms(v):
-        return "–" if v is None else (f"{v * 1e3:.1f} ms" if v < 10 else f"{v:.1f} s")
-
-    def ratio(a, b):
-        return "–" if a is None or b is None else f"{a / b:.1f}×"
+    ms, ratio = fmt_time, fmt_ratio
 
     lines = [
         "## Large batches and frozen weights: the fused exact path",
