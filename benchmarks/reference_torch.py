@@ -53,3 +53,32 @@ class TorchReferenceCircuit(torch.nn.Module):
             if r < self.reps:
                 state = state[:, self.perm]
         return (state * state) @ self.z
+
+
+class TorchFusedReference(TorchReferenceCircuit):
+    """The same circuit fused the other way the issue asked to measure: autograd through the
+    unitary's construction. The encoding and the first weight layer give a product state
+    (RY(x_q) RY(w_q)|0> = RY(x_q + w_q)|0>); the remaining weight layers are built as one matrix by
+    applying them to the 2**n basis states with ordinary differentiable tensor ops; the batch is
+    one product with it, and PyTorch's autograd differentiates through all of it."""
+
+    def unitary_rows(self) -> torch.Tensor:
+        """Rows are U e_i (the CX ladders and RY layers after the first), so psi_out = psi @ rows."""
+        n, dim = self.n, 2**self.n
+        w = self.weight.view(self.reps + 1, n)
+        rows = torch.eye(dim, dtype=torch.float64)
+        for r in range(1, self.reps + 1):
+            rows = rows[:, self.perm]
+            for q in range(n):
+                rows = _ry(rows, q, n, w[r, q].expand(dim))
+        return rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, b = self.n, x.shape[0]
+        half = (x + self.weight[:n]) / 2
+        v = torch.stack((torch.cos(half), torch.sin(half)), dim=-1)  # (b, n, 2)
+        psi = torch.ones(b, 1, dtype=torch.float64)
+        for q in reversed(range(n)):  # qubit n-1 is the most significant bit
+            psi = (psi.unsqueeze(-1) * v[:, q].unsqueeze(1)).reshape(b, -1)
+        out = psi @ self.unitary_rows()
+        return (out * out) @ self.z

@@ -278,7 +278,7 @@ def measure(fn, *, budget: float = 4.0) -> float:
 
 
 def bench_fused(args) -> str:
-    from reference_torch import TorchReferenceCircuit
+    from reference_torch import TorchFusedReference, TorchReferenceCircuit
 
     from qhybrid.quantum import CircuitSpec, QuantumBlock
     from qhybrid.quantum.primitives.exact import shared_columns
@@ -338,13 +338,15 @@ def bench_fused(args) -> str:
         backward, _ = choose_path(compiled, values, shared_columns(values.numpy()), gradient=True)
         row["choice"] = f"fwd {forward.path}, bwd {backward.path}"
 
-        ref = TorchReferenceCircuit(n, reps)
-        with torch.no_grad():
-            ref.weight.copy_(weights.view(reps + 1, n).reshape(-1))
-            row["torch_f"] = measure(lambda: ref(x))
-        row["torch_fb"] = measure(lambda: ref(xg).sum().backward())
-        with torch.no_grad():
-            checks.append(("plain PyTorch", n, rows_count, float(np.max(np.abs(ref(x).numpy() - reference)))))
+        for key, cls, label in (("torch", TorchReferenceCircuit, "plain PyTorch"),
+                                ("autograd_u", TorchFusedReference, "fused, autograd through U")):
+            ref = cls(n, reps)
+            with torch.no_grad():
+                ref.weight.copy_(weights.view(reps + 1, n).reshape(-1))
+                row[f"{key}_f"] = measure(lambda: ref(x))
+            row[f"{key}_fb"] = measure(lambda: ref(xg).sum().backward())
+            with torch.no_grad():
+                checks.append((label, n, rows_count, float(np.max(np.abs(ref(x).numpy() - reference)))))
 
         if qml is not None:
             for device, method in (("default.qubit", "backprop"), ("lightning.qubit", "adjoint")):
@@ -372,7 +374,10 @@ def bench_fused(args) -> str:
         "`fusion=`: **auto** (the default: the target picks a path per call), **fused** "
         "(`\"always\"`: product-state encoding, the weight layers as one cached 2ⁿ×2ⁿ matrix, "
         "weight gradients summed over rows), **fused f32** (the same with "
-        "`simulation_precision=\"float32\"`), **gate by gate** (`\"never\"`: qhybrid's path before "
+        "`simulation_precision=\"float32\"`), **fused, autograd through U** (the other backward the design "
+        "allows: the same product state and weight matrix written as differentiable PyTorch ops, "
+        "`benchmarks/reference_torch.py`, so autograd differentiates through the matrix's construction; "
+        "qhybrid's fused path instead sweeps the adjoint through the matrix's gates on 2ⁿ pairs), **gate by gate** (`\"never\"`: qhybrid's path before "
         "the fused one). Forward times of a training step rebuild the matrix (new weights every "
         "step); **cached fwd** reuses it, as sampling does. **plain PyTorch**: "
         "`benchmarks/reference_torch.py`, autograd; **PennyLane**: `default.qubit` with "
@@ -382,29 +387,30 @@ def bench_fused(args) -> str:
         "",
         "Forward + backward (a training step's quantum part):",
         "",
-        "| qubits | batch | auto | fused | fused f32 | gate by gate | plain PyTorch | PennyLane default.qubit "
-        "| PennyLane lightning | gate by gate / fused | gate by gate / fused f32 | plain PyTorch / fused "
-        "| auto picks |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| qubits | batch | auto | fused | fused f32 | fused, autograd through U | gate by gate | plain PyTorch "
+        "| PennyLane default.qubit | PennyLane lightning | gate by gate / fused | gate by gate / fused f32 "
+        "| plain PyTorch / fused | auto picks |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['n']} | {r['batch']} | {ms(r['auto_fb'])} | {ms(r['fused_fb'])} | {ms(r['fused32_fb'])} "
-            f"| {ms(r['gate_fb'])} | {ms(r['torch_fb'])} | {ms(r.get('pl_fb'))} | {ms(r.get('lightning_fb'))} "
+            f"| {ms(r['autograd_u_fb'])} | {ms(r['gate_fb'])} | {ms(r['torch_fb'])} | {ms(r.get('pl_fb'))} "
+            f"| {ms(r.get('lightning_fb'))} "
             f"| {ratio(r['gate_fb'], r['fused_fb'])} | {ratio(r['gate_fb'], r['fused32_fb'])} "
             f"| {ratio(r['torch_fb'], r['fused_fb'])} | {r['choice']} |")
     lines += [
         "",
         "Forward only:",
         "",
-        "| qubits | batch | auto | fused | fused f32 | cached fwd (sampling) | gate by gate | plain PyTorch "
-        "| PennyLane default.qubit | PennyLane lightning | gate by gate / cached fwd |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| qubits | batch | auto | fused | fused f32 | fused, autograd through U | cached fwd (sampling) "
+        "| gate by gate | plain PyTorch | PennyLane default.qubit | PennyLane lightning | gate by gate / cached fwd |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['n']} | {r['batch']} | {ms(r['auto_f'])} | {ms(r['fused_f'])} | {ms(r['fused32_f'])} "
-            f"| {ms(r['cached_f'])} | {ms(r['gate_f'])} | {ms(r['torch_f'])} | {ms(r.get('pl_f'))} "
+            f"| {ms(r['autograd_u_f'])} | {ms(r['cached_f'])} | {ms(r['gate_f'])} | {ms(r['torch_f'])} | {ms(r.get('pl_f'))} "
             f"| {ms(r.get('lightning_f'))} | {ratio(r['gate_f'], r['cached_f'])} |")
     worst = {}
     for name, n, b, d in checks:
