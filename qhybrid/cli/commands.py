@@ -103,7 +103,8 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
     print(
         f"trained {'quantum-enhanced' if quantum else 'classical'} VAE for {summary['epochs']} epochs on "
         f"{summary['images']} images ({summary['images_per_second']:.0f} images/s); held-out "
-        f"reconstruction MSE {summary['val_recon_mse']:.4f}"
+        f"reconstruction MSE {summary['val_recon_mse']:.4f}, vessel-map Dice {summary['val_vessel_dice']:.3f} "
+        "(1 = every vessel kept)"
     )
     print(f"results: {args.out}/ (config.json, model.safetensors, loss.png, reconstructions.png)")
     return 0
@@ -260,6 +261,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  KID ({label}) {fmt(g['kid'], 1, 5)}")
             for key in ("precision", "recall", "density", "coverage"):
                 print(f"  {key:<17} {fmt(g[key], 1, 3)}")
+    v = result["vessels"]
+    print(f"  vessel density %  {fmt(v['vessel_density'], 100, 1)}   (real: {fmt(v['real']['vessel_density'], 100, 1)})")
+    print(f"  vessel depth      {fmt(v['vessel_depth'], 255, 1)}   (real: {fmt(v['real']['vessel_depth'], 255, 1)}) "
+          "grey levels below the surround")
     cr, cg = result["colour_real"], result["colour_generated"]
     print("  colour (real -> generated): " + ", ".join(f"{k} {cr[k]:.3f} -> {cg[k]:.3f}" for k in cr))
     if args.json:

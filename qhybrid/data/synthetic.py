@@ -141,6 +141,30 @@ def render_fundus(size: int, rng: np.random.Generator, grade: int = 0, eye: str 
     return out, anatomy
 
 
+def vessel_mask(anatomy: Anatomy, size: int) -> np.ndarray:
+    """The ground-truth vessel map of an image drawn by :func:`render_fundus`: a boolean
+    (size, size) array, True where a vessel covers at least half of a pixel (mirrored like the
+    image for left eyes). What vessel measurements are checked against."""
+    scale = 8
+    canvas = size * scale
+    layer = Image.new("L", (canvas, canvas), 0)
+    draw = ImageDraw.Draw(layer)
+
+    def px(p):
+        return ((p[0] + 1) / 2 * canvas, (p[1] + 1) / 2 * canvas)
+
+    for points, widths, _ in anatomy.vessels:
+        pts = [px(p) for p in points]
+        for p0, p1, w in zip(pts[:-1], pts[1:], widths[1:]):
+            wpx = max(1.0, w / 2 * canvas)
+            draw.line([p0, p1], fill=255, width=int(round(wpx)))
+            r = wpx / 2
+            draw.ellipse([p1[0] - r, p1[1] - r, p1[0] + r, p1[1] + r], fill=255)
+    coverage = np.asarray(layer.resize((size, size), Image.Resampling.BOX), dtype=float) / 255.0
+    mask = coverage >= 0.5
+    return mask[:, ::-1].copy() if anatomy.eye == "left" else mask
+
+
 def _grid(res: int):
     coords = (np.arange(res) + 0.5) / res * 2 - 1
     return np.meshgrid(coords, coords)  # x[i, j] = column, y[i, j] = row

@@ -20,6 +20,7 @@ def evaluate_sets(real: np.ndarray, generated: np.ndarray, encoder=None, validat
     """All figures for one generated set against one real set."""
     from qhybrid.evaluation.features import encode, inception_features
     from qhybrid.evaluation.validator import predict
+    from qhybrid.evaluation.vessels import compare_vessels
 
     if len(generated) <= k or len(real) <= k:
         raise InputError(f"the k-NN metrics (k={k}) need more than {k} real and {k} generated images, "
@@ -39,6 +40,7 @@ def evaluate_sets(real: np.ndarray, generated: np.ndarray, encoder=None, validat
     if inception:
         result["inception"] = compare_features(inception_features(inception, real),
                                                inception_features(inception, generated), k=k, n_boot=n_boot, seed=seed)
+    result["vessels"] = compare_vessels(real, generated)
     result["colour_real"] = colour_stats(real)
     result["colour_generated"] = colour_stats(generated)
     return result

@@ -32,6 +32,8 @@ METRICS = (
     Metric("recall", "fundus_features", "recall"),
     Metric("density", "fundus_features", "density"),
     Metric("coverage", "fundus_features", "coverage"),
+    Metric("vessel_density", "vessels", "vessel density %", 100, 1),
+    Metric("vessel_depth", "vessels", "vessel depth (grey levels)", 255, 1),
 )
 BAR_METRICS = ("gradable", "fd", "kid", "precision", "recall", "coverage")
 SWEEP_METRICS = ("gradable", "fd", "precision", "recall")

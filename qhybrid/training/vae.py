@@ -18,6 +18,7 @@ import torch
 from qhybrid.config import Config
 from qhybrid.data.loaders import FundusDataset, load_dataset
 from qhybrid.data.transforms import tensor_to_images
+from qhybrid.evaluation.vessels import vessel_dice
 from qhybrid.models.quantum_layers import circuit_weights
 from qhybrid.models.vae import VAE, VAEConfig, latent_scale
 from qhybrid.plots import save_image_grid, save_loss_curves
@@ -119,10 +120,15 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
         """Held-out reconstruction error, the latent scale diffusion will use, and a checkpoint."""
         model.eval()
         with torch.no_grad():
-            val_recon = float(torch.mean((model(x_val, sample=False)[0] - x_val) ** 2))
+            recon_val = model(x_val, sample=False)[0]
+        val_recon = float(torch.mean((recon_val - x_val) ** 2))
+        # do the reconstructions keep the vessels? (pixel errors do not see them)
+        vessel_dice_val = float(vessel_dice(tensor_to_images(x_val), tensor_to_images(recon_val)).mean())
         trainer.history.setdefault("val_recon", []).append(val_recon)
+        trainer.history.setdefault("val_vessel_dice", []).append(vessel_dice_val)
         model.cfg = dataclasses.replace(model.cfg, latent_scale=latent_scale(model, x_train[:256]))
         extra = {"epoch": trainer.epoch, "train": train_cfg.to_dict(), "val_recon_mse": val_recon,
+                 "val_vessel_dice": vessel_dice_val,
                  "parameters": model.parameter_counts(), "circuit_travel_rad": circuit_travel(model, initial_circuit)}
         save_run(out, "vae", model.cfg.to_dict(), model.state_dict(), extra, trainer, train_cfg)
 
@@ -152,6 +158,7 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
         "seconds": seconds,
         "images_per_second": images_seen / seconds if seconds > 0 else float("nan"),
         "val_recon_mse": history["val_recon"][-1] if history.get("val_recon") else None,
+        "val_vessel_dice": history["val_vessel_dice"][-1] if history.get("val_vessel_dice") else None,
         "first_recon": history["recon"][0] if history.get("recon") else None,
         "last_recon": float(np.mean(history["recon"][-steps_per_epoch:])) if history.get("recon") else None,
         "latent_scale": model.cfg.latent_scale,

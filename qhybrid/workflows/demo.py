@@ -251,7 +251,8 @@ model with {cfg.sample_steps} DDIM steps (eta 0).
 ## VAE
 
 Classical convolutional VAE, latent {vae_header['config']['latent_channels']}×{vae_header['config']['latent_size']}×{vae_header['config']['latent_size']}, {vae_extra.get('parameters', {}).get('total', 0):,} parameters,
-held-out reconstruction MSE {vae_extra.get('val_recon_mse', float('nan')):.4f} (images in [-1, 1]), latent scale
+held-out reconstruction MSE {vae_extra.get('val_recon_mse', float('nan')):.4f} (images in [-1, 1]), vessel-map Dice
+{vae_extra.get('val_vessel_dice', float('nan')):.3f} against the originals (1 = every vessel kept), latent scale
 {vae_header['config']['latent_scale']:.3f}. Top row: held-out images; bottom row: reconstructions.
 
 ![reconstructions](vae/reconstructions.png)
