@@ -78,9 +78,9 @@ class QNNConnector(TorchConnector):
     * outputs keep the input's dtype (float64 in, float64 out) instead of always float32, so
       ``torch.autograd.gradcheck`` can check the block in double precision;
     * when the QNN's gradient offers ``shared_vjp`` (qhybrid's exact gradient does), backward asks
-      for the cotangent-weighted gradient directly, with the weights' part summed over the batch. ``NeuralNetwork.backward`` must return the full
-      Jacobian, (batch, outputs, parameters), which costs one adjoint pass per output; a VJP costs
-      one. Other gradients (noisy and hardware targets) use ``qnn.backward`` as TorchConnector does.
+      for the cotangent-weighted gradient directly, with the weights' part summed over the batch.
+      ``NeuralNetwork.backward`` must return the full Jacobian, (batch, outputs, parameters), which
+      costs one adjoint pass per output; a VJP costs one. Other gradients (noisy and hardware targets) use ``qnn.backward`` as TorchConnector does.
 
     ``circuit`` must be the circuit the QNN sends (:func:`~qhybrid.quantum.targets.qnn_pub_circuit`,
     parameters in inputs-then-weights order), so the VJP reuses the forward pass's compiled form.

@@ -164,23 +164,9 @@ class CompiledCircuit:
         self.parameters = list(circuit.parameters)
         self._param_index = {p: i for i, p in enumerate(self.parameters)}
         self._basis = torch.arange(self.dim, dtype=torch.int64)
-        self.ops: list[_Rotation | _Monomial | _Dense] = []
-        self.steps: list[_Step] = []  # the same gates unfused, with their qubits (fused path)
+        self.steps: list[_Step] = []  # every gate, unfused, with its qubits
         coeff_rows: list[np.ndarray] = []
         offsets: list[float] = []
-        self.is_real = True
-        pending: tuple[torch.Tensor, torch.Tensor] | None = None  # fused monomial (index, phase)
-
-        def flush() -> None:
-            nonlocal pending
-            if pending is not None:
-                index, phase = pending
-                ident = bool(torch.equal(index, self._basis))
-                trivial = bool(torch.all(phase == 1))
-                if not (ident and trivial):
-                    self.ops.append(_Monomial(None if ident else index, None if trivial else phase))
-                pending = None
-
         for instruction in self._flatten(circuit):
             op = instruction.operation
             qubits = tuple(circuit.find_bit(q).index for q in instruction.qubits)
@@ -189,7 +175,6 @@ class CompiledCircuit:
                 continue
             parametric = any(isinstance(p, ParameterExpression) for p in op.params)
             if parametric:
-                flush()
                 paulis = _PAULI_ROTATIONS[name] if name in _PAULI_ROTATIONS else None
                 if name in ("u", "u3"):
                     theta, phi, lam = op.params
@@ -209,34 +194,67 @@ class CompiledCircuit:
                     f"({one_line(exc, with_type=True)}); it simulates gates with a unitary matrix only"
                 ) from None
             self.steps.append(_Step(qubits, matrix=matrix))
-            if np.max(np.abs(matrix.imag)) > _REAL_TOL:
-                self.is_real = False
-            mono = _monomial(matrix)
-            if mono is not None:
-                index, phase = self._lift_monomial(mono, qubits)
-                if pending is None:
-                    pending = (index, phase)
-                else:  # apply pending first, then this one
-                    p_index, p_phase = pending
-                    pending = (p_index[index], phase * p_phase[index])
-            else:
-                flush()
-                self.ops.append(_Dense(qubits, torch.as_tensor(matrix)))
-        flush()
         num_slots = len(coeff_rows)
         self.num_angles = num_slots
         self.angle_coeffs = torch.as_tensor(
             np.array(coeff_rows).reshape(num_slots, len(self.parameters)), dtype=torch.float64
         )
         self.angle_offsets = torch.as_tensor(np.array(offsets, dtype=float), dtype=torch.float64)
+        self.ops: list[_Rotation | _Monomial | _Dense] = self.kernels(self.steps)
+        rotations_real = all(op.is_real for op in self.ops if isinstance(op, _Rotation))
+        fixed_real = all(np.max(np.abs(s.matrix.imag)) <= _REAL_TOL for s in self.steps if s.matrix is not None)
+        self.is_real = rotations_real and fixed_real
         self.dtype = torch.float64 if self.is_real else torch.complex128
-        for op in self.ops:  # store constants once, in the simulation dtype
+        self.ops = self.in_dtype(self.ops)
+
+    def kernels(self, steps: list[_Step]) -> list:
+        """The n-qubit kernels of ``steps``, in order: a rotation per parametric gate, every run of
+        consecutive fixed monomial gates (CX ladders, CZ, X, S, ...) fused into one permutation with
+        phases (left out when it is the identity), other fixed gates as small dense matrices.
+        Constants are complex; :meth:`in_dtype` stores them in the simulation dtype."""
+        ops: list = []
+        pending: tuple[torch.Tensor, torch.Tensor] | None = None  # fused monomial (index, phase)
+
+        def flush() -> None:
+            nonlocal pending
+            if pending is not None:
+                index, phase = pending
+                ident = bool(torch.equal(index, self._basis))
+                trivial = bool(torch.all(phase == 1))
+                if not (ident and trivial):
+                    ops.append(_Monomial(None if ident else index, None if trivial else phase))
+                pending = None
+
+        for step in steps:
+            if step.slot is not None:
+                flush()
+                ops.append(_Rotation(step.slot, step.paulis, step.qubits, self.num_qubits, self._basis))
+                continue
+            mono = _monomial(step.matrix)
+            if mono is None:
+                flush()
+                ops.append(_Dense(step.qubits, torch.as_tensor(step.matrix)))
+                continue
+            index, phase = self._lift_monomial(mono, step.qubits)
+            if pending is None:
+                pending = (index, phase)
+            else:  # apply pending first, then this one
+                p_index, p_phase = pending
+                pending = (p_index[index], phase * p_phase[index])
+        flush()
+        return ops
+
+    def in_dtype(self, ops: list) -> list:
+        """``ops`` with their constants stored once in the simulation dtype (in place)."""
+        real = self.dtype == torch.float64
+        for op in ops:
             if isinstance(op, _Rotation):
                 op.set_dtype(self.dtype)
             elif isinstance(op, _Monomial) and op.phase is not None:
-                op.phase = op.phase.real.clone() if self.is_real else op.phase
+                op.phase = op.phase.real.clone() if real else op.phase
             elif isinstance(op, _Dense):
-                op.matrix = op.matrix.real.clone() if self.is_real else op.matrix
+                op.matrix = op.matrix.real.clone() if real else op.matrix
+        return ops
 
     # -- construction helpers -----------------------------------------------------------------
     @staticmethod
@@ -288,10 +306,7 @@ class CompiledCircuit:
         coeffs, offset = self._affine(angle)
         coeff_rows.append(coeffs)
         offsets.append(offset)
-        op = _Rotation(len(coeff_rows) - 1, paulis, qubits, self.num_qubits, self._basis)
-        self.is_real = self.is_real and op.is_real
-        self.ops.append(op)
-        self.steps.append(_Step(tuple(qubits), slot=op.slot, paulis=tuple(paulis)))
+        self.steps.append(_Step(tuple(qubits), slot=len(coeff_rows) - 1, paulis=tuple(paulis)))
 
     def _lift_monomial(self, mono, qubits) -> tuple[torch.Tensor, torch.Tensor]:
         """Lift a k-qubit monomial gate (local source index and phase) to the full register."""
@@ -574,12 +589,9 @@ class CompiledObservables:
             out += psi.index_select(-1, src) * phase * weights[:, k : k + 1]
         return out.unsqueeze(1)
 
-    def expectation(self, psi: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
-        """``<psi|O_k|psi>`` as (rows, K); ``probs`` (``|psi|**2``) may be passed in when several
-        observable sets share one state."""
-        if probs is None:
-            probs = probabilities(psi)
-        evs = probs @ self.diag
+    def expectation(self, psi: torch.Tensor) -> torch.Tensor:
+        """``<psi|O_k|psi>`` as (rows, K)."""
+        evs = probabilities(psi) @ self.diag
         if self.offdiag:
             for k, src, phase in self.offdiag:
                 term = psi.index_select(-1, src) * phase

@@ -33,7 +33,6 @@ from qhybrid.quantum.primitives.compiled import (  # noqa: F401 - re-exported: t
     CompiledCircuit,
     CompiledObservables,
     UnsupportedCircuitError,
-    probabilities,
     shared_columns,
 )
 from qhybrid.quantum.primitives.fused import FUSION_MODES, PRECISIONS, choose_path
@@ -137,7 +136,7 @@ class ExactEstimator(BaseEstimatorV2):
             # observable would otherwise read the states once per observable)
             observables = self._cache.observable_set(group.observables, compiled)
             with torch.inference_mode():
-                group.table = observables.expectation(psi.to(compiled.dtype)).numpy()
+                group.table = observables.expectation(psi).numpy()
         results = []
         for entry in prepared:
             pub = entry[0]

@@ -39,10 +39,7 @@ import torch
 from qhybrid.quantum.primitives.compiled import (
     CompiledCircuit,
     CompiledObservables,
-    _Dense,
-    _Monomial,
     _monomial,
-    _Rotation,
     _Step,
     apply_ops,
     undo_ops,
@@ -127,7 +124,7 @@ class FusedProgram:
         self.prefix, self.blocks = self._schedule(compiled.steps)
         self.layers = self._prefix_layers()
         for block in self.blocks:
-            block.ops = self._kernels(block.steps)
+            block.ops = compiled.in_dtype(compiled.kernels(block.steps))
             block.passes = sum(_PASSES[_kind(s)] for s in block.steps)
             # a product costs dim multiply-adds per amplitude; gate by gate costs passes
             block.as_matrix = block.shared and self.dim <= GATE_PASS_COST * block.passes
@@ -195,42 +192,6 @@ class FusedProgram:
                     take(i)
             blocks.append(block)
         return prefix, blocks
-
-    def _kernels(self, steps: list[_Step]) -> list:
-        """n-qubit kernels for ``steps`` (consecutive monomial gates fused into one)."""
-        compiled = self.compiled
-        ops: list = []
-        pending = None
-        real = self.dtype == torch.float64
-
-        def flush() -> None:
-            nonlocal pending
-            if pending is not None:
-                index, phase = pending
-                ops.append(_Monomial(index, phase.real.clone() if real else phase))
-                pending = None
-
-        for step in steps:
-            if step.slot is not None:
-                flush()
-                op = _Rotation(step.slot, step.paulis, step.qubits, self.n, compiled._basis)
-                op.set_dtype(self.dtype)
-                ops.append(op)
-                continue
-            mono = _monomial(step.matrix)
-            if mono is None:
-                flush()
-                matrix = torch.as_tensor(step.matrix)
-                ops.append(_Dense(step.qubits, matrix.real.clone() if real else matrix))
-                continue
-            index, phase = compiled._lift_monomial(mono, step.qubits)
-            if pending is None:
-                pending = (index, phase)
-            else:
-                p_index, p_phase = pending
-                pending = (p_index[index], phase * p_phase[index])
-        flush()
-        return ops
 
     # -- costs ----------------------------------------------------------------------------------
     def cost(self, rows: int, *, gradient: bool, cached: bool = False) -> tuple[float, float]:
