@@ -149,17 +149,9 @@ def vessel_mask(anatomy: Anatomy, size: int) -> np.ndarray:
     canvas = size * scale
     layer = Image.new("L", (canvas, canvas), 0)
     draw = ImageDraw.Draw(layer)
-
-    def px(p):
-        return ((p[0] + 1) / 2 * canvas, (p[1] + 1) / 2 * canvas)
-
     for points, widths, _ in anatomy.vessels:
-        pts = [px(p) for p in points]
-        for p0, p1, w in zip(pts[:-1], pts[1:], widths[1:]):
-            wpx = max(1.0, w / 2 * canvas)
-            draw.line([p0, p1], fill=255, width=int(round(wpx)))
-            r = wpx / 2
-            draw.ellipse([p1[0] - r, p1[1] - r, p1[0] + r, p1[1] + r], fill=255)
+        for p0, p1, wpx in _vessel_segments(points, widths, canvas):
+            _stroke(draw, p0, p1, wpx)
     coverage = np.asarray(layer.resize((size, size), Image.Resampling.BOX), dtype=float) / 255.0
     mask = coverage >= 0.5
     return mask[:, ::-1].copy() if anatomy.eye == "left" else mask
@@ -345,6 +337,20 @@ def _grow(vessels, start, heading, width, artery, a: Anatomy, rng, depth, length
     vessels.append(_Vessel(points, widths, artery))
 
 
+def _vessel_segments(points, widths, canvas: int):
+    """A vessel's segments on a canvas of ``canvas`` pixels: (start, end, width in pixels)."""
+    pts = [((p[0] + 1) / 2 * canvas, (p[1] + 1) / 2 * canvas) for p in points]
+    for p0, p1, w in zip(pts[:-1], pts[1:], widths[1:]):
+        yield p0, p1, max(1.0, w / 2 * canvas)
+
+
+def _stroke(draw, p0, p1, wpx: float) -> None:
+    """One segment with a round joint at its end."""
+    draw.line([p0, p1], fill=255, width=int(round(wpx)))
+    r = wpx / 2
+    draw.ellipse([p1[0] - r, p1[1] - r, p1[0] + r, p1[1] + r], fill=255)
+
+
 def _draw_vessels(rgb, vessels: list[_Vessel], res: int, rng) -> np.ndarray:
     """Rasterise vessels on supersampled canvases (veins, arteries, arterial reflex)."""
     scale = 4
@@ -352,17 +358,10 @@ def _draw_vessels(rgb, vessels: list[_Vessel], res: int, rng) -> np.ndarray:
     layers = {name: Image.new("L", (canvas, canvas), 0) for name in ("vein", "artery", "reflex")}
     draws = {name: ImageDraw.Draw(img) for name, img in layers.items()}
 
-    def px(p):
-        return ((p[0] + 1) / 2 * canvas, (p[1] + 1) / 2 * canvas)
-
     for vessel in vessels:
         name = "artery" if vessel.artery else "vein"
-        pts = [px(p) for p in vessel.points]
-        for (p0, p1, w) in zip(pts[:-1], pts[1:], vessel.widths[1:]):
-            wpx = max(1.0, w / 2 * canvas)
-            draws[name].line([p0, p1], fill=255, width=int(round(wpx)))
-            r = wpx / 2
-            draws[name].ellipse([p1[0] - r, p1[1] - r, p1[0] + r, p1[1] + r], fill=255)
+        for p0, p1, wpx in _vessel_segments(vessel.points, vessel.widths, canvas):
+            _stroke(draws[name], p0, p1, wpx)
             if vessel.artery and wpx > 6:
                 draws["reflex"].line([p0, p1], fill=255, width=max(1, int(round(wpx * 0.25))))
     masks = {}

@@ -44,12 +44,16 @@ def field_of_view(images: np.ndarray) -> np.ndarray:
 def vessel_depth(images: np.ndarray) -> np.ndarray:
     """Per pixel, how far the green channel lies below its surround (black top-hat with a disc of
     radius 2 px per 64 px), 0 outside the field of view: float (N, H, W) in [0, 1]."""
-    images = _as_batch(images)
+    return _depth_and_fov(_as_batch(images))[0]
+
+
+def _depth_and_fov(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     radius = max(2, round(2 * _scale(images.shape[2])))
     footprint = _disc(radius)
     green = images[..., 1].astype(np.float64) / 255
     depth = np.stack([ndimage.grey_closing(g, footprint=footprint) - g for g in green])
-    return depth * field_of_view(images)
+    fov = field_of_view(images)
+    return depth * fov, fov
 
 
 def vessel_maps(images: np.ndarray, depth: float = VESSEL_DEPTH) -> np.ndarray:
@@ -72,9 +76,7 @@ def vessel_dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def vessel_measures(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per image: vessel density (share of the field of view in the vessel map) and depth (mean
     depth of the map's pixels below their surround, green 0-1; 0 for an image without vessels)."""
-    images = _as_batch(images)
-    depth = vessel_depth(images)
-    fov = field_of_view(images)
+    depth, fov = _depth_and_fov(_as_batch(images))
     maps = depth > VESSEL_DEPTH
     density = maps.sum(axis=(1, 2)) / np.maximum(fov.sum(axis=(1, 2)), 1)
     mean_depth = np.array([depth[i][maps[i]].mean() if maps[i].any() else 0.0 for i in range(len(images))])
