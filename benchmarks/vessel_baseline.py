@@ -4,7 +4,12 @@ For a run folder (``make demo`` writes ``runs/demo``): the VAE's held-out vessel
 density and depth of real images, reconstructions and each model's samples, and the share of real,
 reconstructed and vessel-erased (Gaussian-blurred) images the run's validator accepts.
 
-    python benchmarks/vessel_baseline.py runs/demo [--n 128]
+    python benchmarks/vessel_baseline.py runs/demo [--n 128] [--vae DIR] [--validator DIR]
+
+``--vae`` / ``--validator`` measure another VAE or validator than the run's (e.g. an earlier run's
+VAE under today's validator). "Vessel-erased" images are the held-out images under each
+vessel-erasing degradation at the smallest severity that erases the vessels
+(:data:`qhybrid.data.degrade.UNGRADABLE_MIN`), and under a 1-px Gaussian blur.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from qhybrid.data.degrade import UNGRADABLE_MIN, VESSEL_ERASING, degrade
 from qhybrid.data.loaders import load_dataset
 from qhybrid.data.transforms import images_to_tensor, tensor_to_images
 from qhybrid.evaluation.validator import GradabilityNet, predict
@@ -35,8 +41,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--n", type=int, default=128, help="held-out synthetic images (test split, seed 0)")
+    parser.add_argument("--vae", type=Path, default=None, help="VAE folder (default RUN/vae)")
+    parser.add_argument("--validator", type=Path, default=None, help="validator folder (default RUN/validator)")
     args = parser.parse_args()
-    vae = VAE.from_checkpoint(args.run / "vae").eval()
+    vae = VAE.from_checkpoint(args.vae or args.run / "vae").eval()
     size = vae.cfg.size
     held = load_dataset("synthetic", size, "test", n=args.n, seed=0)
     real = held.images
@@ -53,14 +61,21 @@ def main() -> int:
         s = vessel_stats(images)
         print(f"  {name:<28} vessel density {100 * s['vessel_density']['value']:.2f}%  depth "
               f"{255 * s['vessel_depth']['value']:.1f} grey levels  without vessels {100 * s['without_vessels']:.0f}%")
-    if (args.run / "validator").exists():
-        validator = GradabilityNet.from_checkpoint(args.run / "validator").eval()
+    vdir = args.validator or args.run / "validator"
+    if vdir.exists():
+        validator = GradabilityNet.from_checkpoint(vdir).eval()
         scale = size / 64
-        for name, images in (("real", real), ("reconstructions", recon),
-                             ("blurred 1 px per 64 (vessels erased)", blurred(real, scale)),
+        rng = np.random.default_rng(0)
+        erased = {f"{kind} at {UNGRADABLE_MIN[kind]}": np.stack([degrade(im, kind, UNGRADABLE_MIN[kind], rng)
+                                                                 for im in real]) for kind in VESSEL_ERASING}
+        erased["Gaussian blur 1 px per 64"] = blurred(real, scale)
+        print(f"validator {vdir}:")
+        for name, images in (("real", real), ("reconstructions", recon), *erased.items(),
                              ("blurred 2 px per 64", blurred(real, 2 * scale))):
             accepted = (predict(validator, images) >= validator.cfg.threshold).mean()
-            print(f"  validator accepts {name}: {100 * accepted:.1f}%")
+            print(f"  accepts {name}: {100 * accepted:.1f}%")
+        rejected = np.mean([(predict(validator, im) < validator.cfg.threshold).mean() for im in erased.values()])
+        print(f"  rejects vessel-erased images (mean over the {len(erased)} kinds above): {100 * rejected:.1f}%")
     return 0
 
 

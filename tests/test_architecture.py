@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "qhybrid"
 
 #: Shared basics at the top of the package; they import no subpackage.
-CORE = {"qhybrid", "qhybrid.errors", "qhybrid.io", "qhybrid.config", "qhybrid.plots"}
+CORE = {"qhybrid", "qhybrid.errors", "qhybrid.io", "qhybrid.config", "qhybrid.devices", "qhybrid.plots"}
 
 #: Each area and the areas it may import (besides itself). ``core`` is CORE minus plots, for the
 #: areas that know nothing of images.
@@ -26,8 +26,11 @@ ALLOWED = {
     "diffusion": {"core", "quantum", "models"},
     "evaluation": {"core", "plots", "data", "models", "diffusion"},
     "training": {"core", "plots", "quantum", "data", "models", "diffusion", "evaluation"},
-    "workflows": {"core", "plots", "quantum", "data", "models", "diffusion", "evaluation", "training"},
-    "cli": {"core", "plots", "quantum", "data", "models", "diffusion", "evaluation", "training", "workflows"},
+    "pretrained": {"core", "models"},
+    "workflows": {"core", "plots", "quantum", "data", "models", "diffusion", "evaluation", "training", "pretrained"},
+    "cli": {"core", "plots", "quantum", "data", "models", "diffusion", "evaluation", "training", "pretrained",
+            "workflows"},
+    "__main__": {"cli"},
 }
 
 

@@ -10,7 +10,13 @@ from qiskit.circuit import ParameterVector
 from qiskit.quantum_info import SparsePauliOp, Statevector
 from qiskit.transpiler import CouplingMap, generate_preset_pass_manager
 
-from qhybrid.quantum import CircuitSpec, ExactEstimator, QuantumBlock, build_circuit, build_observables
+from qhybrid.quantum import (
+    CircuitSpec,
+    ExactEstimator,
+    QuantumBlock,
+    build_circuit,
+    build_observables,
+)
 from qhybrid.quantum.circuits import ANSATZE, ENCODINGS
 from qhybrid.quantum.primitives.compiled import CompiledCircuit, CompiledObservables
 from qhybrid.quantum.primitives.exact import ExactEstimatorGradient

@@ -5,12 +5,25 @@ only the translation from flags to calls and the lines a person reads."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 from qhybrid.cli.usage import UsageError
+
+
+def resolve_device(name: str):
+    """``--device`` -> a torch device (an InputError, exit 2, for a GPU that is not there)."""
+    from qhybrid.devices import resolve_device as resolve
+
+    return resolve(name)
+
+
+def is_main_process() -> bool:
+    """False in the processes after the first of a ``torchrun`` launch: only rank 0 reports."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 # --- subcommands -------------------------------------------------------------------------------
@@ -33,7 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = DemoConfig.quick(args.seed) if args.quick else DemoConfig(seed=args.seed)
     cfg = cfg.replace(with_qvae=args.with_qvae, with_ablations=args.with_ablations)
-    out = run_demo(args.out, cfg, resume=args.resume)
+    out = run_demo(args.out, cfg, resume=args.resume, device=resolve_device(args.device))
     print(f"results: {out}/report.md (and data.png, samples.png, losses.png; checkpoints in {out}/vae, "
           f"{out}/ldm-classical, {out}/ldm-classical-large, {out}/ldm-hybrid)")
     return 0
@@ -94,12 +107,15 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
                 raise UsageError(f"{flag} applies to the quantum-enhanced VAE; add --quantum")
     try:
         model_cfg = VAEConfig(size=args.size, quantum=quantum, quantum_placement=args.placement,
-                              quantum_patch=args.patch)
+                              quantum_patch=args.patch, base_channels=args.width,
+                              latent_channels=args.latent_channels, detail_weight=args.detail_weight)
     except ValueError as exc:
         raise UsageError(str(exc).replace("VAE quantum_patch", "--patch")) from None
     train_cfg = VAETrainConfig(data=args.data, n=args.n, epochs=args.epochs, batch=args.batch, lr=args.lr,
                                seed=args.seed, **({"circuit_lr": args.circuit_lr} if args.circuit_lr else {}))
-    summary = train_vae(args.out, model_cfg, train_cfg, resume=args.resume)
+    summary = train_vae(args.out, model_cfg, train_cfg, resume=args.resume, device=args.device)
+    if not is_main_process():
+        return 0
     print(
         f"trained {'quantum-enhanced' if quantum else 'classical'} VAE for {summary['epochs']} epochs on "
         f"{summary['images']} images ({summary['images_per_second']:.0f} images/s); held-out "
@@ -130,7 +146,9 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
                                seed=args.seed, **({"circuit_lr": args.circuit_lr} if args.circuit_lr else {}))
     summary = train_diffusion(args.out, args.vae, args.denoiser, cfg, sched, num_qubits=args.qubits,
                               reps=args.reps, ansatz=args.ansatz, placement=args.placement, patch=args.patch,
-                              encoding=args.encoding, resume=args.resume)
+                              encoding=args.encoding, resume=args.resume, device=args.device)
+    if not is_main_process():
+        return 0
     p = summary["parameters"]
     print(
         f"trained {summary['denoiser']} denoiser ({p['total']:,} parameters, {p['quantum_circuit_weights']} "
@@ -165,7 +183,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.target.startswith("ibm:"):
         return _sample_with_jobs(args)
     images, info = sample_images(args.model, n=args.n, steps=args.steps, target=args.target, seed=args.seed,
-                                 sampler=args.sampler, eta=args.eta, target_options=_target_options(args))
+                                 sampler=args.sampler, eta=args.eta, target_options=_target_options(args),
+                                 device=args.device)
     write_samples(images, args.out, info)
     print(f"sampled {len(images)} images in {info['seconds']:.1f} s ({info['seconds_per_image'] * 1e3:.0f} ms/image, "
           f"{args.steps} {args.sampler.upper()} steps, target {args.target})")
@@ -198,36 +217,59 @@ def cmd_validator_train(args: argparse.Namespace) -> int:
     from qhybrid.training.validator import ValidatorTrainConfig, train_validator
 
     metrics = train_validator(args.out, ValidatorTrainConfig(data=args.data, n=args.n, epochs=args.epochs,
-                                                             seed=args.seed))
+                                                             seed=args.seed), device=args.device)
     print(f"gradability validator: held-out accuracy {metrics['heldout_accuracy']:.3f}, ROC AUC "
           f"{metrics['heldout_roc_auc']:.3f} on {metrics['heldout_images']} images ({metrics['data']} data)")
+    if "clean_accepted" in metrics:
+        print(f"accepts {100 * metrics['clean_accepted']:.1f}% of clean held-out retinas and rejects "
+              f"{100 * metrics['vessel_erased_rejected']:.1f}% of them with their vessels just erased "
+              "(each vessel-erasing degradation at its smallest ungradable severity)")
     print(f"results: {args.out}/ (config.json, model.safetensors, heldout.png)")
     return 0
 
 
 def cmd_validator_score(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
-    from qhybrid.evaluation.validator import GradabilityNet, score_files
+    from qhybrid.data.loaders import quality_labels
+    from qhybrid.evaluation.validator import (
+        GradabilityNet,
+        label_agreement,
+        score_files,
+    )
 
-    model = GradabilityNet.from_checkpoint(args.model)
+    model = GradabilityNet.from_checkpoint(args.model).to(resolve_device(args.device))
+    labels_csv = args.labels
+    if labels_csv is None and len(args.images) == 1 and (Path(args.images[0]) / "labels.csv").is_file():
+        labels_csv = Path(args.images[0]) / "labels.csv"
+    labels = quality_labels(labels_csv) if labels_csv else None
     with _data_warnings_printed():
         names, probs, _ = score_files(model, args.images)
     gradable = probs >= model.cfg.threshold
+    agreement = label_agreement(names, probs, labels, model.cfg.threshold) if labels else None
     if args.json:
-        print(json.dumps([{"image": n, "p_gradable": round(float(p), 4), "gradable": bool(g)}
-                          for n, p, g in zip(names, probs, gradable)], indent=2))
+        scores = [{"image": n, "p_gradable": round(float(p), 4), "gradable": bool(g)}
+                  for n, p, g in zip(names, probs, gradable)]
+        print(json.dumps(scores if agreement is None else {"scores": scores, "agreement": agreement}, indent=2))
     else:
         for n, p, g in zip(names, probs, gradable):
             print(f"{p:.4f}\t{'gradable' if g else 'ungradable'}\t{n}")
         print(f"{int(gradable.sum())} of {len(probs)} images gradable", file=sys.stderr)
+        if agreement is not None:
+            a = agreement
+            print(f"against {labels_csv} ({a['labelled']} labelled, {a['unlabelled']} without a label): accuracy "
+                  f"{a['accuracy']:.3f}, ROC AUC {a['roc_auc']:.3f}; accepted {100 * a['accepted_gradable']:.1f}% of "
+                  f"the {a['gradable']} labelled gradable and {100 * a['accepted_ungradable']:.1f}% of the "
+                  f"{a['ungradable']} labelled ungradable", file=sys.stderr)
     return 0
 
 
 def cmd_encoder_train(args: argparse.Namespace) -> int:
     from qhybrid.training.encoder import EncoderTrainConfig, train_encoder
 
-    metrics = train_encoder(args.out, EncoderTrainConfig(n=args.n, epochs=args.epochs, seed=args.seed))
+    metrics = train_encoder(args.out, EncoderTrainConfig(n=args.n, epochs=args.epochs, seed=args.seed),
+                            device=args.device)
     print(f"fundus feature encoder: held-out eye accuracy {metrics['heldout_eye_accuracy']:.3f}, grade accuracy "
           f"{metrics['heldout_grade_accuracy']:.3f}, disc position error {metrics['heldout_disc_position_error']:.3f}")
     print(f"results: {args.out}/")
@@ -240,8 +282,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from qhybrid.evaluation.features import FundusEncoder
     from qhybrid.evaluation.validator import GradabilityNet
 
-    encoder = FundusEncoder.from_checkpoint(args.encoder) if args.encoder else None
-    validator = GradabilityNet.from_checkpoint(args.validator) if args.validator else None
+    device = resolve_device(args.device)
+    encoder = FundusEncoder.from_checkpoint(args.encoder).to(device) if args.encoder else None
+    validator = GradabilityNet.from_checkpoint(args.validator).to(device) if args.validator else None
     with _data_warnings_printed():
         result = evaluate_folders(args.generated, args.real, split=args.split, n_real=args.n_real, size=args.size,
                                   encoder=encoder, validator=validator, inception=args.inception, k=args.k,
@@ -288,7 +331,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     summary = run_compare(args.run, n=args.n, steps=args.steps, seed=args.seed, real_n=args.n_real, k=args.k,
                           n_boot=args.bootstrap, validator_dir=args.validator, encoder_dir=args.encoder,
-                          inception=args.inception, seeds=args.seeds)
+                          inception=args.inception, seeds=args.seeds, device=resolve_device(args.device))
     from qhybrid.evaluation.report import comparison_table, contribution_table
     print(comparison_table(summary))
     print()

@@ -41,6 +41,9 @@ _seed = _number(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
 
 
+_nonnegative_float = _number(float, lambda v: 0 <= v < 1000, "a number from 0 to 1000")
+
+
 _eta = _number(float, lambda v: 0 <= v <= 1, "a number from 0 (deterministic DDIM) to 1 (DDPM-like)")
 
 
@@ -100,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _device(text: str) -> str:
+    """auto, cpu, cuda or cuda:N (whether that GPU exists is checked when the command runs)."""
+    value = text.strip().lower()
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N, got {text!r}")
+
+
+def _add_device(parser, what: str) -> None:
+    parser.add_argument("--device", type=_device, default="auto",
+                        help=f"where {what} run: auto (a CUDA GPU if PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
+
+
 def _add_demo(sub) -> None:
     """The main job."""
     demo = sub.add_parser(
@@ -117,6 +133,7 @@ def _add_demo(sub) -> None:
     demo.add_argument("--with-ablations", action="store_true",
                       help="also train hybrid-classical-core, hybrid-frozen and hybrid-affine-core (their training took "
                            "6 min on a 2-core machine, plus their sampling)")
+    _add_device(demo, "training, sampling and evaluation")
     demo.set_defaults(func=commands.cmd_demo)
 
 
@@ -168,6 +185,11 @@ def _add_training(sub) -> None:
     vae.add_argument("--reps", type=_positive_int, default=2, help="ansatz repetitions (default 2)")
     vae.add_argument("--ansatz", default="real_amplitudes")
     _add_quantum_layer(vae, "quantum", encoding="angle", patch=4, where="16x16 encoder and decoder middle")
+    vae.add_argument("--width", type=_positive_int, default=16, help="base channel count (default 16)")
+    vae.add_argument("--latent-channels", type=_positive_int, default=4, help="latent channels (default 4)")
+    vae.add_argument("--detail-weight", type=_nonnegative_float, default=16.0,
+                     help="weight of the Laplacian-pyramid (fine detail) loss that keeps thin vessels "
+                          "(default 16; 0 trains on L1 + KL alone, as qhybrid did before)")
     vae.add_argument("--epochs", type=_positive_int, default=20)
     vae.add_argument("--n", type=_positive_int, default=None, help="training images (synthetic: 512)")
     vae.add_argument("--batch", type=_positive_int, default=16)
@@ -175,6 +197,7 @@ def _add_training(sub) -> None:
     vae.add_argument("--seed", type=_seed, default=0)
     vae.add_argument("--out", type=_folder, required=True, help="checkpoint folder, e.g. runs/x/vae")
     vae.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    _add_device(vae, "the networks")
     vae.set_defaults(func=commands.cmd_train_vae)
     ldm = train.add_parser("diffusion", help="train a latent denoiser on a trained VAE")
     ldm.add_argument("--vae", required=True, help="VAE checkpoint folder")
@@ -196,6 +219,7 @@ def _add_training(sub) -> None:
     ldm.add_argument("--seed", type=_seed, default=0)
     ldm.add_argument("--out", type=_folder, required=True, help="checkpoint folder, e.g. runs/x/ldm-hybrid")
     ldm.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    _add_device(ldm, "the networks")
     ldm.set_defaults(func=commands.cmd_train_diffusion)
 
 
@@ -211,6 +235,7 @@ def _add_sampling(sub) -> None:
     sample.add_argument("--jobs-dir", type=_folder, default="jobs", help="ibm target: where the job record goes (default jobs/)")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--out", type=_folder, required=True, help="output folder")
+    _add_device(sample, "the denoiser and the VAE")
     sample.set_defaults(func=commands.cmd_sample)
 
 
@@ -224,11 +249,16 @@ def _add_evaluation(sub) -> None:
     vt.add_argument("--n", type=_positive_int, default=600, help="synthetic base images (default 600)")
     vt.add_argument("--epochs", type=_positive_int, default=10)
     vt.add_argument("--seed", type=_seed, default=1234)
+    _add_device(vt, "the network")
     vt.set_defaults(func=commands.cmd_validator_train)
     vs = val.add_parser("score", help="probability that each image is gradable")
     vs.add_argument("--model", required=True, help="validator folder")
     vs.add_argument("images", nargs="+", help="image files and/or folders")
+    vs.add_argument("--labels", default=None, metavar="CSV",
+                    help="quality labels (file name + Good/Usable/Reject column): also report agreement with them "
+                         "(default: a folder's labels.csv when one folder is scored)")
     vs.add_argument("--json", action="store_true", help="print a JSON list")
+    _add_device(vs, "the network")
     vs.set_defaults(func=commands.cmd_validator_score)
 
     enc = sub.add_parser("encoder", help="the fundus feature encoder used by the metrics").add_subparsers(
@@ -238,6 +268,7 @@ def _add_evaluation(sub) -> None:
     et.add_argument("--n", type=_positive_int, default=600)
     et.add_argument("--epochs", type=_positive_int, default=8)
     et.add_argument("--seed", type=_seed, default=2024)
+    _add_device(et, "the network")
     et.set_defaults(func=commands.cmd_encoder_train)
 
     ev = sub.add_parser("evaluate", help="compare generated images with real ones (metrics with intervals)")
@@ -253,6 +284,7 @@ def _add_evaluation(sub) -> None:
     ev.add_argument("--bootstrap", type=_positive_int, default=100, help="bootstrap draws")
     ev.add_argument("--seed", type=_seed, default=0)
     ev.add_argument("--json", type=_file, default=None, help="write all figures to this JSON file")
+    _add_device(ev, "the encoder and the validator")
     ev.set_defaults(func=commands.cmd_evaluate)
 
     cmp_ = sub.add_parser("compare", help="sample and evaluate every model of a run folder")
@@ -276,6 +308,7 @@ def _add_evaluation(sub) -> None:
     cmp_.add_argument("--train-steps", type=_positive_int, default=None, help="sweep: training steps (default 1200)")
     cmp_.add_argument("--qubits", type=_positive_int, default=6, help="sweep: hybrid circuit width (default 6)")
     cmp_.add_argument("--reps", type=_positive_int, default=3, help="sweep: ansatz repetitions (default 3)")
+    _add_device(cmp_, "sampling and the evaluators (not the sweep)")
     cmp_.set_defaults(func=commands.cmd_compare)
 
 

@@ -4,6 +4,15 @@ Each degradation takes a uint8 (H, W, 3) image, a severity in [0, 1] and a rando
 high severity the image is ungradable (a grader could not assess the retina); at low severity the
 same operation is a harmless imperfection, and the validator is trained to tell the two apart, so
 it learns *how much* blur or darkness makes an image useless rather than *whether* any is present.
+
+Where "harmless" ends is calibrated on the vessels, because a grader rejects an image whose vessels
+cannot be seen: :data:`GRADABLE_MAX` is, per degradation, the largest severity after which the
+built-in retinas' vessel maps still overlap the clean image's with Dice >= 0.7 (64 px), and
+:data:`UNGRADABLE_MIN` the severity from which the vessel-erasing ones (blur, haze, noise, low-pass,
+smoothing) leave Dice <= 0.35 (``tests/test_degrade.py`` checks both). The last three
+are what generators and autoencoders do to a fundus image: a low-pass (an image decoded from too
+small a latent), edge-preserving smoothing (the smooth, blotchy retina of an under-trained VAE) and
+heavy JPEG blocking.
 """
 
 from __future__ import annotations
@@ -15,11 +24,26 @@ from PIL import Image, ImageDraw, ImageFilter
 
 DEGRADATIONS = (
     "defocus", "motion_blur", "underexposure", "overexposure", "uneven_illumination", "haze",
-    "noise", "eyelashes", "edge_glare", "fov_cut", "no_structure",
+    "noise", "eyelashes", "edge_glare", "fov_cut", "low_pass", "smoothing", "jpeg", "no_structure",
 )
-#: Severity above which a degradation makes the image ungradable, below which it stays gradable.
+#: The degradations that erase or smear the vessels first (what a grader notices first).
+VESSEL_ERASING = ("defocus", "motion_blur", "haze", "noise", "low_pass", "smoothing", "no_structure")
+#: Severity range that makes an image ungradable, by default (the feature encoder's training uses it).
 UNGRADABLE_RANGE = (0.6, 1.0)
-GRADABLE_RANGE = (0.0, 0.25)
+#: Per degradation, the largest severity that leaves the image gradable (vessels kept: Dice >= 0.7).
+GRADABLE_MAX = {
+    "defocus": 0.06, "motion_blur": 0.05, "underexposure": 0.15, "overexposure": 0.2,
+    "uneven_illumination": 0.3, "haze": 0.12, "noise": 0.1, "eyelashes": 0.3, "edge_glare": 0.4,
+    "fov_cut": 0.1, "low_pass": 0.0, "smoothing": 0.1, "jpeg": 0.1, "no_structure": 0.0,
+}
+#: Per degradation, the smallest severity that makes the image ungradable: the vessel-erasing ones
+#: as soon as the vessels are gone (Dice <= 0.35; motion blur and smoothing from Dice <= 0.15, since
+#: below that they keep the thickest vessels sharp, a borderline a grader may accept), the others at 0.6.
+UNGRADABLE_MIN = {
+    **{kind: UNGRADABLE_RANGE[0] for kind in DEGRADATIONS},
+    "defocus": 0.2, "motion_blur": 0.5, "haze": 0.4, "noise": 0.4,
+    "low_pass": 0.4, "smoothing": 0.6, "no_structure": 0.3,
+}
 
 
 def _f(img: np.ndarray) -> np.ndarray:
@@ -132,6 +156,43 @@ def fov_cut(img, s, rng):
     return out
 
 
+def low_pass(img, s, rng):
+    """Down- and up-sampled: the detail a decoder from a small latent cannot put back."""
+    h, w = img.shape[:2]
+    factor = 1.0 + 3.0 * s
+    small = (max(4, round(w / factor)), max(4, round(h / factor)))
+    down = Image.fromarray(img).resize(small, Image.Resampling.BOX)
+    return np.asarray(down.resize((w, h), Image.Resampling.BILINEAR))
+
+
+def smoothing(img, s, rng):
+    """Edge-preserving smoothing (a median then a light blur): flat, blotchy retina, vessels gone.
+    Done at 64 px whatever the image size (a median's kernel cannot shrink below 3 px), so a
+    severity means the same on an 80-px training base and on a 64-px image."""
+    h, w = img.shape[:2]
+    out = Image.fromarray(img)
+    if (h, w) != (64, 64):
+        out = out.resize((64, 64), Image.Resampling.LANCZOS)
+    k = 2 * int(round(2.5 * s)) + 1
+    if k > 1:
+        out = out.filter(ImageFilter.MedianFilter(k))
+    out = out.filter(ImageFilter.GaussianBlur(0.8 * s))
+    if (h, w) != (64, 64):
+        out = out.resize((w, h), Image.Resampling.LANCZOS)
+    return np.asarray(out)
+
+
+def jpeg(img, s, rng):
+    """JPEG compression from quality 92 (s = 0) through 16 (s = 0.6) to 2 (s = 1): 8x8 blocks and
+    ringing that break thin vessels into fragments."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(round(90 * (1 - s) ** 2)) + 2)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
 def no_structure(img, s, rng):
     """A retina without disc and vessels: re-rendered by the caller (see ``degrade``); for a real
     photograph, a strong median smoothing that erases vessels and blends the disc in."""
@@ -144,7 +205,7 @@ _FUNCTIONS = {
     "defocus": defocus, "motion_blur": motion_blur, "underexposure": underexposure,
     "overexposure": overexposure, "uneven_illumination": uneven_illumination, "haze": haze,
     "noise": noise, "eyelashes": eyelashes, "edge_glare": edge_glare, "fov_cut": fov_cut,
-    "no_structure": no_structure,
+    "low_pass": low_pass, "smoothing": smoothing, "jpeg": jpeg, "no_structure": no_structure,
 }
 
 

@@ -216,6 +216,23 @@ def _read_labels_csv(path: Path) -> tuple[dict[str, dict], list[str]]:
     return table, notes
 
 
+def quality_labels(csv_path: str | Path) -> dict[str, bool]:
+    """``{file name or stem: gradable}`` from a labels CSV's quality column (EyeQ-style Good / Usable
+    / Reject, or 0/1/2, true/false, yes/no); images without a readable quality are left out."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DataError(f"labels CSV {csv_path} does not exist")
+    table, _ = _read_labels_csv(csv_path)
+    labels: dict[str, bool] = {}
+    for name, entry in table.items():
+        if entry.get("gradable") is not None:
+            labels[Path(name).name] = labels[Path(name).stem] = bool(entry["gradable"])
+    if not labels:
+        raise DataError(f"labels CSV {csv_path} has no usable quality labels: it needs a column named "
+                        f"{' / '.join(_QUALITY_COLUMNS)} holding Good / Usable / Reject (or 0 / 1 / 2)")
+    return labels
+
+
 def _load_folder(folder: Path, size: int, split: str, n: int | None, labels_path) -> FundusDataset:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:

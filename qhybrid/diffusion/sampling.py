@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
+from qhybrid.devices import module_device
 from qhybrid.errors import InputError
 
 SAMPLERS = ("ddim", "ddpm")
@@ -33,7 +34,7 @@ def sampling_timesteps(scheduler, steps: int, sampler: str = "ddim") -> list[int
 @torch.no_grad()
 def predict(model, z: torch.Tensor, t: int) -> torch.Tensor:
     """The denoiser's output for latents ``z`` (every chain) at timestep ``t``."""
-    return model(z, torch.full((len(z),), t, dtype=torch.long))
+    return model(z, torch.full((len(z),), t, dtype=torch.long, device=z.device))
 
 
 @torch.no_grad()
@@ -67,17 +68,20 @@ def denoise(model, scheduler, z: torch.Tensor, timesteps: list[int], sampler: st
 def sample_latents(model, scheduler, n: int, steps: int = 50, sampler: str = "ddim", eta: float = 0.0,
                    seed: int = 0, batch: int = 64, progress: bool = True) -> torch.Tensor:
     """``n`` latents from noise drawn with ``seed``, ``batch`` chains at a time (one generator
-    for all chunks, so a chunk's noise depends on the chunks before it)."""
+    for all chunks, so a chunk's noise depends on the chunks before it). The noise is drawn on the
+    CPU and the chains run on the model's device, so a seed gives the same start on any device;
+    the latents come back on the CPU."""
     if n <= 0:
         raise InputError(f"the number of samples must be positive, got {n}")
     timesteps = sampling_timesteps(scheduler, steps, sampler)
     shape = (model.cfg.latent_channels, model.cfg.latent_size, model.cfg.latent_size)
     gen = torch.Generator().manual_seed(seed)
+    device = module_device(model)
     out = []
     chunks = [min(batch, n - i) for i in range(0, n, batch)]
     bar = tqdm(total=len(timesteps) * len(chunks), disable=not progress, unit="step", desc="sample")
     for size in chunks:
-        z = torch.randn((size, *shape), generator=gen)
-        out.append(denoise(model, scheduler, z, timesteps, sampler, eta, gen, on_step=lambda _: bar.update(1)))
+        z = torch.randn((size, *shape), generator=gen).to(device)
+        out.append(denoise(model, scheduler, z, timesteps, sampler, eta, gen, on_step=lambda _: bar.update(1)).cpu())
     bar.close()
     return torch.cat(out)

@@ -71,10 +71,10 @@ class NoiseScheduler:
         return self.config.num_train_timesteps
 
     def _abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.long)
+        t = torch.as_tensor(t, dtype=torch.long).cpu()  # the tables live on the CPU
         if t.min() < 0 or t.max() >= self.num_train_timesteps:
             raise ValueError(f"timesteps must lie in [0, {self.num_train_timesteps - 1}]")
-        a = self.alphas_cumprod[t].to(like.dtype)
+        a = self.alphas_cumprod[t].to(like.device, like.dtype)
         return a.view(-1, *([1] * (like.dim() - 1))) if a.dim() else a
 
     # -- training ---------------------------------------------------------------------------
@@ -130,7 +130,7 @@ class NoiseScheduler:
         mean = coef_z0 * z0 + coef_zt * z_t
         if t == 0:
             return mean
-        noise = torch.randn(z_t.shape, generator=generator, dtype=z_t.dtype)
+        noise = torch.randn(z_t.shape, generator=generator, dtype=z_t.dtype).to(z_t.device)
         return mean + math.sqrt(self.posterior_variance(t)) * noise
 
     def ddim_step(self, model_output: torch.Tensor, t: int, t_prev: int, z_t: torch.Tensor,
@@ -143,5 +143,5 @@ class NoiseScheduler:
         direction = math.sqrt(max(0.0, 1 - a_prev - sigma**2)) * eps
         z_prev = math.sqrt(a_prev) * z0 + direction
         if sigma > 0:
-            z_prev = z_prev + sigma * torch.randn(z_t.shape, generator=generator, dtype=z_t.dtype)
+            z_prev = z_prev + sigma * torch.randn(z_t.shape, generator=generator, dtype=z_t.dtype).to(z_t.device)
         return z_prev

@@ -24,6 +24,7 @@ from torch import nn
 from qhybrid.config import Config
 from qhybrid.data.degrade import DEGRADATIONS
 from qhybrid.data.transforms import images_to_tensor, resize_images
+from qhybrid.devices import module_device
 from qhybrid.errors import InputError
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.layers import FundusNormalize
@@ -98,7 +99,9 @@ def encode(model: FundusEncoder, images: np.ndarray, batch: int = 128) -> np.nda
     size = model.cfg.size
     if images.shape[1] != size:
         images = resize_images(images, size)
-    return torch.cat([model.embed(images_to_tensor(images[k:k + batch], (0.0, 1.0))) for k in range(0, len(images), batch)]).double().numpy()
+    device = module_device(model)
+    return torch.cat([model.embed(images_to_tensor(images[k:k + batch], (0.0, 1.0)).to(device)).cpu()
+                      for k in range(0, len(images), batch)]).double().numpy()
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ METRICS = (
     Metric("vessel_density", "vessels", "vessel density %", 100, 1),
     Metric("vessel_depth", "vessels", "vessel depth (grey levels)", 255, 1),
 )
-BAR_METRICS = ("gradable", "fd", "kid", "precision", "recall", "coverage")
+BAR_METRICS = ("gradable", "fd", "kid", "precision", "recall", "coverage", "vessel_density")
 SWEEP_METRICS = ("gradable", "fd", "precision", "recall")
 
 
@@ -125,6 +125,16 @@ CONTRIBUTIONS = (
 )
 
 
+def validator_summary(metrics: dict) -> str:
+    """One clause on what the validator's own held-out tests say (from its checkpoint's metrics)."""
+    text = (f"held-out accuracy {metrics.get('heldout_accuracy', float('nan')):.3f}, ROC AUC "
+            f"{metrics.get('heldout_roc_auc', float('nan')):.3f}")
+    if "vessel_erased_rejected" in metrics:
+        text += (f"; it accepts {100 * metrics['clean_accepted']:.1f}% of clean held-out retinas and rejects "
+                 f"{100 * metrics['vessel_erased_rejected']:.1f}% of them with their vessels just erased")
+    return text
+
+
 def contribution_table(summary: dict) -> str:
     """How much each model's core matters; with seeds, ``mean ± sd`` over them."""
     rows = ["| model | " + " | ".join(c.label for c in CONTRIBUTIONS) + " |", "|---|" + "---:|" * len(CONTRIBUTIONS)]
@@ -204,9 +214,8 @@ def comparison_markdown(summary: dict) -> str:
         "",
         comparison_table(summary),
         "",
-        f"Gradability validator ({v['folder']}): held-out accuracy {v.get('heldout_accuracy', float('nan')):.3f}, "
-        f"ROC AUC {v.get('heldout_roc_auc', float('nan')):.3f}, trained on {v.get('data', '?')} data; it accepts "
-        + (f"{fmt(real_grad, 100, 1)} % of the real images." if real_grad else "– of the real images."),
+        f"Gradability validator ({v['folder']}): {validator_summary(v)}, trained on {v.get('data', '?')} data; "
+        "it accepts " + (f"{fmt(real_grad, 100, 1)} % of the real images." if real_grad else "– of the real images."),
         f"Feature encoder: {summary['encoder']} (qhybrid's fundus encoder, 64-d; not one of the generators).",
         "",
         "![metrics](comparison.png)",
@@ -255,6 +264,10 @@ def plot_bars(path: Path, results: dict) -> None:
             los.append(max(0.0, e["value"] - e["ci"][0]) * m.scale)
             his.append(max(0.0, e["ci"][1] - e["value"]) * m.scale)
         ax.bar(range(len(names)), vals, yerr=[los, his], capsize=3, color=colours[: len(names)])
+        real = results[names[0]]["metrics"].get("vessels", {}).get("real", {}).get(m.key) if m.group == "vessels" else None
+        if real is not None:  # the real images' figure, for scale
+            ax.axhline(real["value"] * m.scale, color="k", ls="--", lw=1, label="real")
+            ax.legend(fontsize=7)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
         ax.set_title(m.label, fontsize=9)

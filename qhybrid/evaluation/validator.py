@@ -24,6 +24,7 @@ from torch import nn
 
 from qhybrid.config import Config
 from qhybrid.data.transforms import images_to_tensor, resize_images
+from qhybrid.devices import module_device
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.layers import FundusNormalize
 
@@ -108,8 +109,34 @@ def predict(model: GradabilityNet, images: np.ndarray, batch: int = 128) -> np.n
     if images.shape[1] != size or images.shape[2] != size:
         images = resize_images(images, size)
     model.eval()
-    out = [torch.sigmoid(model(images_to_tensor(images[k:k + batch], (0.0, 1.0)))) for k in range(0, len(images), batch)]
+    device = module_device(model)
+    out = [torch.sigmoid(model(images_to_tensor(images[k:k + batch], (0.0, 1.0)).to(device))).cpu()
+           for k in range(0, len(images), batch)]
     return torch.cat(out).numpy()
+
+
+def label_agreement(names: list[str], probs: np.ndarray, labels: dict[str, bool], threshold: float) -> dict:
+    """How the validator's verdicts agree with a user's quality labels (``labels`` from
+    :func:`qhybrid.data.loaders.quality_labels`, matched by file name or stem): accuracy, ROC AUC,
+    and the share accepted among images labelled gradable and ungradable."""
+    from pathlib import Path
+
+    truth, scores = [], []
+    for name, p in zip(names, probs):
+        key = Path(name).name if Path(name).name in labels else Path(name).stem
+        if key in labels:
+            truth.append(labels[key])
+            scores.append(float(p))
+    truth, scores = np.array(truth, bool), np.array(scores)
+    accepted = scores >= threshold
+    return {
+        "labelled": int(len(truth)), "unlabelled": int(len(names) - len(truth)),
+        "accuracy": float(np.mean(accepted == truth)) if len(truth) else float("nan"),
+        "roc_auc": roc_auc(truth, scores) if len(truth) else float("nan"),
+        "accepted_gradable": float(np.mean(accepted[truth])) if truth.any() else float("nan"),
+        "accepted_ungradable": float(np.mean(accepted[~truth])) if (~truth).any() else float("nan"),
+        "gradable": int(truth.sum()), "ungradable": int((~truth).sum()),
+    }
 
 
 def score_files(model: GradabilityNet, paths) -> tuple[list[str], np.ndarray, list[str]]:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qhybrid.config import Config
+from qhybrid.devices import module_device
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.layers import ResBlock, group_norm
 from qhybrid.models.quantum_layers import (
@@ -50,6 +51,7 @@ class VAEConfig(Config):
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)
     kl_weight: float = 1e-3
     recon_loss: str = "l1"
+    detail_weight: float = 16.0  # weight of the Laplacian-pyramid (fine detail) loss; configs without one: 0
     latent_scale: float = 1.0
     quantum: dict | None = None
     quantum_placement: str = "qresblock"
@@ -70,6 +72,8 @@ class VAEConfig(Config):
             )
         if self.recon_loss not in ("l1", "mse"):
             raise ValueError(f"VAE recon_loss must be 'l1' or 'mse', got {self.recon_loss!r}")
+        if not (isinstance(self.detail_weight, (int, float)) and 0 <= self.detail_weight < 1e3):
+            raise ValueError(f"VAE detail_weight must be a number in [0, 1000), got {self.detail_weight!r}")
         if self.latent_channels < 1 or self.base_channels < 1:
             raise ValueError("VAE latent_channels and base_channels must be positive")
         self._fill("channel_mult", tuple(int(m) for m in self.channel_mult))
@@ -85,11 +89,14 @@ class VAEConfig(Config):
 
     @classmethod
     def from_dict(cls, data: Any) -> "VAEConfig":
-        """Also reads qhybrid 0.1 and 0.2 configs: their default placement was ``bottleneck`` and their
-        ``qresblock`` is today's ``gated-qresblock``."""
+        """Also reads older configs: qhybrid 0.1 and 0.2's default placement was ``bottleneck`` and
+        their ``qresblock`` is today's ``gated-qresblock``; a config without ``detail_weight`` was
+        trained without the detail loss."""
         if isinstance(data, dict) and "quantum_patch" not in data:
             old = data.get("quantum_placement", "bottleneck")
             data = {**data, "quantum_placement": "gated-qresblock" if old == "qresblock" else old}
+        if isinstance(data, dict) and "detail_weight" not in data:  # trained before the detail loss existed
+            data = {**data, "detail_weight": 0.0}
         return super().from_dict(data)
 
     @property
@@ -203,17 +210,29 @@ class VAE(ckpt.FromCheckpoint, nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, sample: bool = True):
+    def forward(self, x: torch.Tensor, sample: bool = True, noise: torch.Tensor | None = None):
+        """``(reconstruction, mu, logvar)``; with ``sample`` the latent is ``mu + noise * std``, the
+        noise drawn here unless given (the trainer draws it from the run's generator, so that
+        data-parallel processes use the global batch's noise)."""
         mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        if sample:
+            noise = torch.randn_like(mu) if noise is None else noise
+            z = mu + noise * torch.exp(0.5 * logvar)
+        else:
+            z = mu
         return self.decode(z), mu, logvar
 
-    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        recon, mu, logvar = self(x)
+    def loss(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        recon, mu, logvar = self(x, noise=noise)
         rec = F.l1_loss(recon, x) if self.cfg.recon_loss == "l1" else F.mse_loss(recon, x)
         kl = 0.5 * torch.mean(mu.pow(2) + logvar.exp() - 1 - logvar)
         total = rec + self.cfg.kl_weight * kl
-        return total, {"loss": total.item(), "recon": rec.item(), "kl": kl.item()}
+        logs = {"recon": rec.item(), "kl": kl.item()}
+        if self.cfg.detail_weight:
+            detail = laplacian_l1(recon, x)
+            total = total + self.cfg.detail_weight * detail
+            logs["detail"] = detail.item()
+        return total, {"loss": total.item(), **logs}
 
     @torch.no_grad()
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,7 +248,32 @@ class VAE(ckpt.FromCheckpoint, nn.Module):
         return {"total": total, "quantum_circuit_weights": quantum}
 
 
+def laplacian_levels(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
+    """Band-pass images of ``x`` (a Laplacian pyramid without its coarsest level): each level is the
+    image minus its 2x2-averaged-and-upsampled self, then the average goes one octave down."""
+    bands = []
+    for _ in range(levels):
+        if min(x.shape[-2:]) < 2:
+            break
+        low = F.avg_pool2d(x, 2)
+        bands.append(x - F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False))
+        x = low
+    return bands
+
+
+def laplacian_l1(recon: torch.Tensor, target: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """L1 distance of the Laplacian pyramids' band-pass levels, summed over levels.
+
+    A pixel L1 loss is dominated by the black surround and the smooth retina, so a thin vessel
+    costs almost nothing to erase; the band-pass levels hold little besides vessels, the disc rim,
+    lesions and the fundus edge, so the same vessel is a large share of this term (the Laplacian
+    pyramid loss of Bojanowski et al. 2018 and of sharp autoencoders).
+    """
+    return sum(F.l1_loss(r, t) for r, t in zip(laplacian_levels(recon, levels), laplacian_levels(target, levels)))
+
+
 @torch.no_grad()
 def latent_scale(model: VAE, images: torch.Tensor, batch: int = 64) -> float:
-    mus = [model.encode(images[i:i + batch])[0] for i in range(0, len(images), batch)]
+    device = module_device(model)
+    mus = [model.encode(images[i:i + batch].to(device))[0].cpu() for i in range(0, len(images), batch)]
     return float(1.0 / torch.cat(mus).std().clamp_min(1e-6))

@@ -17,12 +17,14 @@ import torch
 
 from qhybrid.config import Config
 from qhybrid.data.loaders import load_dataset
+from qhybrid.devices import module_device
 from qhybrid.diffusion.scheduler import NoiseScheduler, SchedulerConfig
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import DEFAULT_CIRCUIT, DenoiserConfig, LatentDenoiser
 from qhybrid.models.quantum_layers import circuit_weights
 from qhybrid.models.vae import VAE
 from qhybrid.plots import save_loss_curves
+from qhybrid.training import distributed
 from qhybrid.training.loop import (
     CIRCUIT_LR,
     Callback,
@@ -73,11 +75,13 @@ class DiffusionTrainConfig(Config):
 
 @torch.no_grad()
 def encode_dataset(vae, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """Scaled latents of the images and of their mirror images."""
+    """Scaled latents of the images and of their mirror images (encoded on the VAE's device,
+    returned on the CPU)."""
+    device = module_device(vae)
     out = []
     for flip in (False, True):
         x = images.flip(-1) if flip else images
-        out += [vae.encode_latents(x[i:i + batch]) for i in range(0, len(x), batch)]
+        out += [vae.encode_latents(x[i:i + batch].to(device)).cpu() for i in range(0, len(x), batch)]
     return torch.cat(out)
 
 
@@ -86,15 +90,18 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
                     reps: int = DEFAULT_CIRCUIT.reps, ansatz: str = DEFAULT_CIRCUIT.ansatz, placement: str = "qresblock",
                     patch: int = 2, encoding: str = DEFAULT_CIRCUIT.encoding, resume: bool = False,
                     progress: bool = True, *, config: DenoiserConfig | None = None,
-                    callbacks: tuple[Callback, ...] = ()) -> dict:
+                    callbacks: tuple[Callback, ...] = (), device: str | torch.device | None = "auto") -> dict:
     """Train (or, with ``resume``, continue) a ``denoiser`` on the VAE in ``vae_path``; returns a summary.
 
     A resumed run keeps the saved denoiser, scheduler and training config, except for
     ``train_cfg.steps``: the total to reach. ``config``, if given, is the denoiser's whole config (its
     kind must be ``denoiser``; the circuit arguments are then ignored). ``callbacks`` run after the
-    recipe's own (checkpoints).
+    recipe's own (checkpoints). ``device``: see :mod:`qhybrid.devices`; under ``torchrun`` the
+    processes share each batch (:mod:`qhybrid.training.distributed`) and rank 0 writes checkpoints.
     """
     out, vae_path = Path(out), Path(vae_path)
+    device, parallel = distributed.setup(device)
+    distributed.check_batch(train_cfg.batch, parallel)
     vae = VAE.from_checkpoint(vae_path)
     vae_header = ckpt.read_header(vae_path, "vae")
     run = open_run(out, "ldm", resume)
@@ -118,7 +125,7 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
 
     torch.manual_seed(train_cfg.seed)
     data = load_dataset(train_cfg.data, vae.cfg.size, "train", n=train_cfg.n, seed=train_cfg.seed)
-    latents = encode_dataset(vae, data.tensor())
+    latents = encode_dataset(vae.to(device), data.tensor())
 
     model = LatentDenoiser(dcfg)
     initial_circuit = [w.detach().clone() for w in circuit_weights(model, trainable=False)]  # the same on resume: seeded
@@ -164,18 +171,21 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
     trainer = Trainer(model, lr=train_cfg.lr, total_steps=train_cfg.steps, schedule=WarmupCosine(),
                       param_groups=circuit_param_groups(model, train_cfg.circuit_lr), clip_grad_norm=1.0, ema_decay=train_cfg.ema_decay, generator=gen,
                       callbacks=[Hooks(on_step_end=save_every, on_train_end=save), *callbacks],
-                      progress=progress, desc=f"train {denoiser} denoiser", postfix=("loss",))
+                      progress=progress, desc=f"train {denoiser} denoiser", postfix=("loss",),
+                      device=device, parallel=parallel)
     if run is not None:
         trainer.load_state_dict(run.state)
     trainer.fit(loss_fn, batches)
 
     losses = trainer.history["loss"]
-    save_loss_curves({"training MSE": losses}, out / "loss.png",
-                     title=f"latent diffusion, {denoiser} denoiser", smooth=50)
+    if parallel is None or parallel.is_main:
+        save_loss_curves({"training MSE": losses}, out / "loss.png",
+                         title=f"latent diffusion, {denoiser} denoiser", smooth=50)
     return {
         "out": str(out), "denoiser": denoiser, "steps": train_cfg.steps, "seconds": trainer.seconds,
         "steps_per_second": trainer.steps_run / trainer.seconds if trainer.seconds > 0 else float("nan"),
         "first_loss": float(np.mean(losses[:20])), "final_loss": float(np.mean(losses[-50:])),
         "parameters": model.parameter_counts(), "latents": len(latents),
         "circuit_travel_rad": circuit_travel(model, initial_circuit),
+        "device": str(device), "processes": 1 if parallel is None else parallel.world_size,
     }

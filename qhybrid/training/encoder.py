@@ -14,6 +14,7 @@ from qhybrid.config import Config
 from qhybrid.data.degrade import UNGRADABLE_RANGE, degrade
 from qhybrid.data.synthetic import SyntheticFundus
 from qhybrid.data.transforms import augment, images_to_tensor
+from qhybrid.devices import resolve_device
 from qhybrid.evaluation.features import (
     ENCODER_KINDS,
     ENCODER_SEED_OFFSET,
@@ -62,9 +63,11 @@ def _synthetic_set(n: int, size: int, seed: int):
 
 
 def train_encoder(out: str | Path, cfg: EncoderTrainConfig, model_cfg: EncoderConfig | None = None,
-                  progress: bool = True, *, callbacks: tuple[Callback, ...] = ()) -> dict:
-    """Train a feature encoder into ``out`` (a new folder) and return its held-out metrics."""
+                  progress: bool = True, *, callbacks: tuple[Callback, ...] = (),
+                  device: str | torch.device | None = "auto") -> dict:
+    """Train a feature encoder into ``out`` (a new folder) on ``device`` and return its held-out metrics."""
     out = Path(out)
+    device = resolve_device(device)
     check_new_folder(out, resumable=False)
     model_cfg = model_cfg or EncoderConfig()
     size = model_cfg.size
@@ -112,13 +115,13 @@ def train_encoder(out: str | Path, cfg: EncoderTrainConfig, model_cfg: EncoderCo
 
     trainer = Trainer(model, lr=cfg.lr, total_steps=cfg.epochs * int(np.ceil(len(images) / cfg.batch)),
                       schedule=OneCycle(pct_start=0.15), callbacks=callbacks, progress=progress,
-                      desc="train feature encoder", postfix=("loss",))
+                      desc="train feature encoder", postfix=("loss",), device=device)
     trainer.fit(loss_fn, batches, epochs=cfg.epochs)
     # held-out check: the encoder must have learnt the anatomy it is meant to see
     model.eval()
     hx, hg, he, hp = _synthetic_set(128, size, cfg.seed + 1)
     with torch.no_grad():
-        g, e, p, _ = model(images_to_tensor(hx, (0.0, 1.0)))
+        g, e, p, _ = (t.cpu() for t in model(images_to_tensor(hx, (0.0, 1.0)).to(device)))
     metrics = {
         "heldout_grade_accuracy": float((g.argmax(1).numpy() == hg).mean()),
         "heldout_eye_accuracy": float((e.argmax(1).numpy() == he).mean()),

@@ -30,9 +30,17 @@ import torch
 from tqdm import tqdm
 
 from qhybrid.config import Config
+from qhybrid.devices import to_device
 from qhybrid.errors import InputError, one_line, param
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.quantum_layers import circuit_weights
+from qhybrid.training.distributed import (
+    DataParallel,
+    average_gradients,
+    average_logs,
+    barrier,
+    shard,
+)
 
 #: Layout of ``training_state.pt`` written by :func:`save_run`. Files without a version were
 #: written by qhybrid 0.1 (one layout per recipe); :func:`open_run` reads those too.
@@ -140,6 +148,12 @@ class Trainer:
     ``lr`` if it likes) replace ``model.parameters()``; every group's LR follows the schedule
     relative to its own peak. ``generator`` is the recipe's torch generator for data order and
     noise: it is saved and restored with the run, like the global torch RNG.
+
+    ``device``: the model (and its EMA) move there and every batch is moved there before the loss;
+    recipes draw their batches on the CPU, so a run draws the same data on any device. ``parallel``
+    (from :func:`qhybrid.training.distributed.setup` under ``torchrun``): each process takes its
+    slice of every batch, gradients and logged numbers are averaged over the processes, and only
+    rank 0 shows progress and runs the callbacks (checkpoints), the others waiting for it.
     """
 
     def __init__(self, model: torch.nn.Module, *, lr: float, total_steps: int,
@@ -147,8 +161,11 @@ class Trainer:
                  weight_decay: float = 1e-4, clip_grad_norm: float | None = None,
                  ema_decay: float | None = None, generator: torch.Generator | None = None,
                  callbacks: Iterable[Callback] = (), progress: bool = True, desc: str = "train",
-                 postfix: Sequence[str] = ("loss",)):
-        self.model = model
+                 postfix: Sequence[str] = ("loss",), device: torch.device | None = None,
+                 parallel: DataParallel | None = None):
+        self.device = torch.device("cpu") if device is None else device
+        self.parallel = parallel
+        self.model = model.to(self.device)
         self.ema = EMA(model, ema_decay) if ema_decay is not None else None
         self.optimizer = torch.optim.AdamW(list(param_groups) if param_groups is not None else model.parameters(),
                                            lr=lr, weight_decay=weight_decay)
@@ -158,7 +175,8 @@ class Trainer:
         self.clip_grad_norm = clip_grad_norm
         self.generator = generator
         self.callbacks = list(callbacks)
-        self.progress, self.desc, self.postfix = progress, desc, tuple(postfix)
+        self.progress = progress and (parallel is None or parallel.is_main)
+        self.desc, self.postfix = desc, tuple(postfix)
         self.step = 0  # optimiser steps taken, over all sessions of the run
         self.epoch = 0  # completed epochs (epoch-based runs)
         self.history: dict[str, list[float]] = {}
@@ -237,9 +255,14 @@ class Trainer:
             if batch is _END:
                 return
             self.model.train()
-            loss, logs = loss_fn(batch)
+            if self.parallel is not None:
+                batch, weight = shard(batch, self.parallel)
+            loss, logs = loss_fn(to_device(batch, self.device))
             self.optimizer.zero_grad()
             loss.backward()
+            if self.parallel is not None:
+                average_gradients(self.model.parameters(), self.parallel, weight)
+                logs = average_logs(logs, self.parallel, weight)
             if self.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
             self.optimizer.step()
@@ -265,8 +288,10 @@ class Trainer:
         self._bar.set_postfix(shown, refresh=False)
 
     def _call(self, hook: str) -> None:
-        for callback in self.callbacks:
-            getattr(callback, hook)(self)
+        if self.parallel is None or self.parallel.is_main:
+            for callback in self.callbacks:
+                getattr(callback, hook)(self)
+        barrier(self.parallel)  # the others wait while rank 0 validates or writes a checkpoint
 
 
 _END = object()
@@ -391,7 +416,7 @@ def circuit_travel(model: torch.nn.Module, initial: list[torch.Tensor]) -> float
     now = circuit_weights(model, trainable=False)
     if not now:
         return None
-    return float(torch.cat([(w.detach() - w0).abs().flatten() for w, w0 in zip(now, initial)]).mean())
+    return float(torch.cat([(w.detach().cpu() - w0.cpu()).abs().flatten() for w, w0 in zip(now, initial)]).mean())
 
 
 def check_positive_int(cfg: Config, *names: str) -> None:

@@ -22,6 +22,7 @@ from qhybrid.evaluation.vessels import vessel_dice
 from qhybrid.models.quantum_layers import circuit_weights
 from qhybrid.models.vae import VAE, VAEConfig, latent_scale
 from qhybrid.plots import save_image_grid, save_loss_curves
+from qhybrid.training import distributed
 from qhybrid.training.loop import (
     CIRCUIT_LR,
     Callback,
@@ -74,13 +75,18 @@ def _split_holdout(train: FundusDataset, val: FundusDataset | None, seed: int):
 
 
 def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, resume: bool = False,
-              progress: bool = True, *, callbacks: tuple[Callback, ...] = ()) -> dict:
+              progress: bool = True, *, callbacks: tuple[Callback, ...] = (),
+              device: str | torch.device | None = "auto") -> dict:
     """Train (or, with ``resume``, continue) a VAE into ``out``; returns a summary dict.
 
     A resumed run keeps the saved model and training config, except for ``train_cfg.epochs``:
     the total to reach. ``callbacks`` run after the recipe's own (the checkpoint of each epoch).
+    ``device``: see :mod:`qhybrid.devices`; under ``torchrun`` the processes share each batch
+    (:mod:`qhybrid.training.distributed`) and rank 0 writes the checkpoint.
     """
     out = Path(out)
+    device, parallel = distributed.setup(device)
+    distributed.check_batch(train_cfg.batch, parallel)
     run = open_run(out, "vae", resume)
     if run is not None:
         saved = VAEConfig.from_dict(run.header["config"])
@@ -107,20 +113,27 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
     images_seen = 0
 
     def batches(epoch: int):
+        """Images (half the batches mirrored: left and right eyes are mirror images; order and
+        mirroring from the run's generator) and the reparameterisation noise of the whole batch,
+        drawn here, contiguous, from the global torch RNG: the same in every data-parallel process
+        (each takes its slice) and whatever memory layout the encoder's output has. (Earlier
+        qhybrid drew it inside the forward pass with ``randn_like``, whose layout followed the
+        convolution's output, so fresh runs are no longer bit-identical to them.)"""
         nonlocal images_seen
         order = torch.randperm(len(x_train), generator=gen)
         for i in range(steps_per_epoch):
             batch = x_train[order[i * train_cfg.batch:(i + 1) * train_cfg.batch]]
-            if torch.rand((), generator=gen) < 0.5:  # left/right eyes are mirror images
+            if torch.rand((), generator=gen) < 0.5:
                 batch = batch.flip(-1)
             images_seen += len(batch)
-            yield batch
+            yield batch, torch.randn((len(batch), *model_cfg.latent_shape))
 
     def end_of_epoch(trainer: Trainer) -> None:
         """Held-out reconstruction error, the latent scale diffusion will use, and a checkpoint."""
         model.eval()
         with torch.no_grad():
-            recon_val = model(x_val, sample=False)[0]
+            recon_val = torch.cat([model(x_val[i:i + 64].to(device), sample=False)[0].cpu()
+                                   for i in range(0, len(x_val), 64)])
         val_recon = float(torch.mean((recon_val - x_val) ** 2))
         # do the reconstructions keep the vessels? (pixel errors do not see them)
         vessel_dice_val = float(vessel_dice(tensor_to_images(x_val), tensor_to_images(recon_val)).mean())
@@ -136,20 +149,24 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
                       schedule=OneCycle(pct_start=0.1), clip_grad_norm=1.0, generator=gen,
                       param_groups=circuit_param_groups(model, train_cfg.circuit_lr),
                       callbacks=[Hooks(on_epoch_end=end_of_epoch), *callbacks], progress=progress,
-                      desc=f"train {'quantum ' if model.is_quantum else ''}VAE", postfix=("recon",))
+                      desc=f"train {'quantum ' if model.is_quantum else ''}VAE", postfix=("recon",),
+                      device=device, parallel=parallel)
     if run is not None:
         trainer.load_state_dict(run.state)
-    trainer.fit(model.loss, batches, epochs=train_cfg.epochs)
+    trainer.fit(lambda batch: model.loss(*batch), batches, epochs=train_cfg.epochs)
 
     history = trainer.history
-    with torch.no_grad():
-        shown = x_val[:8]
-        recon = model(shown, sample=False)[0]
-    save_image_grid(np.concatenate([tensor_to_images(shown), tensor_to_images(recon)]),
-                    out / "reconstructions.png", ncols=len(shown))
-    save_loss_curves({"train loss": history["loss"], f"train recon ({model.cfg.recon_loss.upper()})": history["recon"]},
-                     out / "loss.png", title=f"VAE training ({'quantum-enhanced' if model.is_quantum else 'classical'})",
-                     smooth=10)
+    if parallel is None or parallel.is_main:
+        with torch.no_grad():
+            shown = x_val[:8]
+            recon = model(shown.to(device), sample=False)[0].cpu()
+        save_image_grid(np.concatenate([tensor_to_images(shown), tensor_to_images(recon)]),
+                        out / "reconstructions.png", ncols=len(shown))
+        curves = {"train loss": history["loss"], f"train recon ({model.cfg.recon_loss.upper()})": history["recon"]}
+        if "detail" in history:
+            curves["train detail (Laplacian L1)"] = history["detail"]
+        save_loss_curves(curves, out / "loss.png",
+                         title=f"VAE training ({'quantum-enhanced' if model.is_quantum else 'classical'})", smooth=10)
     seconds = trainer.seconds
     return {
         "out": str(out),
@@ -164,4 +181,5 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
         "latent_scale": model.cfg.latent_scale,
         "parameters": model.parameter_counts(),
         "circuit_travel_rad": circuit_travel(model, initial_circuit),
+        "device": str(device), "processes": 1 if parallel is None else parallel.world_size,
     }

@@ -11,9 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from qhybrid.config import Config
-from qhybrid.data.degrade import DEGRADATIONS, GRADABLE_RANGE, UNGRADABLE_RANGE, degrade
+from qhybrid.data.degrade import (
+    DEGRADATIONS,
+    GRADABLE_MAX,
+    UNGRADABLE_MIN,
+    VESSEL_ERASING,
+    degrade,
+)
 from qhybrid.data.synthetic import SyntheticFundus, render_fundus
 from qhybrid.data.transforms import augment, images_to_tensor, resize_images
+from qhybrid.devices import resolve_device
 from qhybrid.errors import InputError
 from qhybrid.evaluation.validator import (
     VALIDATOR_SEED_OFFSET,
@@ -54,20 +61,57 @@ class ValidatorTrainConfig(Config):
         check_seed(self)
 
 
+#: Degradations a gradable image may carry mildly (severity up to ``GRADABLE_MAX``).
+MILD = tuple(kind for kind in DEGRADATIONS if GRADABLE_MAX[kind] > 0)
+#: Ungradable examples: every degradation, the vessel-erasing ones three times as often (a grader's
+#: first reason to reject, and the generators' commonest failure).
+_UNGRADABLE_DRAW = DEGRADATIONS + 2 * VESSEL_ERASING
+
+
 def _make_example(base: np.ndarray, blank: np.ndarray, gradable: bool, rng, size: int):
-    """Returns (augmented image, degradation name or '')."""
+    """Returns (augmented image, degradation name or ''). A gradable example is clean or mildly
+    imperfect with its vessels kept; an ungradable one is degraded from its kind's
+    ``UNGRADABLE_MIN`` severity on, more often near it (see :mod:`qhybrid.data.degrade`)."""
     if gradable:
         img = base
         if rng.random() < 0.6:
-            kind = DEGRADATIONS[rng.integers(len(DEGRADATIONS) - 1)]  # never 'no_structure'
-            img = degrade(img, kind, rng.uniform(*GRADABLE_RANGE), rng)
+            kind = MILD[rng.integers(len(MILD))]
+            img = degrade(img, kind, rng.uniform(0, GRADABLE_MAX[kind]), rng)
         return augment(img, size, rng), ""
-    kind = DEGRADATIONS[rng.integers(len(DEGRADATIONS))]
-    if kind == "no_structure":
-        img = blank if rng.random() < 0.7 else degrade(base, kind, 1.0, rng)
-    else:
-        img = degrade(base, kind, rng.uniform(*UNGRADABLE_RANGE), rng)
+    kind = _UNGRADABLE_DRAW[rng.integers(len(_UNGRADABLE_DRAW))]
+    if kind == "no_structure" and rng.random() < 0.5:
+        img = blank
+    else:  # severities crowd towards the edge of gradable, where the decision is hard
+        low = UNGRADABLE_MIN[kind]
+        img = degrade(base, kind, low + (1 - low) * rng.random() ** 3, rng)
     return augment(img, size, rng), kind
+
+
+def boundary_acceptance(model: GradabilityNet, bases: np.ndarray, size: int, seed: int) -> dict:
+    """Per degradation, the share of images accepted at the edge of each class: at the largest
+    gradable severity (should be accepted) and at the smallest ungradable one (should be rejected).
+    These are the hardest cases the validator was trained to separate."""
+    out = {}
+    for kind in DEGRADATIONS:
+        rng = np.random.default_rng([VALIDATOR_SEED_OFFSET, seed, 5])
+        row = {}
+        for edge, severity in (("gradable_max", GRADABLE_MAX[kind]), ("ungradable_min", UNGRADABLE_MIN[kind])):
+            if edge == "gradable_max" and severity == 0:
+                continue
+            images = np.stack([degrade(b, kind, severity, rng) for b in bases])
+            row[edge] = {"severity": severity,
+                         "accepted": float(np.mean(predict(model, resize_images(images, size)) >= model.cfg.threshold))}
+        out[kind] = row
+    return out
+
+
+def calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the bin-weighted gap between the predicted probability of
+    'gradable' and the observed share of gradable images, over ``bins`` equal-width bins."""
+    labels, probs = np.asarray(labels, float), np.asarray(probs, float)
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    return float(sum(abs(probs[which == b].mean() - labels[which == b].mean()) * np.mean(which == b)
+                     for b in range(bins) if np.any(which == b)))
 
 
 def synthetic_bases(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,9 +142,11 @@ def _real_folder(source: str, size: int, seed: int):
 
 
 def train_validator(out: str | Path, cfg: ValidatorTrainConfig, model_cfg: ValidatorConfig | None = None,
-                    progress: bool = True, *, callbacks: tuple[Callback, ...] = ()) -> dict:
-    """Train a validator into ``out`` (a new folder) and return its held-out metrics."""
+                    progress: bool = True, *, callbacks: tuple[Callback, ...] = (),
+                    device: str | torch.device | None = "auto") -> dict:
+    """Train a validator into ``out`` (a new folder) on ``device`` and return its held-out metrics."""
     out = Path(out)
+    device = resolve_device(device)
     check_new_folder(out, resumable=False)
     model_cfg = model_cfg or ValidatorConfig()
     size = model_cfg.size
@@ -164,7 +210,7 @@ def train_validator(out: str | Path, cfg: ValidatorTrainConfig, model_cfg: Valid
 
     trainer = Trainer(model, lr=cfg.lr, total_steps=cfg.epochs * int(np.ceil(per_epoch / cfg.batch)),
                       schedule=OneCycle(pct_start=0.15), callbacks=callbacks, progress=progress,
-                      desc="train gradability validator", postfix=("loss",))
+                      desc="train gradability validator", postfix=("loss",), device=device)
     trainer.fit(loss_fn, batches, epochs=cfg.epochs)
     model.eval()
     probs = predict(model, hold_x)
@@ -172,12 +218,19 @@ def train_validator(out: str | Path, cfg: ValidatorTrainConfig, model_cfg: Valid
     metrics = {
         "heldout_accuracy": float(np.mean(pred == hold_y)),
         "heldout_roc_auc": roc_auc(hold_y, probs),
+        "heldout_calibration_error": calibration_error(hold_y, probs),
         "heldout_images": len(hold_y),
         "per_degradation_accuracy": {k: float(np.mean(~pred[hold_k == k])) for k in DEGRADATIONS if np.any(hold_k == k)},
         "gradable_accuracy": float(np.mean(pred[hold_y])),
         "data": cfg.data,
-        "seconds": time.perf_counter() - t0,
     }
+    if real is None:  # clean held-out retinas, and the severity edges on them
+        clean = hold_bases[:48]
+        metrics["clean_accepted"] = float(np.mean(predict(model, resize_images(clean, size)) >= model_cfg.threshold))
+        edges = metrics["boundary_acceptance"] = boundary_acceptance(model, clean, size, cfg.seed)
+        metrics["vessel_erased_rejected"] = float(np.mean([1 - edges[k]["ungradable_min"]["accepted"]
+                                                           for k in VESSEL_ERASING]))
+    metrics["seconds"] = time.perf_counter() - t0
     ckpt.save_checkpoint(out, "validator", model_cfg.to_dict(), model.state_dict(),
                          extra={"metrics": metrics, "train": cfg.to_dict()})
     from qhybrid.plots import save_image_grid

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from qhybrid import io
+from qhybrid.devices import resolve_device
 from qhybrid.errors import InputError, param
 from qhybrid.evaluation.contribution import (
     DEFAULT_CONFIG,
@@ -91,8 +92,9 @@ def ensure_seed_replicas(run_dir: Path, seeds: int, progress: bool = True, log=p
 
 
 def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progress: bool = True, log=print,
-                      quick: bool = False):
-    """Load the validator and the feature encoder; train them into the run folder if absent."""
+                      quick: bool = False, device: str | torch.device | None = None):
+    """Load the validator and the feature encoder (onto ``device``; None: the CPU); train them into
+    the run folder if absent."""
     from qhybrid.evaluation.features import FundusEncoder
     from qhybrid.evaluation.validator import GradabilityNet
     from qhybrid.training.encoder import EncoderTrainConfig, train_encoder
@@ -106,22 +108,26 @@ def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progr
     if validator_dir is None and not (vdir / ckpt.CONFIG_NAME).exists():
         log(f"training the gradability validator into {vdir} (once per run folder)")
         cfg = ValidatorTrainConfig(n=80, epochs=3) if quick else ValidatorTrainConfig()
-        train_validator(vdir, cfg, progress=progress)
+        train_validator(vdir, cfg, progress=progress, device=device or "cpu")
     if encoder_dir is None and not (edir / ckpt.CONFIG_NAME).exists():
         log(f"training the fundus feature encoder into {edir} (once per run folder)")
         cfg = EncoderTrainConfig(n=80, epochs=2) if quick else EncoderTrainConfig()
-        train_encoder(edir, cfg, progress=progress)
-    validator = GradabilityNet.from_checkpoint(vdir)
+        train_encoder(edir, cfg, progress=progress, device=device or "cpu")
+    device = resolve_device(device or "cpu")
+    validator = GradabilityNet.from_checkpoint(vdir).to(device)
     vheader = validator.checkpoint_header
-    return FundusEncoder.from_checkpoint(edir), validator, vheader, vdir, edir
+    return FundusEncoder.from_checkpoint(edir).to(device), validator, vheader, vdir, edir
 
 
 def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0, real_n: int = 200,
                 k: int = 5, n_boot: int = 100, validator_dir=None, encoder_dir=None, inception=None,
                 progress: bool = True, log=print, quick_evaluators: bool = False, seeds: int = 1,
-                contribution: ContributionConfig | None = DEFAULT_CONFIG) -> dict:
+                contribution: ContributionConfig | None = DEFAULT_CONFIG,
+                device: str | torch.device | None = None) -> dict:
     """Sample, evaluate and measure the core's contribution for every model of ``run_dir`` (with
-    ``seeds`` > 1, after training the missing seed replicas); write the comparison files."""
+    ``seeds`` > 1, after training the missing seed replicas); write the comparison files.
+    ``device``: where sampling and the evaluators run (None: the CPU); the contribution
+    measurements run on the CPU."""
     from qhybrid.diffusion.pipeline import LatentDiffusion
     from qhybrid.workflows.sampling import sample_images, write_samples
 
@@ -136,7 +142,7 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise InputError(f"{param('seeds', seeds)} must be a positive integer")
     encoder, validator, vheader, vdir, edir = ensure_evaluators(run_dir, validator_dir, encoder_dir, progress, log,
-                                                                 quick_evaluators)
+                                                                 quick_evaluators, device)
     if seeds > 1:
         ensure_seed_replicas(run_dir, seeds, progress, log)
     models = [(name, folder) for name, folder in find_models(run_dir) if split_seed(name)[1] < seeds]
@@ -150,7 +156,9 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
             real = real_reference(source, vae.cfg.size, real_n, seed=0)
             reference = {"source": source, "split": "test", "n": int(len(real)), "size": vae.cfg.size}
         log(f"sampling and evaluating {name} ({n} images)")
-        images, info = sample_images(folder, n=n, steps=steps, seed=seed, progress=progress, loaded=loaded)
+        images, info = sample_images(folder, n=n, steps=steps, seed=seed, progress=progress, loaded=loaded,
+                                     device=device)
+        model.cpu(), vae.cpu()
         write_samples(images, run_dir / "samples" / name, info)
         samples[name] = images
         metrics = evaluate_sets(real, images, encoder=encoder, validator=validator, inception=inception,

@@ -17,6 +17,7 @@ from PIL import Image
 
 from qhybrid import io
 from qhybrid.data.transforms import tensor_to_images
+from qhybrid.devices import module_device, resolve_device
 from qhybrid.diffusion.pipeline import LatentDiffusion
 from qhybrid.diffusion.sampling import sample_latents
 from qhybrid.plots import save_image_grid
@@ -24,23 +25,35 @@ from qhybrid.plots import save_image_grid
 
 def sample_images(model_dir: str | Path, n: int = 64, steps: int = 50, target: str = "ideal",
                   seed: int = 0, sampler: str = "ddim", eta: float = 0.0, progress: bool = True,
-                  loaded=None, target_options: dict | None = None) -> tuple[np.ndarray, dict]:
-    """Sample ``n`` images (uint8, (n, S, S, 3)) from an LDM checkpoint folder."""
+                  loaded=None, target_options: dict | None = None,
+                  device: str | torch.device | None = None) -> tuple[np.ndarray, dict]:
+    """Sample ``n`` images (uint8, (n, S, S, 3)) from an LDM checkpoint folder; the denoiser and
+    the VAE move to ``device`` first (see :mod:`qhybrid.devices`; None: they stay where they are,
+    on the CPU when loaded here)."""
     model, scheduler, vae, header = loaded or LatentDiffusion.from_checkpoint(model_dir)
+    if device is not None:
+        device = resolve_device(device)
+        model.to(device)
+        vae.to(device)
+    device = module_device(model)
     model.to_target(target, **(target_options or {}))
     t0 = time.perf_counter()
     z = sample_latents(model, scheduler, n, steps, sampler, eta, seed, progress=progress)
     images = decode_images(vae, z)
     seconds = time.perf_counter() - t0
     info = {"model": str(model_dir), "denoiser": model.cfg.kind, "n": n, "steps": steps, "sampler": sampler,
-            "eta": eta, "target": target, "target_options": target_options or {}, "seed": seed, "seconds": seconds, "seconds_per_image": seconds / n}
+            "eta": eta, "target": target, "target_options": target_options or {}, "seed": seed, "device": str(device), "seconds": seconds,
+            "seconds_per_image": seconds / n}
     return images, info
 
 
 @torch.no_grad()
 def decode_images(vae, z: torch.Tensor, batch: int = 64) -> np.ndarray:
-    """Scaled latents -> uint8 images (N, S, S, 3), decoded ``batch`` at a time (memory stays flat)."""
-    return tensor_to_images(torch.cat([vae.decode_latents(z[i:i + batch]) for i in range(0, len(z), batch)]))
+    """Scaled latents -> uint8 images (N, S, S, 3), decoded ``batch`` at a time (memory stays flat)
+    on the VAE's device."""
+    device = module_device(vae)
+    return tensor_to_images(torch.cat([vae.decode_latents(z[i:i + batch].to(device)).cpu()
+                                       for i in range(0, len(z), batch)]))
 
 
 def write_samples(images: np.ndarray, out: str | Path, info: dict) -> Path:

@@ -23,10 +23,19 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from qiskit.circuit import QuantumCircuit
-from qiskit.primitives import BaseEstimatorV2, DataBin, EstimatorPub, PrimitiveResult, PubResult
+from qiskit.primitives import (
+    BaseEstimatorV2,
+    DataBin,
+    EstimatorPub,
+    PrimitiveResult,
+    PubResult,
+)
 from qiskit.providers import Options
 from qiskit.quantum_info import SparsePauliOp
-from qiskit_machine_learning.gradients import BaseEstimatorGradient, EstimatorGradientResult
+from qiskit_machine_learning.gradients import (
+    BaseEstimatorGradient,
+    EstimatorGradientResult,
+)
 
 from qhybrid.quantum.primitives.compiled import (  # noqa: F401 - re-exported: the ideal target's API
     MAX_IDEAL_QUBITS,
@@ -36,7 +45,13 @@ from qhybrid.quantum.primitives.compiled import (  # noqa: F401 - re-exported: t
     shared_columns,
 )
 from qhybrid.quantum.primitives.fused import FUSION_MODES, PRECISIONS, choose_path
-from qhybrid.quantum.primitives.pubs import DoneJob, as_sparse_pauli, group_pubs, pub_evs, run_inline
+from qhybrid.quantum.primitives.pubs import (
+    DoneJob,
+    as_sparse_pauli,
+    group_pubs,
+    pub_evs,
+    run_inline,
+)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,58 @@
+"""Which device the networks run on: ``auto`` (a CUDA GPU when PyTorch sees one, else the CPU),
+``cpu`` or ``cuda`` (``cuda:N`` for a given GPU).
+
+Data, random draws and checkpoints stay on the CPU: batches are drawn from the run's CPU torch
+generator and moved, so a run draws the same images, timesteps and noise on any device, and a
+checkpoint written on a GPU loads on a CPU-only machine. The exact quantum target simulates the
+circuit with PyTorch on the CPU (its Qiskit primitive takes NumPy parameter values); its outputs
+and gradients are moved to and from the model's device by the connector.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qhybrid.errors import InputError, param
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` / ``"cpu"`` / ``"cuda"`` / ``"cuda:N"`` (or a ``torch.device``) -> a usable device;
+    an unknown name or a GPU PyTorch cannot see is an :class:`InputError` naming the fix."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    name = "auto" if name is None else str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        index = name.partition(":")[2]
+        if index and not index.isdigit():
+            raise InputError(f"device {name!r} is not one of {', '.join(DEVICES)} or cuda:N")
+        if not torch.cuda.is_available():
+            raise InputError(f"{param('device', name)}: PyTorch sees no CUDA GPU on this machine (torch "
+                             f"{torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); use "
+                             f"{param('device', 'cpu')} or {param('device', 'auto')}")
+        if index and int(index) >= torch.cuda.device_count():
+            raise InputError(f"{param('device', name)}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+        return torch.device(name)
+    raise InputError(f"device {name!r} is not one of {', '.join(DEVICES)} or cuda:N")
+
+
+def to_device(batch, device: torch.device):
+    """Tensors in ``batch`` (a tensor, or a tuple / list / dict of them) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of a module's parameters (the CPU for a module without any)."""
+    param_ = next(module.parameters(), None)
+    return torch.device("cpu") if param_ is None else param_.device

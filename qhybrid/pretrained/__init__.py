@@ -1,0 +1,65 @@
+"""First-stage checkpoints shipped with qhybrid, pinned by hash.
+
+A VAE that keeps the vessels takes about ten minutes of CPU training (150 epochs with the
+Laplacian-pyramid detail loss), more than the demo's time budget can give it, so the repository
+ships the one the demo uses (about 1 MB) together with the command that made it. Loading one
+checks the SHA-256 of its weights against the value pinned here: a changed or damaged file is
+refused, never silently used.
+
+    from qhybrid.pretrained import pretrained_checkpoint
+    vae = VAE.from_checkpoint(pretrained_checkpoint("fundus-vae-64"))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from qhybrid.models import checkpoint as ckpt
+
+FOLDER = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A shipped checkpoint: its kind, the pinned SHA-256 of ``model.safetensors`` and the command
+    that trains it again (on the built-in synthetic data, CPU)."""
+
+    name: str
+    kind: str
+    sha256: str
+    command: str
+    description: str
+
+
+PRETRAINED: dict[str, Pretrained] = {
+    p.name: p for p in (
+        Pretrained(
+            name="fundus-vae-64",
+            kind="vae",
+            sha256="e94dadece67192a223b1b3990a113b25a1fbe3e3107df36520dcde6c62a9e9df",
+            command="qhybrid train vae --size 64 --epochs 150 --seed 0 --device cpu --out <folder>",
+            description="classical VAE for 64 px fundus images, 4 x 16 x 16 latents, L1 + KL + "
+                        "Laplacian-pyramid detail loss (weight 16), 150 epochs on 512 synthetic images",
+        ),
+    )
+}
+
+
+def pretrained_checkpoint(name: str) -> Path:
+    """The folder of the shipped checkpoint ``name``, after checking its weights' hash."""
+    if name not in PRETRAINED:
+        raise ckpt.CheckpointError(f"no shipped checkpoint named {name!r}; available: {', '.join(PRETRAINED)}")
+    entry = PRETRAINED[name]
+    folder = FOLDER / name
+    weights = folder / ckpt.WEIGHTS_NAME
+    if not weights.is_file() or not (folder / ckpt.CONFIG_NAME).is_file():
+        raise ckpt.CheckpointError(f"the shipped checkpoint {name} is missing from {folder}; reinstall qhybrid or "
+                                   f"train it again with: {entry.command}")
+    actual = ckpt.sha256_file(weights)
+    if actual != entry.sha256:
+        raise ckpt.CheckpointError(f"the shipped checkpoint {folder} does not match its pinned hash (sha256 {actual[:12]}… "
+                                   f"instead of {entry.sha256[:12]}…); restore it from git or train it again with: "
+                                   f"{entry.command}")
+    ckpt.read_header(folder, entry.kind)
+    return folder

@@ -1,0 +1,59 @@
+"""The shipped first stage: pinned by hash (a changed file is refused), loadable as a VAE, and it
+keeps the vessels of held-out images, which is why it is shipped."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import qhybrid.pretrained as pretrained
+from qhybrid.data.loaders import load_dataset
+from qhybrid.data.transforms import images_to_tensor, tensor_to_images
+from qhybrid.evaluation.vessels import vessel_dice
+from qhybrid.models import checkpoint as ckpt
+from qhybrid.models.vae import VAE
+
+
+def test_the_shipped_vae_matches_its_pinned_hash_and_loads():
+    folder = pretrained.pretrained_checkpoint("fundus-vae-64")
+    assert ckpt.sha256_file(folder / ckpt.WEIGHTS_NAME) == pretrained.PRETRAINED["fundus-vae-64"].sha256
+    vae = VAE.from_checkpoint(folder)
+    assert vae.cfg.size == 64 and vae.cfg.latent_shape == (4, 16, 16)
+    assert (folder / ckpt.WEIGHTS_NAME).stat().st_size < 5 * 2**20
+
+
+def test_the_shipped_vae_keeps_the_vessels_of_held_out_images():
+    vae = VAE.from_checkpoint(pretrained.pretrained_checkpoint("fundus-vae-64")).eval()
+    images = load_dataset("synthetic", 64, "test", n=32, seed=0).images
+    with torch.no_grad():
+        recon = tensor_to_images(vae(images_to_tensor(images), sample=False)[0])
+    assert vessel_dice(images, recon).mean() >= 0.6
+
+
+def test_a_changed_shipped_file_is_refused(tmp_path, monkeypatch):
+    copy = tmp_path / "fundus-vae-64"
+    shutil.copytree(pretrained.FOLDER / "fundus-vae-64", copy)
+    data = bytearray((copy / ckpt.WEIGHTS_NAME).read_bytes())
+    data[-1] ^= 1
+    (copy / ckpt.WEIGHTS_NAME).write_bytes(bytes(data))
+    monkeypatch.setattr(pretrained, "FOLDER", tmp_path)
+    with pytest.raises(ckpt.CheckpointError, match="does not match its pinned hash.*train it again with: qhybrid train vae"):
+        pretrained.pretrained_checkpoint("fundus-vae-64")
+    (copy / ckpt.WEIGHTS_NAME).unlink()
+    with pytest.raises(ckpt.CheckpointError, match="is missing"):
+        pretrained.pretrained_checkpoint("fundus-vae-64")
+    with pytest.raises(ckpt.CheckpointError, match="available: fundus-vae-64"):
+        pretrained.pretrained_checkpoint("fundus-vae-128")
+
+
+def test_the_demo_copies_the_shipped_vae_into_the_run(tmp_path):
+    from qhybrid.workflows.demo import _copy_shipped_vae
+
+    assert _copy_shipped_vae("fundus-vae-64", 64, tmp_path / "vae")
+    assert not _copy_shipped_vae("fundus-vae-64", 64, tmp_path / "vae")  # already there: nothing to do
+    shipped = ckpt.read_header(pretrained.FOLDER / "fundus-vae-64")
+    assert ckpt.read_header(tmp_path / "vae")["weights_sha256"] == shipped["weights_sha256"]
+    assert np.array_equal(np.sort([p.name for p in (tmp_path / "vae").iterdir()]),
+                          np.sort([p.name for p in (pretrained.FOLDER / "fundus-vae-64").iterdir()
+                                   if p.name != "__pycache__"]))
