@@ -80,8 +80,8 @@ def test_a_denoiser_resumed_with_more_steps_follows_the_longer_schedule(tmp_path
 def test_a_training_state_written_by_qhybrid_0_1_resumes_like_one_written_today(tmp_path):
     """tests/data/legacy-0.1/vae-resumable: 1 epoch by the old code (n=8, batch 8, 4 channels). Its
     state, resumed, must train exactly as the same state written in today's layout does (today's
-    fresh runs no longer equal 0.1's: the reparameterisation noise is now drawn, contiguous, with
-    the batch rather than inside the forward pass)."""
+    fresh runs no longer equal 0.1's: the reparameterisation noise is now drawn with the batch,
+    from the run's generator, rather than inside the forward pass)."""
     old, new = tmp_path / "old", tmp_path / "new"
     shutil.copytree(LEGACY / "vae-resumable", old)
     shutil.copytree(LEGACY / "vae-resumable", new)

@@ -113,12 +113,12 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
     images_seen = 0
 
     def batches(epoch: int):
-        """Images (half the batches mirrored: left and right eyes are mirror images; order and
-        mirroring from the run's generator) and the reparameterisation noise of the whole batch,
-        drawn here, contiguous, from the global torch RNG: the same in every data-parallel process
-        (each takes its slice) and whatever memory layout the encoder's output has. (Earlier
-        qhybrid drew it inside the forward pass with ``randn_like``, whose layout followed the
-        convolution's output, so fresh runs are no longer bit-identical to them.)"""
+        """Images (half the batches mirrored: left and right eyes are mirror images) and the
+        reparameterisation noise of the whole batch, all from the run's generator: the same in
+        every data-parallel process (each takes its slice), saved and restored with the run, and
+        independent of the memory layout of the encoder's output. (Earlier qhybrid drew the noise
+        inside the forward pass with ``randn_like`` from the global RNG, so fresh runs are no
+        longer bit-identical to theirs.)"""
         nonlocal images_seen
         order = torch.randperm(len(x_train), generator=gen)
         for i in range(steps_per_epoch):
@@ -126,7 +126,7 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
             if torch.rand((), generator=gen) < 0.5:
                 batch = batch.flip(-1)
             images_seen += len(batch)
-            yield batch, torch.randn((len(batch), *model_cfg.latent_shape))
+            yield batch, torch.randn((len(batch), *model_cfg.latent_shape), generator=gen)
 
     def end_of_epoch(trainer: Trainer) -> None:
         """Held-out reconstruction error, the latent scale diffusion will use, and a checkpoint."""
