@@ -154,3 +154,29 @@ def test_evaluate_cli(tmp_path, quick_validator_dir, quick_encoder_dir):
     assert "contains no images" in one_line_error(run("evaluate", "--real", "synthetic", "--generated", str(tmp_path / "nothing")))
     assert "expected a validator checkpoint" in one_line_error(
         run("evaluate", "--real", "synthetic", "--generated", str(folder), "--validator", str(quick_encoder_dir)))
+
+
+def test_score_cli_reports_agreement_with_a_labelled_folder(tmp_path, quick_validator_dir):
+    """A folder with a labels.csv quality column: the scores come with accuracy, AUC and the share
+    accepted per labelled class; a file without a label is counted, not guessed."""
+    clean = fresh_images(3)
+    rng = np.random.default_rng(1)
+    blurred = [degrade(img, "defocus", 0.95, rng) for img in clean]
+    folder = write_pngs(tmp_path / "imgs", list(clean) + blurred)
+    rows = ["file,quality"] + [f"img{i:03d}.png,Good" for i in range(3)] + [f"img{i:03d}.png,Reject" for i in (3, 4)]
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    proc = run("validator", "score", "--model", str(quick_validator_dir), str(folder), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    a = result["agreement"]
+    assert len(result["scores"]) == 6 and a["labelled"] == 5 and a["unlabelled"] == 1
+    assert a["gradable"] == 3 and a["ungradable"] == 2
+    accepted = [s["gradable"] for s in result["scores"]]
+    assert a["accepted_gradable"] == pytest.approx(np.mean(accepted[:3]))
+    assert a["accepted_ungradable"] == pytest.approx(np.mean(accepted[3:5]))
+    truth = [True, True, True, False, False]
+    assert a["accuracy"] == pytest.approx(np.mean([x == t for x, t in zip(accepted[:5], truth)]))
+    # an explicit --labels without a quality column is refused in one line
+    (tmp_path / "bad.csv").write_text("file,grade\nimg000.png,1\n")
+    bad = run("validator", "score", "--model", str(quick_validator_dir), str(folder), "--labels", str(tmp_path / "bad.csv"))
+    assert bad.returncode == 2 and "no usable quality labels" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
