@@ -463,7 +463,8 @@ def bench_vae(args) -> str:
     lines = [
         "## VAE training throughput",
         "",
-        f"{size}×{size} synthetic fundus images, batch {batch}, AdamW, forward+backward+step; median of "
+        f"{size}×{size} synthetic fundus images, batch {batch}, AdamW, forward+backward+step with the default "
+        f"loss (L1 + KL + the Laplacian-pyramid detail term, weight {models['classical'].cfg.detail_weight:g}); median of "
         f"{rounds} interleaved rounds of {steps} steps. Quantum-enhanced: a {spec.num_qubits}-qubit "
         f"`real_amplitudes` circuit (reps {spec.reps}, {len(q.quantum_block.weight_params)} weights) at every "
         f"{q.cfg.quantum_patch}×{q.cfg.quantum_patch} patch of the 16×16 middle of the encoder and of the decoder "
