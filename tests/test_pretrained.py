@@ -1,4 +1,4 @@
-"""The shipped first stage: pinned by hash (a changed file is refused), loadable as a VAE, and it
+"""The shipped first stage and the demo that uses it: pinned by hash (a changed file is refused), loadable as a VAE, and it
 keeps the vessels of held-out images, which is why it is shipped."""
 
 import shutil
@@ -57,3 +57,18 @@ def test_the_demo_copies_the_shipped_vae_into_the_run(tmp_path):
     assert np.array_equal(np.sort([p.name for p in (tmp_path / "vae").iterdir()]),
                           np.sort([p.name for p in (pretrained.FOLDER / "fundus-vae-64").iterdir()
                                    if p.name != "__pycache__"]))
+
+
+def test_a_kept_denoiser_stage_must_predict_what_the_demo_trains(tmp_path):
+    """make demo --resume keeps finished stages; one trained with another prediction type (an
+    epsilon model from before the demo switched to v-prediction) is refused, not silently reported."""
+    import torch
+
+    from qhybrid.errors import InputError
+    from qhybrid.workflows.demo import _check_prediction
+
+    ckpt.save_checkpoint(tmp_path / "ldm-classical", "ldm", {"scheduler": {"prediction_type": "epsilon"}},
+                         {"w": torch.zeros(1)})
+    _check_prediction(tmp_path / "ldm-classical", "epsilon")
+    with pytest.raises(InputError, match="trained with epsilon prediction, this demo trains v_prediction"):
+        _check_prediction(tmp_path / "ldm-classical", "v_prediction")
