@@ -58,6 +58,7 @@ def test_shards_cover_the_batch_and_their_weights_make_the_batch_mean(total, wor
     assert torch.isclose(weighted, x.mean())
 
 
+@pytest.mark.slow
 def test_training_and_sampling_take_an_explicit_device(tmp_path):
     from qhybrid.models.vae import VAEConfig
     from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion

@@ -38,6 +38,7 @@ def test_config_validation():
         VAE(VAEConfig(size=32)).encode(torch.zeros(1, 3, 64, 64))
 
 
+@pytest.mark.slow
 def test_the_detail_loss_is_the_laplacian_pyramid_distance_and_it_trains_down(tmp_path):
     """laplacian_l1 is zero for identical images, blind to a constant shift (no band-pass content),
     and weighs a thin line several times more than L1 does; training with it logs and lowers it."""
