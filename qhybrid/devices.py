@@ -41,15 +41,21 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     raise InputError(f"device {name!r} is not one of {', '.join(DEVICES)} or cuda:N")
 
 
-def to_device(batch, device: torch.device):
-    """Tensors in ``batch`` (a tensor, or a tuple / list / dict of them) moved to ``device``."""
+def map_tensors(fn, batch):
+    """``batch`` (a tensor, or nested tuples / lists / dicts of them) with ``fn`` applied to every
+    tensor; anything else is passed through."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        return fn(batch)
     if isinstance(batch, (tuple, list)):
-        return type(batch)(to_device(b, device) for b in batch)
+        return type(batch)(map_tensors(fn, b) for b in batch)
     if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
+        return {k: map_tensors(fn, v) for k, v in batch.items()}
     return batch
+
+
+def to_device(batch, device: torch.device):
+    """Tensors in ``batch`` moved to ``device``."""
+    return map_tensors(lambda t: t.to(device, non_blocking=True), batch)
 
 
 def module_device(module: torch.nn.Module) -> torch.device:

@@ -12,7 +12,14 @@ from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.vae import VAEConfig
 from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
 from qhybrid.training.encoder import EncoderTrainConfig
-from qhybrid.training.loop import STATE_VERSION, Callback, OneCycle, Trainer, TrainingError, _current_layout
+from qhybrid.training.loop import (
+    STATE_VERSION,
+    Callback,
+    OneCycle,
+    Trainer,
+    TrainingError,
+    _current_layout,
+)
 from qhybrid.training.vae import VAETrainConfig, train_vae
 from qhybrid.training.validator import ValidatorTrainConfig
 

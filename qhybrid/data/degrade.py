@@ -182,15 +182,20 @@ def smoothing(img, s, rng):
     return np.asarray(out)
 
 
-def jpeg(img, s, rng):
-    """JPEG compression from quality 92 (s = 0) through 16 (s = 0.6) to 2 (s = 1): 8x8 blocks and
-    ringing that break thin vessels into fragments."""
+def recompress(img: np.ndarray, quality: int) -> np.ndarray:
+    """The image saved as JPEG at ``quality`` and read back (the one JPEG round trip of qhybrid)."""
     import io
 
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=int(round(90 * (1 - s) ** 2)) + 2)
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
     buf.seek(0)
     return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def jpeg(img, s, rng):
+    """JPEG compression from quality 92 (s = 0) through 16 (s = 0.6) to 2 (s = 1): 8x8 blocks and
+    ringing that break thin vessels into fragments."""
+    return recompress(img, int(round(90 * (1 - s) ** 2)) + 2)
 
 
 def no_structure(img, s, rng):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io as _io
-
 import numpy as np
 import torch
 from PIL import Image
+
+from qhybrid.data.degrade import recompress
 
 
 def augment(img: np.ndarray, size: int, rng: np.random.Generator, flip: bool = True) -> np.ndarray:
@@ -37,18 +37,11 @@ def augment(img: np.ndarray, size: int, rng: np.random.Generator, flip: bool = T
     arr = np.clip(grey + (arr - grey) * rng.uniform(0.75, 1.3), 0, 1)
     out = (arr * 255 + 0.5).astype(np.uint8)
     if rng.random() < 0.4:
-        out = _jpeg(out, rng.integers(70, 96))
+        out = recompress(out, rng.integers(70, 96))
     return out
 
 
 # --- data ---------------------------------------------------------------------------------------
-def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    buf = _io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    return np.asarray(Image.open(buf).convert("RGB"))
-
-
 #: The two value ranges the networks take: the generators [-1, 1], the evaluators [0, 1].
 VALUE_RANGES = ((-1.0, 1.0), (0.0, 1.0))
 

@@ -7,8 +7,8 @@
 
 Every process builds the same model from the same seed and draws the same *global* batch from the
 run's generator; :func:`shard` gives each process its slice (sizes differ by at most one), and after
-the backward pass :func:`average_gradients` replaces every gradient by the slice-size-weighted mean
-over the processes (one all-reduce of all gradients, flattened). For a loss that is a mean over the
+the backward pass :func:`average` replaces every gradient by the slice-size-weighted mean over the
+processes (one all-reduce of all gradients and the logged numbers, flattened). For a loss that is a mean over the
 batch, that is the gradient of the global batch's loss, so N processes take the same optimiser
 steps as one process with the whole batch (up to the summation order of floating point), which
 ``tests/test_distributed.py`` checks. Rank 0 alone shows
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from qhybrid.devices import resolve_device
+from qhybrid.devices import map_tensors, resolve_device
 from qhybrid.errors import InputError, param
 
 
@@ -80,56 +80,34 @@ def check_batch(batch: int, parallel: DataParallel | None) -> None:
 
 def shard(batch, parallel: DataParallel) -> tuple[object, float]:
     """``(this process's slice of every tensor in batch, its weight)``: slices along the first
-    dimension whose sizes differ by at most one, and the weight ``world_size * slice / batch``
-    that makes the processes' mean of slice-mean gradients the batch-mean gradient."""
-    sizes = [t.shape[0] for t in _tensors(batch)]
+    dimension whose sizes differ by at most one (``torch.tensor_split``), and the weight
+    ``world_size * slice / batch`` that makes the processes' mean of slice-mean gradients the
+    batch-mean gradient."""
+    sizes: list[int] = []
+
+    def take(t: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(t))
+        return torch.tensor_split(t, parallel.world_size)[parallel.rank]
+
+    local = map_tensors(take, batch)
     total = sizes[0] if sizes else 0
-    local = len(range(parallel.rank, total, parallel.world_size))  # torch.tensor_split's slice size
-    return _slice(batch, parallel), parallel.world_size * local / total if total else 0.0
+    mine = len(range(parallel.rank, total, parallel.world_size))  # tensor_split's size of this slice
+    return local, parallel.world_size * mine / total if total else 0.0
 
 
-def _slice(batch, parallel: DataParallel):
-    if isinstance(batch, torch.Tensor):
-        return torch.tensor_split(batch, parallel.world_size)[parallel.rank]
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_slice(b, parallel) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _slice(v, parallel) for k, v in batch.items()}
-    return batch
-
-
-def _tensors(batch):
-    if isinstance(batch, torch.Tensor):
-        yield batch
-    elif isinstance(batch, (tuple, list)):
-        for b in batch:
-            yield from _tensors(b)
-    elif isinstance(batch, dict):
-        for b in batch.values():
-            yield from _tensors(b)
-
-
-def average_gradients(parameters, parallel: DataParallel, weight: float = 1.0) -> None:
-    """Every gradient replaced by its ``weight``-ed mean over the processes (one all-reduce)."""
+def average(parameters, logs: dict[str, float], parallel: DataParallel, weight: float = 1.0) -> dict[str, float]:
+    """Every gradient replaced by its ``weight``-ed mean over the processes, and the logged numbers
+    (each process logs its own slice's) returned as the same mean: one all-reduce for both."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads]) * weight
+    flat = torch.cat([g.reshape(-1).double() for g in grads] + [torch.tensor(list(logs.values()), dtype=torch.float64)])
+    flat *= weight
     dist.all_reduce(flat)
     flat /= parallel.world_size
     offset = 0
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
-
-
-def average_logs(logs: dict[str, float], parallel: DataParallel, weight: float = 1.0) -> dict[str, float]:
-    """The logged numbers (each process logs its own slice's) as the batch's weighted mean."""
-    if not logs:
-        return logs
-    values = torch.tensor(list(logs.values()), dtype=torch.float64) * weight
-    dist.all_reduce(values)
-    return dict(zip(logs, (values / parallel.world_size).tolist()))
+    return dict(zip(logs, flat[offset:].tolist()))
 
 
 def barrier(parallel: DataParallel | None) -> None:

@@ -36,8 +36,7 @@ from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.quantum_layers import circuit_weights
 from qhybrid.training.distributed import (
     DataParallel,
-    average_gradients,
-    average_logs,
+    average,
     barrier,
     shard,
 )
@@ -261,8 +260,7 @@ class Trainer:
             self.optimizer.zero_grad()
             loss.backward()
             if self.parallel is not None:
-                average_gradients(self.model.parameters(), self.parallel, weight)
-                logs = average_logs(logs, self.parallel, weight)
+                logs = average(self.model.parameters(), logs, self.parallel, weight)
             if self.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
             self.optimizer.step()

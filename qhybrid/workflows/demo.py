@@ -115,8 +115,8 @@ def _copy_shipped_vae(name: str, size: int, vae_dir: Path) -> bool:
 
 def run_demo(out: str | Path, cfg: DemoConfig, resume: bool = False, progress: bool = True,
              log=print, device: str | None = "auto") -> Path:
-    from qhybrid.models.vae import VAEConfig
     from qhybrid.diffusion.scheduler import SchedulerConfig
+    from qhybrid.models.vae import VAEConfig
     from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
     from qhybrid.training.vae import VAETrainConfig, train_vae
 
