@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +62,46 @@ def failing_job(message: str):
     job = PrimitiveJob(fail)
     job._submit()
     return job
+
+
+def running_job():
+    """A real primitive job that runs until the returned event is set: a job the service is
+    still running (a local testing-mode job runs at once, and ends in a fraction of a second)."""
+    from qiskit.primitives.primitive_job import PrimitiveJob
+
+    release = threading.Event()
+    job = PrimitiveJob(release.wait)
+    job._submit()
+    while not job._future.running():  # (asked before its thread starts, qiskit would say ERROR)
+        time.sleep(0.001)
+    return job, release
+
+
+def kill_cli_submit_after_step_1(models, jobs_dir, env) -> Path:
+    """Start 'qhybrid jobs submit' (seed 3, 4 steps) in a process, SIGKILL it once step 1 is done,
+    and return its record's path (the record still says "running": the process could not say more)."""
+    from cli_helpers import QHYBRID
+
+    args = ["jobs", "submit", "--model", str(models / "ldm-hybrid"), "--backend", BACKEND, "--n", "4",
+            "--steps", "4", "--seed", "3", "--jobs-dir", str(jobs_dir)]
+    proc = subprocess.Popen([QHYBRID, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 120
+    path = None
+    while time.time() < deadline and proc.poll() is None:  # kill once step 1 is done
+        path = next(Path(jobs_dir).glob("*.json"), None)
+        if path is not None:
+            try:
+                if jobs.read_record(path)["steps"][1]["status"] == "done":
+                    break
+            except jobs.JobRecordError:
+                pytest.fail("a record was unreadable while the run wrote it")
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert path is not None, "the run wrote no record"
+    partial = jobs.read_record(path)
+    assert partial["status"] == "running" and partial["steps"][1]["status"] == "done", "killed too late"
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -261,28 +302,7 @@ def test_a_record_stays_valid_json_when_the_writer_is_killed(models, reference, 
 @pytest.mark.slow  # real processes, killed or offline
 def test_cli_run_killed_mid_way_then_resumed_in_a_new_process(models, reference, tmp_path):
     env = {**os.environ, "QISKIT_IBM_TOKEN": TOKEN}
-    args = ["jobs", "submit", "--model", str(models / "ldm-hybrid"), "--backend", BACKEND, "--n", "4",
-            "--steps", "4", "--seed", "3", "--jobs-dir", str(tmp_path)]
-    from cli_helpers import QHYBRID, run_process
-
-    proc = subprocess.Popen([QHYBRID, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    deadline = time.time() + 120
-    path = None
-    while time.time() < deadline and proc.poll() is None:  # kill once step 1 is done
-        path = next(tmp_path.glob("*.json"), None)
-        if path is not None:
-            try:
-                if jobs.read_record(path)["steps"][1]["status"] == "done":
-                    break
-            except jobs.JobRecordError:
-                pytest.fail("a record was unreadable while the run wrote it")
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert path is not None, "the run wrote no record"
-    run_id = path.stem
-    partial = jobs.read_record(path)
-    assert partial["status"] == "running" and partial["steps"][1]["status"] == "done", "killed too late"
+    run_id = kill_cli_submit_after_step_1(models, tmp_path, env).stem
     status = run_process("jobs", "status", run_id, "--jobs-dir", str(tmp_path), env=env)
     assert status.returncode == 0 and run_id in status.stdout and "steps done" in status.stdout
     resumed = run_process("jobs", "resume", run_id, "--jobs-dir", str(tmp_path), env=env)
@@ -325,6 +345,7 @@ def test_fetch_of_an_ibm_run_without_a_connection_leaves_the_record_intact(model
     data["backend"] = {"name": "ibm_torino", "local_testing_mode": False}
     data["status"] = "waiting"
     data["steps"][3].update({"status": "submitted", "job_id": "d1abc2def3ghi4jkl5mn", "job_status": "QUEUED"})
+    jobs.seal(data)  # as submit seals a run on ibm_torino (else: refused as edited after submission)
     path = tmp_path / "ibm-run.json"
     path.write_text(json.dumps(data))
     before = path.read_bytes()
@@ -489,3 +510,187 @@ def test_a_record_written_by_qhybrid_0_1_resumes_to_the_old_uninterrupted_result
     assert resumed.steps[0]["job_id"] == old_job  # the finished step was not run again
     expected = np.load(LEGACY / "expected_final_latents_fake_manila_n2_steps3_seed0.npy")
     assert np.array_equal(final_latents(resumed), expected)
+
+
+# --- issue 19: what a record fixes, keeps and shows ------------------------------------------------
+def test_resume_and_fetch_refuse_a_record_whose_shots_were_edited_after_submission(models, tmp_path):
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, on_event=stop_after("done", 1))
+    (path,) = tmp_path.glob("*.json")
+    data = json.loads(path.read_text())
+    assert data["fixed"]["options"]["shots"] == 1024 and len(data["fixed_sha256"]) == 64
+    data["options"]["shots"] = 4096  # steps 0 and 1 ran with 1024 shots
+    path.write_text(json.dumps(data))
+    before = path.read_bytes()
+    for call in (jobs.resume, jobs.fetch):
+        with pytest.raises(jobs.JobRecordError) as caught:
+            call(path.stem, tmp_path, progress=False, log=lambda *_: None)
+        line = str(caught.value)
+        assert "\n" not in line and f"job record {path} was edited after submission (options.shots)" in line
+        assert "its steps ran with the recorded values" in line and "'qhybrid jobs submit'" in line
+    assert path.read_bytes() == before  # refused before anything was written
+    line = one_line_error(run("jobs", "resume", path.stem, "--jobs-dir", tmp_path), code=1)
+    assert "edited after submission (options.shots)" in line
+
+
+def test_a_record_keeps_the_software_versions_and_backend_calibration_that_ran_it(models, tmp_path):
+    from importlib import metadata
+
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, on_event=stop_after("done", 1))
+    (path,) = tmp_path.glob("*.json")
+    (entry,) = json.loads(path.read_text())["provenance"]  # written at submission
+    assert entry["versions"]["qiskit"] == metadata.version("qiskit")
+    assert entry["versions"]["qiskit-aer"] == metadata.version("qiskit-aer")
+    assert entry["versions"]["qiskit-ibm-runtime"] == metadata.version("qiskit-ibm-runtime")
+    assert set(entry["versions"]) == {"qhybrid", "qiskit", "qiskit-aer", "qiskit-ibm-runtime",
+                                      "qiskit-machine-learning", "torch", "python"}
+    calibrated = fake_backend(BACKEND).properties().last_update_date.isoformat()
+    assert entry["calibration_date"] == calibrated
+    # a run resumed by another installation: the versions of both are kept, in order
+    data = json.loads(path.read_text())
+    data["provenance"][0]["versions"]["qiskit"] = "1.0.0"
+    path.write_text(json.dumps(data))
+    record = jobs.resume(path.stem, tmp_path, progress=False, log=lambda *_: None)
+    first, second = record.data["provenance"]
+    assert first["versions"]["qiskit"] == "1.0.0" and second["versions"]["qiskit"] == metadata.version("qiskit")
+    assert all(s["metadata"] for s in record.steps)  # the jobs' own metadata is still saved per step
+    lines = jobs.status_lines(record)
+    assert any(ln.startswith("software   qhybrid ") and "qiskit 1.0.0" in ln and f"calibrated {calibrated}" in ln
+               for ln in lines)
+    assert any(f"qiskit {metadata.version('qiskit')}," in ln and "(from " in ln for ln in lines)
+
+
+@pytest.mark.slow  # a real process, killed
+def test_list_and_status_show_a_killed_submit_as_stopped_without_rewriting_its_record(models, tmp_path):
+    path = kill_cli_submit_after_step_1(models, tmp_path, {**os.environ, "QISKIT_IBM_TOKEN": TOKEN})
+    run_id = path.stem
+    before = path.read_bytes()
+    listing = run("jobs", "list", "--jobs-dir", tmp_path)
+    (line,) = [ln for ln in listing.stdout.splitlines() if ln.startswith(run_id)]
+    assert " stopped " in line and "running" not in line
+    assert f"(its process ended; 'qhybrid jobs resume {run_id}' continues)" in line
+    status = run("jobs", "status", run_id, "--jobs-dir", tmp_path)
+    assert f"{run_id}  [stopped] (its process ended" in status.stdout
+    assert path.read_bytes() == before and json.loads(before)["status"] == "running"  # listing writes nothing
+    # while a process holds the run's lock, the recorded "running" is believed
+    handle = jobs.hold_lock(jobs.JobRecord.load(tmp_path, run_id))
+    try:
+        (line,) = [ln for ln in run("jobs", "list", "--jobs-dir", tmp_path).stdout.splitlines() if ln.startswith(run_id)]
+        assert " running " in line and "process ended" not in line
+    finally:
+        handle.close()
+
+
+def test_cancel_marks_a_running_job_cancelled_and_resume_submits_its_step_again(models, reference, tmp_path):
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, on_event=stop_after("submitted", 2))
+    run_id = next(tmp_path.glob("*.json")).stem
+    job_id = jobs.JobRecord.load(tmp_path, run_id).steps[2]["job_id"]
+    job, release = running_job()
+    jobs.LIVE_JOBS[job_id] = job  # step 2's job is still running
+    try:
+        proc = run("jobs", "cancel", run_id, "--jobs-dir", tmp_path)
+    finally:
+        release.set()
+    assert proc.returncode == 0, proc.stderr
+    assert f"job {job_id} cancelled" in proc.stdout and f"'qhybrid jobs resume {run_id}' continues" in proc.stdout
+    record = jobs.JobRecord.load(tmp_path, run_id)
+    assert record.data["status"] == "cancelled"
+    assert record.steps[2]["status"] == "failed" and record.steps[2]["job_status"] == "CANCELLED"
+    assert "its result is not used" in record.steps[2]["note"]  # the local simulator could not stop it
+    listing = run("jobs", "list", "--jobs-dir", tmp_path).stdout
+    assert any(ln.startswith(run_id) and " cancelled " in ln for ln in listing.splitlines())
+    resumed = jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None)
+    assert resumed.data["status"] == "completed"
+    assert resumed.steps[2]["attempts"][0]["job_id"] == job_id and resumed.steps[2]["attempts"][0]["status"] == "CANCELLED"
+    assert np.array_equal(final_latents(resumed), final_latents(reference))
+
+
+def test_cancel_of_a_local_job_from_another_process_says_there_is_nothing_to_cancel(models, reference, tmp_path):
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, on_event=stop_after("submitted", 1))
+    run_id = next(tmp_path.glob("*.json")).stem
+    jobs.LIVE_JOBS.pop(jobs.JobRecord.load(tmp_path, run_id).steps[1]["job_id"])  # as in a new process
+    proc = run("jobs", "cancel", run_id, "--jobs-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "ended with the process that submitted it; nothing to cancel" in proc.stdout
+    record = jobs.JobRecord.load(tmp_path, run_id)
+    assert record.data["status"] == "cancelled" and record.steps[1]["status"] == "submitted"
+    resumed = jobs.resume(run_id, tmp_path, progress=False, log=lambda *_: None)
+    assert resumed.data["status"] == "completed"
+    assert np.array_equal(final_latents(resumed), final_latents(reference))
+
+
+def test_cancel_of_a_completed_run_says_nothing_to_cancel_exits_0_and_writes_nothing(reference):
+    before = reference.path.read_bytes()
+    proc = run("jobs", "cancel", reference.run_id, "--jobs-dir", reference.path.parent)
+    assert proc.returncode == 0 and f"run {reference.run_id} is complete: nothing to cancel" in proc.stdout
+    assert reference.path.read_bytes() == before
+
+
+def test_qpu_usage_is_recorded_per_step_and_totalled_in_status(reference, tmp_path):
+    from qhybrid.quantum.primitives.runtime import job_usage
+
+    # local testing mode: None per step (the runtime's "0 s" for local jobs is not a QPU's)
+    assert all("qpu_seconds" in s and s["qpu_seconds"] is None for s in reference.steps)
+    assert "QPU usage  not reported (local testing mode)" in jobs.status_lines(reference)
+    # what job_usage reads: a runtime job's metrics()["usage"] (a local one reports 0 s, complete) ...
+    assert job_usage(jobs.LIVE_JOBS[reference.steps[0]["job_id"]]) == (0.0, "complete")
+    assert job_usage(failing_job("no metrics")) == (None, None)  # ... and None for a job without metrics
+    data = json.loads(reference.path.read_text())
+    data["backend"] = {"name": "ibm_torino", "local_testing_mode": False}
+    for s, seconds in zip(data["steps"], (2.0, 3.5, None, 4.0)):
+        s.update(qpu_seconds=seconds, qpu_usage_status=None if seconds is None else "complete")
+    lines = jobs.status_lines(jobs.JobRecord(tmp_path / "ibm.json", data))
+    assert "QPU usage  9.5 s over 3 jobs; not reported for 1 jobs" in lines
+
+
+def test_the_runs_of_one_submit_share_a_group_id_shown_by_list_and_status(models, tmp_path):
+    pair = submit(models, tmp_path, steps=1, seeds=[3, 4])
+    (single,) = submit(models, tmp_path, steps=1, seeds=[5])
+    group = pair[0].data["group"]["id"]
+    assert pair[1].data["group"] == {"id": group, "runs": [r.run_id for r in pair]}
+    assert group.startswith(pair[0].run_id[:15]) and single.data["group"]["id"] != group
+    listing = run("jobs", "list", "--jobs-dir", tmp_path).stdout.splitlines()
+    for record in (*pair, single):
+        (line,) = [ln for ln in listing if ln.startswith(record.run_id)]
+        assert line.rstrip().endswith(record.data["group"]["id"])
+    status = run("jobs", "status", pair[1].run_id, "--jobs-dir", tmp_path).stdout
+    assert f"group      {group} (2 runs submitted together)" in status
+
+
+def test_a_malformed_instance_crn_in_the_environment_is_named_in_one_line(monkeypatch, tmp_path):
+    from qhybrid.quantum.primitives.runtime import crn_problem, runtime_service
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", TOKEN)
+    monkeypatch.setenv("QISKIT_IBM_INSTANCE", "crn:v1:broken")
+    runtime_service.cache_clear()
+    try:
+        with pytest.raises(jobs.RuntimeTargetError) as caught:  # before qiskit-ibm-runtime's AttributeError
+            runtime_service()
+    finally:
+        runtime_service.cache_clear()
+    line = str(caught.value)
+    assert "\n" not in line and TOKEN not in line and "AttributeError" not in line
+    assert "the IBM Quantum instance 'crn:v1:broken' (from QISKIT_IBM_INSTANCE) is not a valid CRN" in line
+    assert "copy the instance's CRN from its page on quantum.cloud.ibm.com" in line
+    assert crn_problem("crn:v1:bluemix:public:quantum-computing:us-east:a/0123abcd:4567ef::") is None
+    assert crn_problem("ibm-q/open/main") is None  # not a CRN: the runtime's business
+
+
+@pytest.mark.slow  # a real process: the runtime reads the saved-accounts file's path at import
+def test_a_malformed_instance_crn_in_the_saved_account_is_named_in_one_line(models, tmp_path):
+    """qiskit-ibm-runtime's own AttributeError on the malformed CRN is mapped to the same line."""
+    home = tmp_path / "home"
+    (home / ".qiskit").mkdir(parents=True)
+    (home / ".qiskit" / "qiskit-ibm.json").write_text(json.dumps({"default-ibm-quantum-platform": {
+        "channel": "ibm_quantum_platform", "token": TOKEN, "instance": "crn:v1:broken", "is_default_account": True}}))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("QISKIT_IBM")}
+    proc = run_process("jobs", "submit", "--model", models / "ldm-hybrid", "--backend", "ibm_torino",
+                       "--jobs-dir", tmp_path / "jobs", env={**clean, "HOME": str(home)})
+    line = one_line_error(proc, code=1)
+    assert "the IBM Quantum instance 'crn:v1:broken' (from the saved account) is not a valid CRN" in line
+    assert "quantum.cloud.ibm.com" in line and TOKEN not in proc.stdout + proc.stderr
+    assert not (tmp_path / "jobs").exists()

@@ -37,6 +37,16 @@ Executors never raise; the runner reads what they noted after the call. Records 
 the rows were saved (by qhybrid 0.1: format version 1 without ``values_file``) resume the same way, without that check for the
 steps that lack them. :class:`JobRunner` reports ``on_event(event, record, k)`` after a step's
 job id (``"submitted"``) or latents (``"done"``) are on disk, for progress displays and tests.
+
+What a record fixes and keeps. At submission it stores what defines the run (options, sampling,
+backend, the model's weights hash, the circuit's hashes: :func:`fixed_part`) and the SHA-256 of
+that; ``resume`` and ``fetch`` refuse a record edited since, as its steps ran with the recorded
+values (records of qhybrid 0.1 have no hash and are not checked). It keeps the software versions
+and backend calibration of each process that ran steps (``provenance``), the QPU time the service
+charged each job (``qpu_seconds``; None in local testing mode) and the ``group`` of runs one submit
+created. A run recorded as running whose lock no process holds was killed: ``list`` and ``status``
+show it as stopped (:func:`effective_status`) without rewriting it. :func:`cancel` cancels a run's
+unfinished job and marks the run ``cancelled``; ``resume`` submits that step again.
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ from qhybrid import io
 from qhybrid.diffusion.sampling import denoise_step, predict
 from qhybrid.errors import InputError, QHybridError, one_line, param
 from qhybrid.models import checkpoint as ckpt
+from qhybrid.quantum.calibration import calibration_date
 from qhybrid.quantum.circuits import two_qubit_gate_count
 from qhybrid.quantum.primitives.runtime import (
     FINAL_STATES,
@@ -72,15 +83,20 @@ from qhybrid.quantum.primitives.runtime import (
     evs_table,
     is_local,
     job_status,
+    job_usage,
     runtime_service,
     submit_pub,
 )
 from qhybrid.quantum.targets import Target
+from qhybrid.versions import software_versions
 
 RECORD_FORMAT = "qhybrid-job-record"
 RECORD_VERSION = 1
 DEFAULT_JOBS_DIR = "jobs"
 STEP_STATES = ("pending", "submitting", "submitted", "result", "done", "failed")
+#: Run statuses in which a qhybrid process holds the run's lock; a run left in one of them by a
+#: killed process is shown as "stopped" (see :func:`effective_status`).
+ACTIVE_STATES = ("created", "running")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: Jobs submitted by this process, by id: how a local testing-mode job is found again.
 LIVE_JOBS: dict[str, object] = {}
@@ -123,6 +139,107 @@ def _now() -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _canonical_sha256(value) -> str:
+    return _sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+
+
+# --- what a run is fixed to -----------------------------------------------------------------------
+def fixed_part(data: dict) -> dict:
+    """What defines a run and must not change once its first job is submitted: the options and
+    the sampling set-up its jobs ran with, the backend, the model's weights and the ISA circuit.
+    (Paths, statuses and notes may change: a model folder moved with the same weights is fine.)"""
+    circuit = data.get("circuit") or {}
+    return {"options": data.get("options"), "sampling": data.get("sampling"),
+            "backend": (data.get("backend") or {}).get("name"),
+            "model_sha256": (data.get("model") or {}).get("sha256"),
+            "circuit": {"qpy_sha256": circuit.get("qpy_sha256"), "qasm3_sha256": circuit.get("qasm3_sha256")}}
+
+
+def seal(data: dict) -> None:
+    """Store the fixed part and the SHA-256 of its canonical JSON (at submission, once the circuit
+    is written); the copy is kept so that a refusal can name the fields that were edited."""
+    data["fixed"] = fixed_part(data)
+    data["fixed_sha256"] = _canonical_sha256(data["fixed"])
+
+
+_MISSING = object()
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    """The dotted names of the fields where two fixed parts differ (``options.shots``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        names = []
+        for key in sorted(set(old) | set(new), key=str):
+            names += _differences(old.get(key, _MISSING), new.get(key, _MISSING), f"{prefix}{key}.")
+        return names
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def check_fixed(record: JobRecord) -> None:
+    """Refuse a record whose fixed part was edited after submission: its finished steps ran with
+    the recorded values, so going on with others would mix two runs in one. Records written
+    before qhybrid sealed them (no ``fixed_sha256``) are accepted as they are."""
+    data = record.data
+    sealed = data.get("fixed_sha256")
+    if sealed is None or _canonical_sha256(fixed_part(data)) == sealed:
+        return
+    kept = data.get("fixed")
+    if isinstance(kept, dict) and _canonical_sha256(kept) == sealed:
+        fields = _differences(kept, fixed_part(data)) or ["fixed"]
+    else:  # the kept copy or the hash itself was edited
+        fields = ["fixed", "fixed_sha256"]
+    raise JobRecordError(f"job record {record.path} was edited after submission ({', '.join(fields)}): its steps "
+                         "ran with the recorded values; start a new run with 'qhybrid jobs submit'")
+
+
+# --- which process works on a run ------------------------------------------------------------------
+def hold_lock(record: JobRecord, fix: str = "wait for it to finish or stop it first"):
+    """The open lock file of a run, locked by this process (closing it releases the lock): one
+    process per run. Another process holding it is a one-line :class:`JobRecordError`."""
+    import fcntl
+
+    record.path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(record.path.with_suffix(".lock"), "a")  # noqa: SIM115 - held open: it is the lock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise JobRecordError(f"run {record.run_id} is being worked on by another qhybrid process (a submit, "
+                             f"resume, fetch or cancel); {fix}") from None
+    return handle
+
+
+def lock_held(path: Path) -> bool:
+    """Whether a process holds the lock of the run recorded at ``path``: a non-blocking shared
+    lock is tried and released at once. No lock file: no process ever took it. (Unreadable: we
+    cannot tell, so the record is believed.)"""
+    import fcntl
+
+    try:
+        handle = open(Path(path).with_suffix(".lock"), "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def effective_status(path: Path, data: dict) -> tuple[str, str | None]:
+    """The status to show for a record, and a note. A run recorded as "created" or "running" whose
+    lock no process holds was killed (its process could not write that down): it is shown as
+    "stopped"; the record is not rewritten for that (resume settles it)."""
+    status = data.get("status")
+    if status not in ACTIVE_STATES or lock_held(path):
+        return status, None
+    return "stopped", f"its process ended; 'qhybrid jobs resume {data.get('run_id')}' continues"
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -214,6 +331,10 @@ _RECORD_KEYS = {"run_id": str, "status": str, "created": str, "backend": dict, "
                 "circuit": dict, "options": dict, "sampling": dict, "steps": list, "initial_latents": str}
 
 
+#: Keys that records written by qhybrid 0.1 lack.
+_OPTIONAL_KEYS = {"fixed": dict, "fixed_sha256": str, "provenance": list, "group": dict}
+
+
 def _record_problem(data) -> str | None:
     """Why ``data`` is not a usable record (None if it is)."""
     try:
@@ -238,6 +359,9 @@ def _record_problem(data) -> str | None:
                      "done": ("job_id", "result_file", "latents_file")}.get(step["status"], ())
             if any(not step.get(key) for key in needs):
                 return f"step {k} is '{step['status']}' without {', '.join(needs)}"
+        for key, kind in _OPTIONAL_KEYS.items():
+            if key in data and not isinstance(data[key], kind):
+                return f"{key!r} is not a {kind.__name__}"
         RuntimeOptions(**data["options"])
     except Exception as exc:  # noqa: BLE001 - any surprise in a damaged file is "not a valid record"
         return f"{type(exc).__name__}: {exc}"
@@ -314,7 +438,9 @@ class JobRunner:
         from qhybrid.diffusion.pipeline import LatentDiffusion
 
         self.records = records
-        self._locks: list = []  # taken by advance()
+        self._locks: dict = {}  # open lock files by run id, taken by submit() and advance()
+        for record in records:
+            check_fixed(record)
         first = records[0].data
         self.backend_name = first["backend"]["name"]
         self.local = is_local(self.backend_name)
@@ -329,7 +455,8 @@ class JobRunner:
             raise JobRecordError(
                 f"the model {model_dir} changed since run {records[0].run_id} was submitted (its weights hash "
                 "differs); restore that checkpoint, or start a new run with 'qhybrid jobs submit'")
-        self.model, self.scheduler, self.vae, _ = LatentDiffusion.from_checkpoint(model_dir)
+        # the VAE: where the record's --vae put it, else the one the checkpoint names (hash-checked)
+        self.model, self.scheduler, self.vae, _ = LatentDiffusion.from_checkpoint(model_dir, vae=first["model"].get("vae"))
         block = self.model.quantum_block
         if block is None:
             raise InputError(f"{model_dir} is a {self.model.cfg.kind} model with no quantum block; only hybrid "
@@ -346,26 +473,37 @@ class JobRunner:
         self._mode = None
         self._mode_used = None
         self._pubs: dict[tuple[str, int], _Call] = {}  # the note pass of a step, by (run id, step)
+        self._provenance: dict | None = None  # this process's software and the backend's calibration
+
+    def note_provenance(self, record: JobRecord) -> None:
+        """Add the software versions and the backend calibration this process runs steps with to
+        the record's ``provenance`` list, unless the last entry has them already: a run resumed
+        by another installation, or after the backend was recalibrated, says so. Saved with the
+        record's next change."""
+        if self._provenance is None:
+            self._provenance = {"versions": software_versions(),
+                                "calibration_date": calibration_date(self.estimator.backend)}
+        entries = record.data.setdefault("provenance", [])
+        last = entries[-1] if entries else {}
+        if {key: last.get(key) for key in self._provenance} != self._provenance:
+            entries.append({"since": _now(), **self._provenance})
 
     def _lock(self, record: JobRecord) -> None:
-        """One process per run: a second submit/resume/fetch of the same run stops at once."""
-        import fcntl
-
-        record.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(record.path.with_suffix(".lock"), "a")  # noqa: SIM115 - held open: it is the lock
+        """One process per run: a second submit/resume/fetch of the same run stops at once. (A
+        second call for a run this runner holds already does nothing: a lock file opened twice
+        by one process would lock it out.)"""
+        if record.run_id in self._locks:
+            return
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
+            self._locks[record.run_id] = hold_lock(record)
+        except JobRecordError:
             self._unlock()
-            raise JobRecordError(f"run {record.run_id} is being worked on by another qhybrid process (a submit, "
-                                 "resume or fetch); wait for it to finish or stop it first") from None
-        self._locks.append(handle)
+            raise
 
     def _unlock(self) -> None:
-        for handle in self._locks:
+        for handle in self._locks.values():
             handle.close()  # closing releases the lock
-        self._locks = []
+        self._locks = {}
 
     # -- the ISA circuit, stored once per run ---------------------------------------------------
     def write_circuit(self, record: JobRecord, isa: IsaCircuit) -> None:
@@ -617,8 +755,11 @@ class JobRunner:
         step = record.steps[k]
         name = record.write_array(f"step_{k:04d}_evs.npy", evs)
         metadata = dict(result[0].metadata)
+        # local testing-mode jobs are not charged (the runtime reports 0 s for them): None, "not reported"
+        seconds, usage_status = (None, None) if self.local else job_usage(job)
         step.update({"status": "result", "job_status": "DONE", "result_file": name, "finished_at": _now(),
-                     "shots": metadata.get("shots"), "metadata": json.loads(json.dumps(metadata, default=str))})
+                     "shots": metadata.get("shots"), "metadata": json.loads(json.dumps(metadata, default=str)),
+                     "qpu_seconds": seconds, "qpu_usage_status": usage_status})
         record.save()
 
     def _fail(self, job, record: JobRecord, k: int, status: str) -> str:
@@ -645,6 +786,7 @@ class JobRunner:
         try:
             for record in self.records:
                 self.load_circuit(record)
+                self.note_provenance(record)
         except BaseException:
             self._unlock()
             raise
@@ -766,8 +908,9 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
            shots: int = 1024, twirling: bool = False, dd: bool = False, mode: str | None = None,
            optimization_level: int = 2, seed_transpiler: int = 0, jobs_dir: str | Path = DEFAULT_JOBS_DIR,
            wait: bool = True, progress: bool = True, poll: float | None = None, log=print,
-           on_event: EventHook | None = None) -> list[JobRecord]:
-    """Create one record per (seed, resilience level) and run them (see the module docstring)."""
+           on_event: EventHook | None = None, vae: str | Path | None = None) -> list[JobRecord]:
+    """Create one record per (seed, resilience level) and run them (see the module docstring).
+    ``vae``: the VAE folder, when it is not where the model's checkpoint says (recorded)."""
     for name, value in (("n", n), ("steps", steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise InputError(f"{param(name)} must be a positive integer, got {value!r}")
@@ -794,8 +937,10 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
                          f"got {steps}")
     jobs_dir = Path(jobs_dir)
     records = []
+    group: dict = {"id": None, "runs": []}  # the runs of this call: one id, filled in below
     for seed, opts in itertools.product(seeds, options):
         run_id = _new_run_id(model, backend, seed, opts.resilience_level)
+        group["runs"].append(run_id)
         data = {
             "format": RECORD_FORMAT, "format_version": RECORD_VERSION, "run_id": run_id,
             "status": "created", "created": _now(), "updated": _now(),
@@ -805,25 +950,34 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
             "ignored_locally": opts.ignored_locally() if is_local(backend) else [],
             "sampling": {"n": n, "steps": steps, "seed": seed, "sampler": "ddim", "eta": 0.0},
             "model": {"path": str(model.resolve()), "sha256": header.get("weights_sha256"),
-                      "kind": header["config"]["denoiser"].get("kind")},
-            "circuit": {}, "initial_latents": "initial_latents.npy", "images": None,
+                      "kind": header["config"]["denoiser"].get("kind"),
+                      **({"vae": str(Path(vae).resolve())} if vae is not None else {})},
+            "circuit": {}, "initial_latents": "initial_latents.npy", "images": None, "group": group,
             "steps": [{"index": k, "timestep": None, "status": "pending", "job_id": None} for k in range(steps)],
         }
         records.append(JobRecord(jobs_dir / f"{run_id}.json", data))
+    group["id"] = f"{records[0].run_id[:15]}-{secrets.token_hex(3)}"  # the first run's time stamp
     # the runner loads the model and transpiles: a classical model, an unknown backend or a
     # circuit wider than the backend fails here, before anything is written
     runner = JobRunner(records, progress, poll, log, on_event)
     latent_shape = (runner.model.cfg.latent_channels, runner.model.cfg.latent_size, runner.model.cfg.latent_size)
     isa = runner.estimator.isa(runner.logical, runner.observables)
-    for record in records:
-        for step, t in zip(record.steps, runner.timesteps):
-            step["timestep"] = int(t)
-        gen = torch.Generator().manual_seed(int(record.data["sampling"]["seed"]))
-        record.write_array("initial_latents.npy", torch.randn((n, *latent_shape), generator=gen).numpy())
-        runner.write_circuit(record, isa)
-        record.data["circuit"]["spec"] = runner.model.quantum_block.spec.to_dict()
-        record.save()
-        log(f"run {record.run_id}: record {record.path}")
+    try:
+        for record in records:
+            runner._lock(record)  # before the first save: a "created" record always has its process
+            for step, t in zip(record.steps, runner.timesteps):
+                step["timestep"] = int(t)
+            gen = torch.Generator().manual_seed(int(record.data["sampling"]["seed"]))
+            record.write_array("initial_latents.npy", torch.randn((n, *latent_shape), generator=gen).numpy())
+            runner.write_circuit(record, isa)
+            record.data["circuit"]["spec"] = runner.model.quantum_block.spec.to_dict()
+            seal(record.data)
+            runner.note_provenance(record)
+            record.save()
+            log(f"run {record.run_id}: record {record.path}")
+    except BaseException:
+        runner._unlock()
+        raise
     if records[0].data["ignored_locally"]:
         log(f"note: local testing mode ignores {', '.join(records[0].data['ignored_locally'])} (recorded; "
             "IBM Quantum applies them)")
@@ -862,6 +1016,81 @@ def fetch(run_id: str, jobs_dir: str | Path = DEFAULT_JOBS_DIR, progress: bool =
     return record
 
 
+def cancel(run_id: str, jobs_dir: str | Path = DEFAULT_JOBS_DIR, log=print) -> JobRecord:
+    """Cancel a run's submitted, unfinished job on the service and mark the run "cancelled"; its
+    step becomes ``failed`` (job status CANCELLED), so ``resume`` may continue later by submitting
+    that step again. A job that already finished is left for ``fetch``/``resume`` to collect (its
+    result is paid for). A local testing-mode job can only be cancelled from the process that
+    submitted it (elsewhere it ended with its process: nothing to cancel). A completed run has
+    nothing to cancel: that is said, and is no error (exit 0), so a script may cancel what it
+    started without checking first."""
+    record = JobRecord.load(jobs_dir, run_id)
+    if record.next_step() is None:
+        log(f"run {run_id} is complete: nothing to cancel")
+        return record
+    handle = hold_lock(record, "stop it with Ctrl-C (its submitted jobs keep running), then cancel again")
+    try:
+        record = JobRecord.load(jobs_dir, run_id)  # as it stands now that no other process may change it
+        local = record.data["backend"]["local_testing_mode"]
+        cancelled = []
+        for step in record.steps:
+            if step["status"] not in ("submitted", "submitting"):
+                continue
+            job = _job_to_cancel(record, step, local, log)
+            if job is not None and _cancel_job(job, record, step, local, log):
+                cancelled.append(step["job_id"])
+        record.data["status"] = "cancelled"
+        record.save()
+    finally:
+        handle.close()
+    what = f"cancelled job {', '.join(cancelled)}" if cancelled else "no job was cancelled"
+    log(f"run {run_id}: {what}; the run is marked cancelled; 'qhybrid jobs resume {run_id}' continues it")
+    return record
+
+
+def _job_to_cancel(record: JobRecord, step: dict, local: bool, log):
+    """The job of a 'submitted' (or crash-interrupted 'submitting') step, or None if there is no
+    job left to cancel."""
+    k = step["index"]
+    if local:
+        job = LIVE_JOBS.get(step.get("job_id")) if step["status"] == "submitted" else None
+        if job is None:
+            log(f"step {k} of {record.run_id}: its local testing-mode job ended with the process that submitted "
+                "it; nothing to cancel")
+        return job
+    with service_call(f"could not find the job of step {k} of {record.run_id} on IBM Quantum", record, "cancel"):
+        if step["status"] == "submitted":
+            return LIVE_JOBS.get(step["job_id"]) or runtime_service().job(step["job_id"])
+        found = runtime_service().jobs(job_tags=[step["tag"]], limit=5)
+    if not found:
+        log(f"step {k} of {record.run_id}: no job reached IBM Quantum (none carries tag {step['tag']}); "
+            "nothing to cancel")
+        return None
+    step.update({"job_id": found[0].job_id(), "note": "found by its tag after a crash"})
+    return found[0]
+
+
+def _cancel_job(job, record: JobRecord, step: dict, local: bool, log) -> bool:
+    """Cancel one step's job (the record's ``job_id``) and record it; False if it had already ended."""
+    k, job_id = step["index"], step["job_id"]
+    with service_call(f"could not get the status of job {job_id} (step {k} of {record.run_id})", record, "cancel"):
+        status = job_status(job)
+    if status in FINAL_STATES:
+        log(f"step {k} of {record.run_id}: job {job_id} already ended {status}; nothing to cancel"
+            + ("; 'qhybrid jobs fetch' collects its result" if status == "DONE" else ""))
+        return False
+    with service_call(f"could not cancel job {job_id} (step {k} of {record.run_id})", record, "cancel"):
+        job.cancel()
+    note = "cancelled with 'qhybrid jobs cancel'"
+    if local and job_status(job) != "CANCELLED":
+        note += "; the local simulator had started it and runs it to the end, but its result is not used"
+    step.update({"status": "failed", "job_status": "CANCELLED", "finished_at": _now(),
+                 "note": note})
+    record.save()
+    log(f"step {k} of {record.run_id}: job {job_id} cancelled")
+    return True
+
+
 def _cost_line(record: JobRecord) -> str | None:
     """Executions, bindings per execution, shots per image and seconds per step, from the steps so far."""
     d = record.data
@@ -882,13 +1111,46 @@ def _cost_line(record: JobRecord) -> str | None:
             + (f"; {sum(seconds) / len(seconds):.1f} s per step (submitted to finished)" if seconds else ""))
 
 
+def _usage_line(record: JobRecord) -> str:
+    """The QPU time the service charged for the collected jobs (from each step's ``qpu_seconds``)."""
+    if record.data["backend"]["local_testing_mode"]:
+        return "QPU usage  not reported (local testing mode)"
+    collected = [s for s in record.steps if "qpu_seconds" in s and s["status"] in ("result", "done")]
+    if not collected:
+        return "QPU usage  no job collected yet" if record.completed_steps() == 0 else "QPU usage  not recorded"
+    reported = [s for s in collected if s["qpu_seconds"] is not None]
+    if not reported:
+        return f"QPU usage  not reported by the service for the {len(collected)} jobs collected"
+    pending = sum(s.get("qpu_usage_status") == "pending" for s in reported)
+    missing = len(collected) - len(reported)
+    return (f"QPU usage  {sum(s['qpu_seconds'] for s in reported):.1f} s over {len(reported)} jobs"
+            + (f" ({pending} still being computed when collected)" if pending else "")
+            + (f"; not reported for {missing} jobs" if missing else ""))
+
+
+def _provenance_lines(record: JobRecord) -> list[str]:
+    """The software versions and backend calibration each process ran the steps with."""
+    entries = record.data.get("provenance") or []
+    if not entries:
+        return ["software   not recorded (the record was written before qhybrid recorded it)"]
+    lines = []
+    for k, entry in enumerate(entries):
+        versions = ", ".join(f"{name} {version or '-'}" for name, version in (entry.get("versions") or {}).items())
+        label = "software  " if k == 0 else "          "
+        lines.append(f"{label} {versions}; backend calibrated {entry.get('calibration_date') or 'unknown'}"
+                     + ("" if k == 0 else f" (from {entry.get('since')})"))
+    return lines
+
+
 def status_lines(record: JobRecord) -> list[str]:
     """A readable summary of a record (no service calls)."""
     d = record.data
     opts = d["options"]
     level = "service default" if opts["resilience_level"] is None else opts["resilience_level"]
+    status, note = effective_status(record.path, d)
+    group = d.get("group") or {}
     lines = [
-        f"run        {record.run_id}  [{d['status']}]",
+        f"run        {record.run_id}  [{status}]" + (f" ({note})" if note else ""),
         f"backend    {d['backend']['name']}{' (local testing mode)' if d['backend']['local_testing_mode'] else ''}",
         f"mode       requested {d['mode']['requested']}, used {d['mode']['used'] or '-'}"
         + (f" ({d['mode']['note']})" if d["mode"].get("note") else ""),
@@ -900,11 +1162,15 @@ def status_lines(record: JobRecord) -> list[str]:
         (f"circuit    {d['circuit'].get('num_qubits')} qubits, depth {d['circuit'].get('depth')}, "
          f"{d['circuit'].get('two_qubit_gates')} two-qubit gates on physical qubits "
          f"{d['circuit'].get('physical_qubits')} ({record.folder.name}/circuit.qasm3)"),
+        *_provenance_lines(record),
         f"progress   {record.completed_steps()}/{len(record.steps)} steps done",
     ]
+    if group.get("id"):
+        lines.insert(1, f"group      {group['id']} ({len(group.get('runs') or [])} runs submitted together)")
     cost = _cost_line(record)
     if cost:
         lines.insert(-1, cost)
+    lines.insert(-1, _usage_line(record))
     if d.get("images"):
         lines.append(f"images     {d['images']['count']} in {record.path.parent / d['images']['dir']}/")
     lines.append(f"{'step':>4}  {'t':>4}  {'status':<9}  {'job status':<10}  {'job id':<38}  finished")

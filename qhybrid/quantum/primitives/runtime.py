@@ -19,6 +19,7 @@ Credentials come only from the runtime's own account discovery (saved account or
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import generate_preset_pass_manager
 
 from qhybrid.config import Config
-from qhybrid.errors import InputError, QHybridError, one_line
+from qhybrid.errors import InputError, QHybridError, one_line, redact
 from qhybrid.quantum.primitives.pubs import group_pubs, pub_evs, run_inline
 
 MODES = ("session", "batch", "job")
@@ -47,6 +48,12 @@ class RuntimeTargetError(QHybridError):
     """IBM Quantum could not be used (no account, no network, a job failed): exit code 1."""
 
 
+#: An IBM Cloud CRN has 10 colon-separated fields; a Qiskit Runtime instance's reads
+#: ``crn:v1:bluemix:public:quantum-computing:<location>:a/<account>:<instance>::``.
+CRN_FIELDS = 10
+CRN_FORMAT = "crn:v1:bluemix:public:quantum-computing:<location>:a/<account>:<instance>::"
+
+
 def is_local(backend_name: str) -> bool:
     """``fake_*`` names run in the runtime's local testing mode; anything else on IBM Quantum."""
     return backend_name.strip().lower().startswith("fake")
@@ -58,6 +65,8 @@ def runtime_service():
     from qiskit_ibm_runtime import QiskitRuntimeService
     from qiskit_ibm_runtime.accounts import AccountNotFoundError
 
+    if os.environ.get("QISKIT_IBM_TOKEN"):  # the runtime reads QISKIT_IBM_INSTANCE only beside a token
+        _check_crn(os.environ.get("QISKIT_IBM_INSTANCE"), "QISKIT_IBM_INSTANCE")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -65,10 +74,51 @@ def runtime_service():
     except AccountNotFoundError:
         raise RuntimeTargetError(f"no IBM Quantum account is configured: {ACCOUNT_HELP}") from None
     except Exception as exc:  # noqa: BLE001 - account parsing, authentication and network errors
+        if isinstance(exc, AttributeError) and "'group'" in str(exc):
+            # qiskit-ibm-runtime 0.51 reads the region out of the CRN with a regex; on a malformed
+            # CRN (a saved account's) it fails with "'NoneType' object has no attribute 'group'"
+            _check_crn(*_configured_instance())
         raise RuntimeTargetError(
             f"could not connect to IBM Quantum ({one_line(exc, with_type=True, limit=300)}); check the network "
             f"and the account ({ACCOUNT_HELP})"
         ) from None
+
+
+def crn_problem(instance: str | None) -> str | None:
+    """What is wrong with ``instance`` as a CRN (None if it is not a CRN, or a well-formed one).
+    Only values that start with ``crn:`` are CRNs; the runtime takes other values as names."""
+    if not isinstance(instance, str) or not instance.startswith("crn:"):
+        return None
+    fields = instance.split(":")
+    if len(fields) != CRN_FIELDS:
+        return f"it has {len(fields)} colon-separated fields, a CRN has {CRN_FIELDS}"
+    empty = [k for k in range(1, 8) if not fields[k]]
+    if empty:
+        return f"its field {empty[0] + 1} is empty"
+    return None
+
+
+def _check_crn(instance: str | None, source: str) -> None:
+    """One line naming a malformed instance CRN and where it came from, before the runtime fails
+    on it with an error that names neither."""
+    problem = crn_problem(instance)
+    if problem:
+        shown = redact(instance if len(instance) <= 120 else instance[:117] + "...")
+        raise RuntimeTargetError(
+            f"the IBM Quantum instance {shown!r} (from {source}) is not a valid CRN ({problem}: "
+            f"{CRN_FORMAT}); copy the instance's CRN from its page on quantum.cloud.ibm.com") from None
+
+
+def _configured_instance() -> tuple[str | None, str]:
+    """The instance the runtime's account discovery uses, and where it came from (no token read)."""
+    if os.environ.get("QISKIT_IBM_TOKEN"):
+        return os.environ.get("QISKIT_IBM_INSTANCE"), "QISKIT_IBM_INSTANCE"
+    try:
+        from qiskit_ibm_runtime.accounts import AccountManager
+
+        return AccountManager.get().instance, "the saved account"
+    except Exception:  # noqa: BLE001 - a file that cannot be read: the caller's generic message
+        return None, "the saved account"
 
 
 def get_backend(name: str):
@@ -181,6 +231,20 @@ def job_status(job) -> str:
     """A job's status as an upper-case string (local jobs give an enum, runtime jobs a string)."""
     status = job.status()
     return str(getattr(status, "name", status)).upper()
+
+
+def job_usage(job) -> tuple[float | None, str | None]:
+    """The QPU time the service charged a job, in seconds, and whether that figure is final
+    (``"complete"``) or still being computed (``"pending"``): from ``job.metrics()["usage"]``
+    (qiskit-ibm-runtime 0.51 names it ``qpu_charge_time_seconds``; older services
+    ``quantum_seconds``). (None, None) when the job reports none. Never raises: usage is
+    bookkeeping, and a result must not be lost over it."""
+    try:
+        usage = job.metrics().get("usage") or {}
+        seconds = usage.get("qpu_charge_time_seconds", usage.get("quantum_seconds"))
+        return (None if seconds is None else float(seconds)), usage.get("status")
+    except Exception:  # noqa: BLE001 - no metrics method, a network error, an unexpected shape
+        return None, None
 
 
 def evs_table(result, num_observables: int, rows: int) -> np.ndarray:
