@@ -5,7 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 RUN    ?= runs/demo
-BACKENDS ?= fake_torino,fake_brisbane,fake_sherbrooke
+BACKENDS ?= fake_torino,fake_fez,fake_kyiv
+SHOTS    ?= 1024,4096,32768
+# MITIGATION=--mitigation adds readout-error mitigation (the shot-noise floor is then a lower bound)
+MITIGATION ?=
 
 .PHONY: setup demo demo-quick noisy-eval test test-fast bench clean
 
@@ -24,10 +27,11 @@ demo: $(STAMP)
 demo-quick: $(STAMP)
 	$(VENV)/bin/qhybrid demo --quick --out runs/demo-quick --resume
 
-# the demo's hybrid model on fake backends (runs the demo first if it is missing)
+# the demo's hybrid model on fake backends at several shot counts, next to the shot-noise floor
+# (runs the demo first if it is missing; --resume: an interrupted evaluation continues)
 noisy-eval: $(STAMP)
 	@test -f $(RUN)/ldm-hybrid/config.json || $(MAKE) demo
-	$(VENV)/bin/qhybrid noisy-eval --model $(RUN)/ldm-hybrid --backends $(BACKENDS) --mitigation
+	$(VENV)/bin/qhybrid noisy-eval --model $(RUN)/ldm-hybrid --backends $(BACKENDS) --shots $(SHOTS) $(MITIGATION) --resume
 
 test: $(STAMP)
 	$(PY) -m pytest -q

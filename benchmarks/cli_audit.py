@@ -490,7 +490,7 @@ def cases(p: SimpleNamespace) -> list[Case]:
         Case("noisy-eval", "--shots -5", ["noisy-eval", "--model", s(p.hybrid), "--backends", "fake_manila",
                                           "--shots", "-5"]),
         Case("noisy-eval", "--out is a file", ["noisy-eval", "--model", s(p.hybrid), "--backends", "fake_manila",
-                                               "--n", "2", "--steps", "2", "--shots", "16", "--out", s(p.text)],
+                                               "--n", "2", "--steps", "2", "--shots", "32", "--out", s(p.text)],
              expect=(s(p.text),)),
         # jobs submit
         Case("jobs submit", "--model missing", ["jobs", "submit", "--model", s(p.missing), "--backend", "fake_manila",
@@ -548,6 +548,10 @@ def cases(p: SimpleNamespace) -> list[Case]:
         Case("jobs resume", "record is not JSON", ["jobs", "resume", "bad-record", "--jobs-dir", s(p.jobs)], code=1,
              expect=("bad-record.json",)),
         Case("jobs resume", "--poll -1", ["jobs", "resume", "bad-record", "--poll", "-1"], expect=("-1",)),
+        Case("jobs cancel", "unknown run id", ["jobs", "cancel", "nope", "--jobs-dir", s(p.jobs)], expect=("nope",)),
+        Case("jobs cancel", "record is not JSON", ["jobs", "cancel", "bad-record", "--jobs-dir", s(p.jobs)], code=1,
+             expect=("bad-record.json",)),
+        Case("jobs cancel", "no run id", ["jobs", "cancel"], expect=("run_id",)),
     ]
 
 

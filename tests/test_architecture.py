@@ -14,7 +14,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "qhybrid"
 
 #: Shared basics at the top of the package; they import no subpackage.
-CORE = {"qhybrid", "qhybrid.errors", "qhybrid.io", "qhybrid.config", "qhybrid.devices", "qhybrid.plots"}
+CORE = {"qhybrid", "qhybrid.errors", "qhybrid.io", "qhybrid.config", "qhybrid.devices", "qhybrid.plots",
+        "qhybrid.versions"}
 
 #: Each area and the areas it may import (besides itself). ``core`` is CORE minus plots, for the
 #: areas that know nothing of images.

@@ -37,6 +37,7 @@ SUBSET = [
     "compare: --validator is a VAE (encoder trained otherwise)",
     "validator score: text file as the image",
     "jobs status: record is not JSON",
+    "jobs cancel: unknown run id",
     # runtime failures while a progress bar is open: the error still gets a line of its own
     "train vae: --out below a file (fails at the first save, progress bar open)",
 ]

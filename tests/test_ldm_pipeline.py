@@ -102,5 +102,5 @@ def test_a_changed_vae_is_detected(tmp_path, vae_dir):
     ldm = tmp_path / "ldm"
     train_diffusion(ldm, vae2, "classical", cfg(10), progress=False)
     train_vae(vae2, VAEConfig(size=32), VAETrainConfig(n=24, epochs=3, batch=8), resume=True, progress=False)
-    with pytest.raises(CheckpointError, match="has changed since"):
+    with pytest.raises(CheckpointError, match="is not the one .* was trained on"):
         LatentDiffusion.from_checkpoint(ldm)

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from qhybrid.cli.usage import UsageError
 
+#: Shots of a fake: or ibm: target when --shots is not given.
+DEFAULT_SHOTS = 1024
+
 
 def resolve_device(name: str):
     """``--device`` -> a torch device (an InputError, exit 2, for a GPU that is not there)."""
@@ -162,13 +165,19 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
 
 
 def _target_options(args: argparse.Namespace) -> dict:
-    """Options of a fake: target from the command line (shots, mitigation, ...)."""
+    """Options of the target from the command line: a fake: target's shots, mitigation, ...; the
+    ideal target's shots (shot noise only) when --shots is given."""
+    if args.target == "ideal":
+        given = [flag for flag, v in (("--noise-model", args.noise_model), ("--mitigation", args.mitigation)) if v]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to a fake:<backend> target")
+        return {} if args.shots is None else {"shots": args.shots, "seed": args.seed}
     if not args.target.startswith("fake:"):
         given = [flag for flag, v in (("--noise-model", args.noise_model), ("--mitigation", args.mitigation)) if v]
         if given:
             raise UsageError(f"{', '.join(given)} only apply to a fake:<backend> target")
         return {}
-    opts = {"shots": args.shots, "mitigation": args.mitigation, "method": args.method,
+    opts = {"shots": args.shots or DEFAULT_SHOTS, "mitigation": args.mitigation, "method": args.method,
             "optimization_level": args.opt_level, "seed": args.seed}
     if args.noise_model:
         opts["noise_model"] = args.noise_model
@@ -176,6 +185,7 @@ def _target_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from qhybrid.quantum.targets import describe_noise
     from qhybrid.workflows.sampling import sample_images, write_samples
 
     if args.target != "ideal" and not args.target.startswith(("fake:", "ibm:")):
@@ -184,10 +194,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return _sample_with_jobs(args)
     images, info = sample_images(args.model, n=args.n, steps=args.steps, target=args.target, seed=args.seed,
                                  sampler=args.sampler, eta=args.eta, target_options=_target_options(args),
-                                 device=args.device)
+                                 device=args.device, vae=args.vae)
     write_samples(images, args.out, info)
     print(f"sampled {len(images)} images in {info['seconds']:.1f} s ({info['seconds_per_image'] * 1e3:.0f} ms/image, "
-          f"{args.steps} {args.sampler.upper()} steps, target {args.target})")
+          f"{args.steps} {args.sampler.upper()} steps, target {args.target}: {describe_noise(info['noise_source'])})")
     print(f"results: {args.out}/ (sample_*.png, grid.png, samples.json)")
     return 0
 
@@ -205,7 +215,8 @@ def _sample_with_jobs(args: argparse.Namespace) -> int:
                          "use 'qhybrid jobs submit' with --resilience-level, --twirling, --dd")
     backend = args.target.split(":", 1)[1]
     records = _jobs_call(submit, args.model, backend, n=args.n, steps=args.steps, seeds=[args.seed],
-                         shots=args.shots, optimization_level=args.opt_level, jobs_dir=args.jobs_dir)
+                         shots=args.shots or DEFAULT_SHOTS, optimization_level=args.opt_level, jobs_dir=args.jobs_dir,
+                         vae=args.vae)
     record = records[0]
     shutil.copytree(record.folder / "samples", args.out, dirs_exist_ok=True)
     print(f"sampled {args.n} images on {backend} as job run {record.run_id} (record {record.path})")
@@ -341,14 +352,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
-    from qhybrid.quantum.primitives.aer import fake_backend, fake_backend_names
+    import json
 
-    print(f"{'backend':<20} {'qubits':>6}  basis gates")
-    for name in fake_backend_names():
-        b = fake_backend(name)
-        ops = [o for o in b.operation_names if o not in ("delay", "measure", "reset", "if_else", "for_loop",
-                                                         "switch_case", "while_loop")]
-        print(f"{name:<20} {b.num_qubits:>6}  {', '.join(sorted(ops))}")
+    from qhybrid.cli.backend_cache import (
+        backend_summaries,
+        cache_dir,
+        format_table,
+        with_fit,
+    )
+
+    needed = args.qubits
+    if args.model:
+        from qhybrid.models.denoiser import circuit_spec_of
+
+        needed = circuit_spec_of(args.model)[0].num_qubits
+    rows = with_fit(backend_summaries(), needed)
+    if args.json:
+        print(json.dumps({"needed_qubits": needed, "cache": str(cache_dir()), "backends": rows}, indent=2))
+    else:
+        print(format_table(rows, needed))
     return 0
 
 
@@ -366,7 +388,8 @@ def cmd_noise_snapshot(args: argparse.Namespace) -> int:
     from qhybrid.quantum.noise_snapshots import write_snapshot
 
     path = write_snapshot(args.backend, args.out)
-    print(f"results: {path} ({path.stat().st_size / 1e6:.1f} MB; use it with --noise-model {path})")
+    print(f"results: {path} ({path.stat().st_size / 1e6:.1f} MB; noise model and Target calibration, so runs "
+          f"from it get the live backend's layout; use it with --noise-model {path})")
     return 0
 
 
@@ -375,12 +398,19 @@ def cmd_circuits_inspect(args: argparse.Namespace) -> int:
     from qhybrid.quantum.circuits import CircuitSpec
     from qhybrid.quantum.inspection import inspect_circuit
 
+    weights = None
     if args.model:
+        from qhybrid.models import checkpoint as ckpt
+        from qhybrid.models.denoiser import LatentDenoiser
+
         spec, name = circuit_spec_of(args.model)
+        if ckpt.read_header(args.model, ("ldm", "vae"))["kind"] == "ldm":  # a quantum VAE: a circuit per QResBlock
+            block = LatentDenoiser.from_checkpoint(args.model).quantum_block  # trained (EMA) circuit weights
+            weights = block.weight.detach().double().tolist()
     else:
         spec, name = CircuitSpec.from_file(args.spec), Path(args.spec).stem
     report = inspect_circuit(spec, name, backend=args.backend, noise_model=args.noise_model,
-                             optimization_level=args.opt_level, seed=args.seed, out=args.out)
+                             optimization_level=args.opt_level, seed=args.seed, out=args.out, weights=weights)
     print(report["text"])
     print(f"results: {report['folder']}/ ({', '.join(report['files'])})")
     return 0
@@ -411,22 +441,32 @@ def cmd_circuits_study(args: argparse.Namespace) -> int:
 
 
 def cmd_noisy_eval(args: argparse.Namespace) -> int:
-    from qhybrid.workflows.noisy_eval import run_noisy_eval
+    from qhybrid.quantum.targets import describe_noise
+    from qhybrid.workflows.noisy_eval import (
+        NoisyEvalConfig,
+        default_out,
+        percent,
+        run_noisy_eval,
+    )
 
-    backends = [b for b in (args.backends or "").split(",") if b.strip()]
+    backends = [b.strip() for b in (args.backends or "").split(",") if b.strip()]
     if not backends and not args.noise_model:
         raise UsageError("give --backends fake_a,fake_b and/or --noise-model FILE")
-    out = args.out or str(Path(args.model).parent / "noisy-eval")
-    summary = run_noisy_eval(args.model, out, backends, args.noise_model, n=args.n, steps=args.steps,
-                             shots=args.shots, mitigation=args.mitigation, seed=args.seed, method=args.method,
-                             optimization_level=args.opt_level)
-    for name, e in summary["targets"].items():
-        if name == "ideal":
+    cfg = NoisyEvalConfig(backends=tuple(backends), snapshots=tuple(args.noise_model), shots=tuple(args.shots),
+                          n=args.n, steps=args.steps, mitigation=args.mitigation, method=args.method, seed=args.seed,
+                          optimization_level=args.opt_level)
+    out = Path(args.out) if args.out else default_out(args.model, cfg)
+    summary = run_noisy_eval(args.model, out, cfg, resume=args.resume, vae=args.vae)
+    for e in summary["targets"].values():
+        if "block_error_mean" not in e or not e.get("transpiled"):
             continue
-        print(f"{name:<28} block error {e['block_error_mean']:.3f} (max {e['block_error_max']:.3f}), "
-              f"image change {e['noise_image_change_grey']:.2f} grey levels ({e['noise_share_of_knockout'] * 100:.1f}% of "
-              f"the circuit's knock-out), {e['seconds_per_step']:.2f} s/step, {e['shots_per_image']:,} shots/image")
-    print(f"results: {out}/noisy_eval.md (noisy_eval.json, samples.png)")
+        print(f"{e['label']:<30} block error {e['block_error_mean']:.4f} = {e['error_over_floor']:.2f} x its shot-noise "
+              f"floor {e['shot_noise_floor']:.4f}; image change {e['noise_image_change_grey']:.3f} grey levels "
+              f"({percent(e['noise_share_of_knockout'])} of the circuit's knock-out); {e['seconds_per_step']:.2f} s/step")
+    sources = {describe_noise(e["noise_source"]) for e in summary["targets"].values()
+               if e.get("transpiled") and e.get("noise_source")}
+    print("noise: " + "; ".join(sorted(sources)))
+    print(f"results: {out}/noisy_eval.md (noisy_eval.json, samples.png, backends.png; per target in targets/)")
     return 0
 
 
@@ -447,12 +487,15 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
     records = _jobs_call(submit, args.model, args.backend, n=args.n, steps=args.steps, seeds=args.seed,
                          resilience_levels=args.resilience_level or [None], shots=args.shots, twirling=args.twirling,
                          dd=args.dd, mode=args.mode, optimization_level=args.opt_level, jobs_dir=args.jobs_dir,
-                         wait=not args.detach, poll=args.poll)
+                         wait=not args.detach, poll=args.poll, vae=args.vae)
     _print_run_summary(records, args.jobs_dir)
     return 0
 
 
 def _print_run_summary(records, jobs_dir) -> None:
+    group = (records[0].data.get("group") or {}).get("id") if len(records) > 1 else None
+    if group:
+        print(f"group {group}: {len(records)} runs submitted together")
     for record in records:
         done = record.completed_steps()
         state = record.data["status"]
@@ -465,21 +508,23 @@ def _print_run_summary(records, jobs_dir) -> None:
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
-    from qhybrid.workflows.jobs import list_records
+    from qhybrid.workflows.jobs import effective_status, list_records
 
     rows = list_records(args.jobs_dir)
     if not rows:
         print(f"no job records in {args.jobs_dir}/ (submit one with 'qhybrid jobs submit')")
         return 0
-    print(f"{'run id':<58} {'status':<10} {'backend':<16} {'mode':<8} {'steps':>7}  created")
+    print(f"{'run id':<58} {'status':<10} {'backend':<16} {'mode':<8} {'steps':>7}  {'created':<25}  group")
     for path, data, problem in rows:
         if data is None:
             print(f"{path.stem:<58} {'DAMAGED':<10} {problem}")
             continue
         done = sum(s["status"] == "done" for s in data["steps"])
         mode = data["mode"].get("used") or data["mode"]["requested"]
-        print(f"{data['run_id']:<58} {data['status']:<10} {data['backend']['name']:<16} {mode:<8} "
-              f"{done:>3}/{len(data['steps']):<3}  {data['created']}")
+        status, note = effective_status(path, data)
+        group = (data.get("group") or {}).get("id") or "-"
+        print(f"{data['run_id']:<58} {status:<10} {data['backend']['name']:<16} {mode:<8} "
+              f"{done:>3}/{len(data['steps']):<3}  {data['created']:<25}  {group}" + (f"  ({note})" if note else ""))
     return 0
 
 
@@ -500,6 +545,15 @@ def cmd_jobs_fetch(args: argparse.Namespace) -> int:
     from qhybrid.workflows.jobs import fetch
 
     record = _jobs_call(fetch, args.run_id, args.jobs_dir)
+    _print_run_summary([record], args.jobs_dir)
+    return 0
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    """Exit 0 also for a completed run (nothing to cancel is said, not an error)."""
+    from qhybrid.workflows.jobs import cancel
+
+    record = _jobs_call(cancel, args.run_id, args.jobs_dir)
     _print_run_summary([record], args.jobs_dir)
     return 0
 

@@ -47,6 +47,23 @@ _nonnegative_float = _number(float, lambda v: 0 <= v < 1000, "a number from 0 to
 _eta = _number(float, lambda v: 0 <= v <= 1, "a number from 0 (deterministic DDIM) to 1 (DDPM-like)")
 
 
+#: Shots the command line accepts for one circuit evaluation: below 32 a single expectation value's
+#: standard error exceeds 0.18 (sqrt(1/32)); above a million the Aer and IBM Quantum runs are long.
+SHOTS_RANGE = (32, 1_000_000)
+_shots = _number(int, lambda v: SHOTS_RANGE[0] <= v <= SHOTS_RANGE[1],
+                 f"a shot count from {SHOTS_RANGE[0]} to {SHOTS_RANGE[1]:,}")
+
+
+def _shots_list(text: str) -> list[int]:
+    """argparse type: comma-separated shot counts (``1024,4096,32768``), each within :data:`SHOTS_RANGE`."""
+    values = [_shots(v.strip()) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated shot counts, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"shot counts repeat in {text!r}")
+    return values
+
+
 def _folder(text: str) -> str:
     """argparse type: an output folder; an existing file in its place is a usage error."""
     if Path(text).exists() and not Path(text).is_dir():
@@ -63,7 +80,8 @@ def _file(text: str) -> str:
 
 def _add_target_options(parser) -> None:
     parser.add_argument("--target", default="ideal", help="ideal (default), fake:<backend>, ibm:<backend>")
-    parser.add_argument("--shots", type=_positive_int, default=1024, help="fake and ibm targets: shots per evaluation")
+    parser.add_argument("--shots", type=_shots, default=None,
+                        help="fake and ibm targets: shots per evaluation (default 1024); ideal: shot noise only")
     parser.add_argument("--mitigation", action="store_true", help="fake target: readout-error mitigation")
     parser.add_argument("--method", choices=["counts", "estimator"], default="counts",
                         help="fake target: counts (one execution for all Z observables) or Aer EstimatorV2")
@@ -232,6 +250,7 @@ def _add_sampling(sub) -> None:
     sample.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     sample.add_argument("--eta", type=_eta, default=0.0, help="DDIM noise, 0 to 1 (0 = deterministic)")
     _add_target_options(sample)
+    sample.add_argument("--vae", default=None, help="the VAE folder, if not where the model's checkpoint says")
     sample.add_argument("--jobs-dir", type=_folder, default="jobs", help="ibm target: where the job record goes (default jobs/)")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--out", type=_folder, required=True, help="output folder")
@@ -314,7 +333,12 @@ def _add_evaluation(sub) -> None:
 
 def _add_quantum(sub) -> None:
     """Backends, doctor, noise, circuits, noisy-eval."""
-    backends = sub.add_parser("backends", help="list the fake backends (qubits, basis gates)")
+    backends = sub.add_parser("backends", help="list the fake backends: qubits, 2q gate, median errors, T1, "
+                              "calibration date (cached per qiskit-ibm-runtime version)")
+    fit = backends.add_mutually_exclusive_group()
+    fit.add_argument("--model", default=None, help="a hybrid LDM (or quantum VAE) folder: say which backends fit it")
+    fit.add_argument("--qubits", type=_positive_int, default=None, help="say which backends have this many qubits")
+    backends.add_argument("--json", action="store_true", help="print the summaries as JSON")
     backends.set_defaults(func=commands.cmd_backends)
 
     doctor = sub.add_parser("doctor", help="versions, fake backends, account (never shown), disk: for bug reports")
@@ -334,8 +358,9 @@ def _add_quantum(sub) -> None:
     src = insp.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="a hybrid LDM (or quantum VAE) checkpoint folder")
     src.add_argument("--spec", help="a CircuitSpec JSON file")
-    insp.add_argument("--backend", required=True, help="fake backend, e.g. fake_torino")
-    insp.add_argument("--noise-model", default=None, help="transpile for a snapshot's coupling map instead")
+    insp.add_argument("--backend", default=None, help="fake backend, e.g. fake_torino (or give --noise-model)")
+    insp.add_argument("--noise-model", default=None,
+                      help="a snapshot JSON: inspect with its backend's frozen calibration instead")
     insp.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
     insp.add_argument("--seed", type=_seed, default=0, help="transpiler seed")
     insp.add_argument("--out", type=_folder, default="circuits", help="folder (default circuits/)")
@@ -360,19 +385,23 @@ def _add_quantum(sub) -> None:
     ne.add_argument("--model", required=True, help="hybrid LDM checkpoint folder")
     ne.add_argument("--backends", default="", help="comma-separated fake backends, e.g. fake_torino,fake_brisbane")
     ne.add_argument("--noise-model", action="append", default=[], help="a snapshot JSON (repeatable)")
-    ne.add_argument("--n", type=_positive_int, default=16)
+    ne.add_argument("--n", type=_positive_int, default=32, help="samples per target (default 32)")
     ne.add_argument("--steps", type=_positive_int, default=20)
-    ne.add_argument("--shots", type=_positive_int, default=1024)
+    ne.add_argument("--shots", type=_shots_list, default=[1024],
+                    help="shots per circuit evaluation; several (1024,4096,32768) sweep them (default 1024)")
     ne.add_argument("--mitigation", action="store_true", help="readout-error mitigation")
     ne.add_argument("--method", choices=["counts", "estimator"], default="counts")
     ne.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
     ne.add_argument("--seed", type=_seed, default=0)
-    ne.add_argument("--out", type=_folder, default=None, help="output folder (default: next to the model, noisy-eval/)")
+    ne.add_argument("--vae", default=None, help="the VAE folder, if not where the model's checkpoint says")
+    ne.add_argument("--out", type=_folder, default=None,
+                    help="output folder (default: RUN/noisy-eval/<model>-<backends>-<shots>, one per evaluation)")
+    ne.add_argument("--resume", action="store_true", help="continue the evaluation in --out; finished targets are kept")
     ne.set_defaults(func=commands.cmd_noisy_eval)
 
 
 def _add_jobs(sub) -> None:
-    """Jobs submit | list | status | fetch | resume."""
+    """Jobs submit | list | status | fetch | resume | cancel."""
     jobs = sub.add_parser("jobs", help="sampling runs on IBM Quantum (or fake_* backends, locally) with job records"
                           ).add_subparsers(dest="jobs_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     js = jobs.add_parser("submit", help="sample a hybrid LDM with one runtime job per denoising step")
@@ -381,7 +410,8 @@ def _add_jobs(sub) -> None:
     js.add_argument("--n", type=int, default=4, help="chains (images); every chain x circuit patch goes in one PUB per "
                                                       "step (default 4: 64 bindings with the default hybrid)")
     js.add_argument("--steps", type=int, default=10, help="DDIM steps = jobs per run (default 10)")
-    js.add_argument("--shots", type=_positive_int, default=1024)
+    js.add_argument("--shots", type=_shots, default=1024)
+    js.add_argument("--vae", default=None, help="the VAE folder, if not where the model's checkpoint says (recorded)")
     js.add_argument("--mode", choices=["session", "batch", "job"], default=None,
                     help="execution mode (default: session for one run, batch for several)")
     js.add_argument("--resilience-level", type=_int_list((0, 1, 2)), default=None,
@@ -413,3 +443,12 @@ def _add_jobs(sub) -> None:
     jr.add_argument("--poll", type=_positive_float, default=None, help="seconds between status checks")
     jr.add_argument("--jobs-dir", type=_folder, default="jobs")
     jr.set_defaults(func=commands.cmd_jobs_resume)
+    jc = jobs.add_parser("cancel", help="cancel a run's submitted, unfinished job; 'jobs resume' may continue the run "
+                                        "later (a completed run: nothing to cancel, exit 0)",
+                         description="Cancel the run's submitted job that has not finished (a local testing-mode job "
+                                     "only from the process that submitted it), mark its step failed (CANCELLED) and "
+                                     "the run cancelled. A finished job is kept for fetch/resume. A completed run has "
+                                     "nothing to cancel: that is said, with exit code 0.")
+    jc.add_argument("run_id")
+    jc.add_argument("--jobs-dir", type=_folder, default="jobs")
+    jc.set_defaults(func=commands.cmd_jobs_cancel)

@@ -2,20 +2,70 @@
 
 ``LatentDiffusion.from_checkpoint(folder)`` is what sampling, comparison, noisy evaluation and IBM
 runs load; it depends on models only, never on training. An LDM checkpoint names the VAE it was
-trained on (path and weights hash): a missing or changed VAE is refused, since the denoiser's
-latents mean nothing to another VAE.
+trained on by its weights hash, and where to find it: relative to the LDM folder (so a run folder
+moved or copied with its ``vae/`` beside it finds *its own* VAE), with the absolute path of
+training time as a fallback. Every candidate is hash-checked: a missing or changed VAE is refused,
+since the denoiser's latents mean nothing to another VAE. ``vae=`` overrides the search (a VAE kept
+elsewhere), hash-checked too.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NamedTuple
 
 from qhybrid.diffusion.scheduler import NoiseScheduler, SchedulerConfig
-from qhybrid.errors import one_line
+from qhybrid.errors import one_line, param
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import LatentDenoiser
 from qhybrid.models.vae import VAE
+
+
+def vae_reference(ldm_folder: str | Path, vae_folder: str | Path, vae_header: dict) -> dict:
+    """How an LDM checkpoint in ``ldm_folder`` names the VAE it is trained on: the path relative to
+    the LDM folder, the absolute path (fallback) and the weights hash."""
+    ldm_folder, vae_folder = Path(ldm_folder).resolve(), Path(vae_folder).resolve()
+    return {"vae_relative_path": os.path.relpath(vae_folder, ldm_folder), "vae_path": str(vae_folder),
+            "vae_sha256": vae_header.get("weights_sha256")}
+
+
+def find_vae(folder: str | Path, cfg: dict, override: str | Path | None = None, check: bool = True) -> Path:
+    """The VAE folder an LDM checkpoint's config ``cfg`` refers to (see the module docstring).
+
+    Candidates in order: ``override``; else the relative path (checkpoints written since relative paths were added),
+    a ``vae/``-style sibling of the LDM folder with the recorded folder name (older checkpoints,
+    which stored only an absolute path: a moved or copied run keeps its VAE beside it), then the
+    absolute path. The first candidate that exists is used if its weights hash matches, and refused
+    otherwise."""
+    folder = Path(folder)
+    expected = cfg.get("vae_sha256")
+    recorded = Path(cfg["vae_path"])
+    if override is not None:
+        candidates = [Path(override)]
+    else:
+        candidates = []
+        if cfg.get("vae_relative_path"):
+            candidates.append(folder / cfg["vae_relative_path"])
+        candidates.append(folder.parent / recorded.name)
+        candidates.append(recorded if recorded.is_absolute() else folder / recorded)
+    seen: list[Path] = []
+    for path in candidates:
+        path = path.resolve()
+        if path in seen:
+            continue
+        seen.append(path)
+        if not (path / ckpt.CONFIG_NAME).exists():
+            continue
+        # the first VAE that exists decides: another folder's VAE never stands in for a changed one
+        if check and ckpt.read_header(path, "vae").get("weights_sha256") != expected:
+            raise ckpt.CheckpointError(
+                f"the VAE at {path} is not the one {folder} was trained on (weights hash differs); restore that "
+                f"VAE, retrain the LDM, or give the right one with {param('vae')}")
+        return path
+    raise ckpt.CheckpointError(
+        f"{folder} was trained on the VAE at {recorded}, which is missing (looked in "
+        f"{', '.join(map(str, seen))}); keep the run's vae/ folder beside the LDM folder or give it with {param('vae')}")
 
 
 class LatentDiffusion(NamedTuple):
@@ -27,24 +77,19 @@ class LatentDiffusion(NamedTuple):
     header: dict
 
     @classmethod
-    def from_checkpoint(cls, folder: str | Path, check_vae: bool = True) -> "LatentDiffusion":
+    def from_checkpoint(cls, folder: str | Path, check_vae: bool = True, vae: str | Path | None = None
+                        ) -> "LatentDiffusion":
+        """The LDM in ``folder`` with the VAE it was trained on (``vae``: that VAE's folder, when it is
+        not where the checkpoint says; see :func:`find_vae`)."""
         folder = Path(folder)
         denoiser = LatentDenoiser.from_checkpoint(folder)
         header = denoiser.checkpoint_header
         cfg = header["config"]
         try:
             scheduler = NoiseScheduler(SchedulerConfig.from_dict(cfg["scheduler"]))
-            vae_path = Path(cfg["vae_path"])
+            str(cfg["vae_path"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ckpt.CheckpointError(f"{folder}: the LDM config in config.json is invalid ({one_line(exc)})") from None
-        if not vae_path.is_absolute():
-            vae_path = (folder / vae_path).resolve()
-        if not (vae_path / ckpt.CONFIG_NAME).exists():
-            raise ckpt.CheckpointError(
-                f"{folder} was trained on the VAE at {vae_path}, which is missing; restore it (the LDM "
-                "cannot decode without it)")
-        if check_vae and ckpt.read_header(vae_path, "vae").get("weights_sha256") != cfg.get("vae_sha256"):
-            raise ckpt.CheckpointError(
-                f"the VAE at {vae_path} has changed since {folder} was trained on it (hash mismatch); "
-                "retrain the LDM or restore that VAE")
+        vae_path = find_vae(folder, cfg, vae, check=check_vae)
+        header["vae_used"] = str(vae_path)
         return cls(denoiser, scheduler, VAE.from_checkpoint(vae_path), header)

@@ -5,7 +5,8 @@ block's weights never depend on the target, so the same checkpoint runs on any o
 
 =========== ==========================================================================
 ``ideal``   exact batched statevector (:mod:`qhybrid.quantum.primitives.exact`); training
-            happens here
+            happens here. With the ``shots`` option: a noiseless device measured with that many
+            shots, the shot-noise floor every noisy figure is set against
 ``fake:X``  Qiskit Aer with the noise model of ``qiskit_ibm_runtime.fake_provider`` backend X
             (:mod:`qhybrid.quantum.primitives.aer`), or of a noise snapshot
             (:mod:`qhybrid.quantum.noise_snapshots`)
@@ -21,7 +22,9 @@ their kind is parsed or built, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from qiskit.circuit import QuantumCircuit
@@ -40,6 +43,7 @@ from qhybrid.quantum.primitives.exact import (
     ExactEstimatorGradient,
 )
 from qhybrid.quantum.primitives.runtime import RuntimeEstimator, RuntimeOptions
+from qhybrid.versions import software_versions
 
 
 class TargetError(InputError):
@@ -48,7 +52,7 @@ class TargetError(InputError):
 #: Target kinds and whether this build of qhybrid can execute them.
 TARGET_KINDS = {"ideal": True, "fake": True, "ibm": True}
 #: Options of the ideal target (see qhybrid.quantum.primitives.exact.ExactEstimator).
-IDEAL_OPTIONS = ("fusion", "simulation_precision")
+IDEAL_OPTIONS = ("fusion", "simulation_precision", "shots", "seed")
 #: Options of the fake target (see qhybrid.quantum.primitives.aer.NoisyEstimator) and their defaults.
 FAKE_OPTIONS = {"shots": 1024, "method": "counts", "mitigation": False, "optimization_level": 2,
                 "seed_transpiler": 0, "seed": None, "noise_model": None}
@@ -168,4 +172,46 @@ def parse_target(target: "str | Target", **options: Any) -> Target:
                               f"allowed: {', '.join(FAKE_OPTIONS)}")
         if not options.get("noise_model"):
             fake_backend(backend)  # unknown names fail here, listing the valid ones
+        else:  # the target must name the noise that is simulated: the snapshot's own backend
+            snapped = load_snapshot(options["noise_model"]).name
+            if snapped != backend:
+                raise TargetError(f"the noise-model snapshot {options['noise_model']} is of {snapped}, not {backend}; "
+                                  f"use target 'fake:{snapped}' with it (a target names the noise it simulates)")
     return Target(kind, backend, dict(options))
+
+
+# --- provenance: the noise a target simulates ------------------------------------------------------
+def noise_source(target: str, options: dict | None = None) -> dict | None:
+    """The noise a ``target`` string with ``options`` simulates: None for an exact target; for a
+    shot-noise-only ``ideal`` target, that; for ``fake:``, the fake backend (with the installed
+    ``qiskit-ibm-runtime``, whose release fixes its calibration) or the snapshot file (its path,
+    SHA-256 and the calibration date it froze)."""
+    options = options or {}
+    kind, _, backend = target.partition(":")
+    if kind == "ideal":
+        return None if options.get("shots") is None else {"kind": "shot noise only", "shots": options["shots"]}
+    if kind != "fake":
+        return {"kind": "IBM Quantum" if not backend.startswith("fake") else "runtime local testing mode",
+                "backend": backend}
+    if options.get("noise_model"):
+        path = Path(options["noise_model"])
+        source = load_snapshot(path)
+        return {"kind": "snapshot", "file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "backend": source.name, "calibration_date": source.calibration_date}
+    source = noise_source_for_backend(backend)
+    return {"kind": "fake backend", "backend": source.name, "calibration_date": source.calibration_date,
+            "qiskit-ibm-runtime": software_versions()["qiskit-ibm-runtime"]}
+
+
+def describe_noise(source: dict | None) -> str:
+    """One phrase for a :func:`noise_source` dict, for tables and log lines."""
+    if source is None:
+        return "exact"
+    if source["kind"] == "shot noise only":
+        return f"noiseless, {source['shots']:,} shots"
+    date = (source.get("calibration_date") or "unknown date")[:10]
+    if source["kind"] == "snapshot":
+        return f"{source['backend']} snapshot {Path(source['file']).name} (calibrated {date})"
+    if source["kind"] == "fake backend":
+        return f"{source['backend']} (calibrated {date}, qiskit-ibm-runtime {source['qiskit-ibm-runtime']})"
+    return f"{source['backend']} ({source['kind']})"

@@ -18,6 +18,7 @@ import torch
 from qhybrid.config import Config
 from qhybrid.data.loaders import load_dataset
 from qhybrid.devices import module_device
+from qhybrid.diffusion.pipeline import vae_reference
 from qhybrid.diffusion.scheduler import NoiseScheduler, SchedulerConfig
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.denoiser import DEFAULT_CIRCUIT, DenoiserConfig, LatentDenoiser
@@ -154,8 +155,7 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
         config = {
             "denoiser": dcfg.to_dict(),
             "scheduler": scheduler_cfg.to_dict(),
-            "vae_path": str(vae_path.resolve()),
-            "vae_sha256": vae_header.get("weights_sha256"),
+            **vae_reference(out, vae_path, vae_header),
             "latent_shape": list(vae.cfg.latent_shape),
             "image_size": vae.cfg.size,
         }

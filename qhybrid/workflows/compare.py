@@ -68,6 +68,7 @@ def ensure_seed_replicas(run_dir: Path, seeds: int, progress: bool = True, log=p
     """Train ``ldm-<kind>-seed<K>`` for K = 1 .. seeds-1 next to every seed-0 model that lacks them: the
     seed-0 model's saved denoiser, scheduler and training configs, with the training seed K
     (resumable: an interrupted replica continues)."""
+    from qhybrid.diffusion.pipeline import find_vae
     from qhybrid.diffusion.scheduler import SchedulerConfig
     from qhybrid.models.denoiser import DenoiserConfig
     from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
@@ -85,7 +86,7 @@ def ensure_seed_replicas(run_dir: Path, seeds: int, progress: bool = True, log=p
             if done:
                 continue
             log(f"training {kind} with seed {k} into {replica} ({train.get('steps')} steps)")
-            train_diffusion(replica, header["config"]["vae_path"], kind, DiffusionTrainConfig.from_dict({**train, "seed": k}),
+            train_diffusion(replica, find_vae(folder, header["config"]), kind, DiffusionTrainConfig.from_dict({**train, "seed": k}),
                             SchedulerConfig.from_dict(header["config"]["scheduler"]),
                             config=DenoiserConfig.from_dict(header["config"]["denoiser"]),
                             resume=(replica / ckpt.STATE_NAME).exists(), progress=progress)

@@ -1,176 +1,529 @@
 """``qhybrid noisy-eval``: the same trained hybrid model sampled on ideal and noisy targets.
 
-For each target (``ideal`` first, then each fake backend or noise snapshot) the sampler starts from
-the same noise with the same seed, so every difference comes from the quantum block's evaluation.
-Reported per target: the quantum block's output error against ideal (on the block inputs that
-occur during ideal sampling), how far the final latents and images move, that image change as a
-share of the circuit's knock-out (the same samples on ideal with the circuit's output replaced by
-its mean, :mod:`qhybrid.evaluation.contribution`: 100% means the noise erases as much as removing
-the circuit), the cost (circuit executions, bindings per execution, shots per image, seconds per
-step) and, when the run folder has them, the gradable share and FD against real images.
+For each target (``ideal`` first, then each fake backend or noise snapshot at each shot count) the
+sampler starts from the same noise with the same seed, so every difference comes from the quantum
+block's evaluation. Reported per target:
+
+* the quantum block's output error against ideal, on the block inputs met during ideal sampling
+  (mean, max and per observable), **next to its shot-noise floor**: the error a noiseless device
+  would show with the same shots. The floor is computed from the ideal outputs ``mu``
+  (``E|error| = sqrt(2 / pi) * sqrt((1 - mu^2) / shots)`` per output) and measured on a
+  noiseless-with-shots target (``ideal`` with ``shots``); ``error / floor`` near 1 means the
+  figure is sampling error, not hardware noise;
+* how far the final latents and images move, and that image change as a share of the circuit's
+  knock-out (the same samples with the circuit's output replaced by its mean,
+  :mod:`qhybrid.evaluation.contribution`: 100% means the noise erases as much as removing the
+  circuit);
+* the transpiled circuit (two-qubit gates, depth, layout, the median error of the two-qubit gates
+  it uses), the cost (executions, bindings per execution, shots per image, seconds per step) and,
+  when the run folder has them, the gradable share and FD against real images.
+
+The evaluation is incremental: each target's result is written to ``targets/`` as soon as it is
+done, and the report files (``noisy_eval.json``, ``noisy_eval.md``, ``samples.png``,
+``backends.png``) are rewritten from those after each target. ``resume=True`` continues a killed
+evaluation without recomputing the finished targets; the final files equal an uninterrupted
+run's (every target draws its shots from its own seeded generator). A folder holding another
+evaluation is refused rather than overwritten.
 """
 
 from __future__ import annotations
 
+import io as _io
+import json
+import math
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from qhybrid import io
-from qhybrid.errors import InputError
+from qhybrid.config import Config
+from qhybrid.errors import InputError, param
 from qhybrid.evaluation.contribution import noise_share
 from qhybrid.quantum.circuits import two_qubit_gate_count
 
+#: Below this many samples per target the gradable share's interval spans tens of points and FD
+#: (a Gaussian fit in the encoder's feature space) is dominated by its small-sample bias.
+SMALL_N = 32
+RESULT_FORMAT = "qhybrid-noisy-eval"
+#: Fields that are timings: they differ between an interrupted-and-resumed and a straight run.
+TIMING_FIELDS = ("seconds", "seconds_per_step")
 
-def run_noisy_eval(model_dir: str | Path, out: str | Path, backends: list[str], snapshots: list[str] | None = None,
-                   n: int = 16, steps: int = 20, shots: int = 1024, mitigation: bool = False, seed: int = 0,
-                   method: str = "counts", optimization_level: int = 2, progress: bool = True, log=print) -> dict:
-    from qhybrid.diffusion.pipeline import LatentDiffusion
-    from qhybrid.diffusion.sampling import sample_latents
-    from qhybrid.evaluation.evaluate import evaluate_sets, real_reference
-    from qhybrid.plots import save_side_by_side
+
+@dataclass(frozen=True)
+class NoisyEvalConfig(Config):
+    """What one noisy evaluation measures; saved as ``config.json`` and checked on resume."""
+
+    backends: tuple[str, ...] = ("fake_torino", "fake_fez", "fake_kyiv")
+    snapshots: tuple[str, ...] = ()
+    shots: tuple[int, ...] = (1024, 4096, 32768)
+    n: int = 32
+    steps: int = 20
+    mitigation: bool = False
+    method: str = "counts"
+    seed: int = 0
+    optimization_level: int = 2
+
+    def __post_init__(self):
+        for name in ("backends", "snapshots", "shots"):
+            self._fill(name, tuple(getattr(self, name)))
+        if not self.backends and not self.snapshots:
+            raise ValueError("NoisyEvalConfig needs at least one backend or snapshot")
+        if not self.shots or len(set(self.shots)) != len(self.shots):
+            raise ValueError(f"NoisyEvalConfig.shots must be distinct shot counts, got {list(self.shots)}")
+        if self.n < 2 or self.steps < 1:
+            raise ValueError(f"NoisyEvalConfig needs n >= 2 and steps >= 1, got n={self.n}, steps={self.steps}")
+
+
+def default_out(model_dir: str | Path, cfg: NoisyEvalConfig) -> Path:
+    """``<run>/noisy-eval/<model>-<backends>-<shots>[-mitigated]``: one folder per evaluation, so a
+    new evaluation never overwrites another."""
+    model_dir = Path(model_dir)
+    sources = list(cfg.backends) + [Path(s).stem for s in cfg.snapshots]
+    name = f"{model_dir.name}-{'+'.join(sources)}-{'+'.join(map(str, cfg.shots))}" + ("-mitigated" if cfg.mitigation else "")
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", name)
+    if len(name) > 100:  # many backends: keep it short and still distinct
+        import hashlib
+
+        name = name[:80] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return model_dir.parent / "noisy-eval" / name
+
+
+# --- the plan: which targets, in which order ------------------------------------------------------
+@dataclass(frozen=True)
+class _Planned:
+    key: str  # folder-safe, unique
+    label: str  # what a reader sees
+    source: str  # the noise source alone (the label without the shots)
+    target: str
+    options: dict
+    shots: int | None
+
+
+def plan_targets(cfg: NoisyEvalConfig) -> list[_Planned]:
+    """ideal; per shot count the noiseless-with-shots floor; per noise source and shot count its run."""
+    from qhybrid.quantum.noise_snapshots import load_snapshot
     from qhybrid.quantum.primitives.aer import noise_source_for_backend
-    from qhybrid.workflows.sampling import decode_images
 
-    model_dir, out = Path(model_dir), Path(out)
-    model, scheduler, vae, header = LatentDiffusion.from_checkpoint(model_dir)
-    block = model.quantum_block
-    if block is None:
-        raise InputError(f"{model_dir} is a {model.cfg.kind} model without a quantum block; noisy-eval needs a hybrid model")
-    targets: list[tuple[str, str, dict]] = [("ideal", "ideal", {})]
-    for b in backends:
-        noise_source_for_backend(b)  # fails early with the list of valid names
-        targets.append((b, f"fake:{b}", {}))
-    for path in snapshots or []:
-        from qhybrid.quantum.noise_snapshots import load_snapshot
-
+    planned = [_Planned("ideal", "ideal", "ideal", "ideal", {}, None)]
+    for shots in cfg.shots:
+        planned.append(_Planned(f"shots-{shots}", f"shot noise only, {shots:,} shots", "shot noise only", "ideal",
+                                {"shots": shots, "seed": cfg.seed}, shots))
+    noisy = {"mitigation": cfg.mitigation, "seed": cfg.seed, "method": cfg.method,
+             "optimization_level": cfg.optimization_level}
+    for backend in cfg.backends:
+        noise_source_for_backend(backend)  # fails early, listing the valid names
+        for shots in cfg.shots:
+            planned.append(_Planned(f"{backend}-{shots}", f"{backend}, {shots:,} shots", backend, f"fake:{backend}",
+                                    {**noisy, "shots": shots}, shots))
+    for path in cfg.snapshots:
         source = load_snapshot(path)
-        targets.append((f"{source.name} (snapshot)", f"fake:{source.name}", {"noise_model": str(path)}))
+        for shots in cfg.shots:
+            name = f"{source.name} snapshot {Path(path).name}"
+            planned.append(_Planned(f"snapshot-{Path(path).stem}-{shots}", f"{name}, {shots:,} shots", name,
+                                    f"fake:{source.name}", {**noisy, "shots": shots, "noise_model": str(path)}, shots))
+    return planned
 
-    # the block inputs seen during ideal sampling (first, middle and last step)
-    captured: list[torch.Tensor] = []
-    hook = block.register_forward_hook(lambda mod, inp, outp: captured.append(inp[0].detach().clone()))
-    calls: list[int] = []  # rows (bindings) of every block evaluation while sampling
-    counter = block.register_forward_hook(lambda mod, inp, outp: calls.append(len(inp[0])))
-    results, images, latents = {}, {}, {}
-    for name, target, extra in targets:
-        opts = {} if target == "ideal" else {"shots": shots, "mitigation": mitigation, "seed": seed,
-                                             "method": method, "optimization_level": optimization_level, **extra}
-        log(f"sampling {n} images on {target}{' (' + extra['noise_model'] + ')' if extra else ''}")
-        model.to_target(target, **opts)
-        calls.clear()
-        t0 = time.perf_counter()
-        z = sample_latents(model, scheduler, n, steps, seed=seed, progress=progress)
-        seconds = time.perf_counter() - t0
-        executions, bindings, rows = len(calls), max(calls, default=0), sum(calls)  # before the probe below
-        if target == "ideal":
-            hook.remove()
-            probe = torch.cat([captured[0], captured[len(captured) // 2], captured[-1]])
-        imgs = decode_images(vae, z)
-        with torch.no_grad():
-            block_out = block(probe.to(block.weight.dtype)).double()
-        latents[name], images[name] = z, imgs
-        entry = {"target": target, "options": {k: v for k, v in opts.items()}, "seconds": seconds,
-                 "seconds_per_step": seconds / steps, "executions": executions, "bindings_per_execution": bindings,
-                 "shots_per_image": shots * rows // n if target != "ideal" else 0}
-        if target != "ideal":
-            estimator = block.qnn.estimator
-            program = estimator.program(block.pub_circuit) if hasattr(estimator, "program") else None
-            if program is not None:
-                entry["transpiled"] = {"depth": program.isa.depth(), "two_qubit_gates": two_qubit_gate_count(program.isa),
-                                       "layout": program.physical}
-        results[name] = entry
-        results[name]["_block"] = block_out
-    counter.remove()
-    model.to_target("ideal")
-    knockout = _knockout_images(model, scheduler, vae, header, n, steps, seed, progress)
-    ideal_block = results["ideal"].pop("_block")
-    for name, entry in results.items():
-        if name == "ideal":
+
+# --- the evaluation -------------------------------------------------------------------------------
+def run_noisy_eval(model_dir: str | Path, out: str | Path | None, cfg: NoisyEvalConfig, *, resume: bool = False,
+                   vae: str | Path | None = None, progress: bool = True, log=print) -> dict:
+    """Evaluate the hybrid LDM in ``model_dir`` on ideal and noisy targets into ``out`` (default:
+    :func:`default_out`); returns the summary written to ``noisy_eval.json``."""
+    from qhybrid.diffusion.pipeline import LatentDiffusion
+
+    model_dir = Path(model_dir)
+    out = Path(out) if out is not None else default_out(model_dir, cfg)
+    loaded = LatentDiffusion.from_checkpoint(model_dir, vae=vae)
+    model, header = loaded.denoiser, loaded.header
+    if model.quantum_block is None:
+        raise InputError(f"{model_dir} is a {model.cfg.kind} model without a quantum block; noisy-eval needs a hybrid model")
+    planned = plan_targets(cfg)
+    identity = {"format": RESULT_FORMAT, "model_sha256": header.get("weights_sha256"),
+                "vae_sha256": loaded.vae.checkpoint_header.get("weights_sha256"), "config": cfg.to_dict()}
+    _claim_folder(out, identity, resume)
+    for warning in _warnings(cfg):
+        log(f"qhybrid: warning: {warning}")
+    study = _Study(model_dir, out, cfg, loaded, progress, log)
+    for item in planned:
+        if study.done(item):
+            log(f"kept {item.label} (finished earlier in {out / 'targets'})")
             continue
-        diff = (entry.pop("_block") - ideal_block).abs()
-        entry["block_error_mean"] = float(diff.mean())
-        entry["block_error_max"] = float(diff.max())
-        entry["latent_rms_change"] = float((latents[name] - latents["ideal"]).pow(2).mean().sqrt())
-        entry.update(noise_share(images[name], images["ideal"], knockout))
+        study.run(item)
+        write_reports(out, identity, model_dir, planned)
+    return write_reports(out, identity, model_dir, planned)
 
-    # optional: the run's evaluators
-    run_dir = model_dir.parent
-    evaluators = None
-    if (run_dir / "validator" / "config.json").exists() and (run_dir / "encoder" / "config.json").exists():
-        from qhybrid.evaluation.features import FundusEncoder
-        from qhybrid.evaluation.validator import GradabilityNet
 
-        evaluators = (FundusEncoder.from_checkpoint(run_dir / "encoder"), GradabilityNet.from_checkpoint(run_dir / "validator"))
-        source = header.get("extra", {}).get("train", {}).get("data", "synthetic")
-        real = real_reference(source, vae.cfg.size, 200)
-        k = min(5, n - 1)
-        for name, imgs in images.items():
-            m = evaluate_sets(real, imgs, encoder=evaluators[0], validator=evaluators[1], k=k, n_boot=50, seed=seed)
-            results[name]["gradable"] = m["gradable"]
-            results[name]["fd"] = m["fundus_features"]["fd"]
-    summary = {"model": str(model_dir), "n": n, "steps": steps, "shots": shots, "mitigation": mitigation,
-               "method": method, "seed": seed, "optimization_level": optimization_level, "targets": results,
-               "knockout_image_change_grey": float(np.mean(np.abs(knockout.astype(float) - images["ideal"].astype(float)))),
-               "evaluated": evaluators is not None}
-    out.mkdir(parents=True, exist_ok=True)
-    io.write_json(out / "noisy_eval.json", summary)
-    save_side_by_side(out / "samples.png", images["ideal"], {k: v for k, v in images.items() if k != "ideal"},
-                      first="ideal")
-    io.write_text(out / "noisy_eval.md", _markdown(summary))
+def _warnings(cfg: NoisyEvalConfig) -> list[str]:
+    if cfg.n >= SMALL_N:
+        return []
+    return [f"n={cfg.n} samples per target: the gradable share's interval is tens of points wide and FD is biased "
+            f"upwards at this size; use n >= {SMALL_N} (n >= 64 for FD) to compare targets on them"]
+
+
+def _claim_folder(out: Path, identity: dict, resume: bool) -> None:
+    """Start ``out`` (empty or new), or continue the same evaluation there with ``resume``."""
+    saved_path = out / "config.json"
+    if saved_path.exists():
+        saved = json.loads(saved_path.read_text())
+        if not resume:
+            raise InputError(f"{out} already holds a noisy evaluation; continue it with {param('resume', True)}, or "
+                             f"choose another {param('out')}")
+        if saved != identity:
+            changed = sorted(k for k in identity if saved.get(k) != identity[k])
+            if "config" in changed:
+                changed = [f"config.{k}" for k in identity["config"] if saved["config"].get(k) != identity["config"][k]]
+            raise InputError(f"{out} holds an evaluation with other settings ({', '.join(changed)} differ); resume it "
+                             f"with the same settings, or choose another {param('out')}")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} exists and is not a noisy-evaluation folder; choose another {param('out')}")
+    io.write_json(saved_path, identity)
+
+
+class _Study:
+    """The shared state of one evaluation: the model, the ideal run's probe inputs, the knock-out
+    images and the evaluators."""
+
+    def __init__(self, model_dir: Path, out: Path, cfg: NoisyEvalConfig, loaded, progress: bool, log):
+        self.model_dir, self.out, self.cfg, self.progress, self.log = model_dir, out, cfg, progress, log
+        self.model, self.scheduler, self.vae, self.header = loaded
+        self.block = self.model.quantum_block
+        self._evaluators = None
+        self._real = None
+
+    def done(self, item: _Planned) -> bool:
+        return (self.out / "targets" / f"{item.key}.json").exists()
+
+    def run(self, item: _Planned) -> None:
+        from qhybrid.diffusion.sampling import sample_latents
+        from qhybrid.quantum.targets import describe_noise, noise_source
+        from qhybrid.workflows.sampling import decode_images
+
+        source = noise_source(item.target, item.options)
+        self.log(f"sampling {self.cfg.n} images on {item.target} ({describe_noise(source)})")
+        self.model.to_target(item.target, **item.options)
+        captured: list[torch.Tensor] = []
+        calls: list[int] = []
+
+        def hook(module, inputs, output):
+            calls.append(len(inputs[0]))
+            if item.key == "ideal":
+                captured.append(inputs[0].detach().clone())
+
+        handle = self.block.register_forward_hook(hook)
+        try:
+            t0 = time.perf_counter()
+            z = sample_latents(self.model, self.scheduler, self.cfg.n, self.cfg.steps, seed=self.cfg.seed,
+                               progress=self.progress)
+            seconds = time.perf_counter() - t0
+        finally:
+            handle.remove()
+        if item.key == "ideal":  # the block inputs of the first, middle and last step
+            probe = torch.cat([captured[0], captured[len(captured) // 2], captured[-1]])
+            _save_arrays(self.out / "probe.npz", probe=probe.numpy())
+        probe = torch.from_numpy(_load_arrays(self.out / "probe.npz")["probe"])
+        with torch.no_grad():
+            block_out = self.block(probe.to(self.block.weight.dtype)).double().numpy()
+        images = decode_images(self.vae, z)
+        rows = sum(calls)
+        entry = {"label": item.label, "source": item.source, "target": item.target, "options": item.options, "noise_source": source,
+                 "shots": item.shots, "seconds": seconds, "seconds_per_step": seconds / self.cfg.steps,
+                 "executions": len(calls), "bindings_per_execution": max(calls, default=0),
+                 "shots_per_image": (item.shots or 0) * rows // self.cfg.n}
+        if item.target.startswith("fake:"):
+            entry["transpiled"] = _transpiled(self.block)
+        if item.key == "ideal":
+            self._knockout()
+        entry.update(self._quality(images))
+        _save_arrays(self.out / "targets" / f"{item.key}.npz", images=images, latents=z.numpy(), block=block_out)
+        io.write_json(self.out / "targets" / f"{item.key}.json", entry)  # last: marks the target done
+
+    def _knockout(self) -> None:
+        """The ideal samples (same seed) with the circuit's output replaced by its mean over the
+        contribution metrics' reference set: the yardstick for the noise's effect."""
+        from qhybrid.diffusion.sampling import sample_latents
+        from qhybrid.evaluation.contribution import (
+            held_out_reference,
+            knocked_out,
+            knockout_mean,
+        )
+        from qhybrid.workflows.sampling import decode_images
+
+        source = self.header.get("extra", {}).get("train", {}).get("data", "synthetic")
+        mean = knockout_mean(self.model, held_out_reference(self.vae, self.scheduler, source))
+        with knocked_out(self.model.quantum_layer.core, mean):
+            z = sample_latents(self.model, self.scheduler, self.cfg.n, self.cfg.steps, seed=self.cfg.seed,
+                               progress=self.progress)
+        _save_arrays(self.out / "knockout.npz", images=decode_images(self.vae, z))
+
+    def _quality(self, images: np.ndarray) -> dict:
+        """Gradable share and FD against real images, when the run folder has the evaluators."""
+        run_dir = self.model_dir.parent
+        if self._evaluators is None:
+            if not ((run_dir / "validator" / "config.json").exists() and (run_dir / "encoder" / "config.json").exists()):
+                return {}
+            from qhybrid.evaluation.evaluate import real_reference
+            from qhybrid.evaluation.features import FundusEncoder
+            from qhybrid.evaluation.validator import GradabilityNet
+
+            self._evaluators = (FundusEncoder.from_checkpoint(run_dir / "encoder"),
+                                GradabilityNet.from_checkpoint(run_dir / "validator"))
+            source = self.header.get("extra", {}).get("train", {}).get("data", "synthetic")
+            self._real = real_reference(source, self.vae.cfg.size, 200)
+        from qhybrid.evaluation.evaluate import evaluate_sets
+
+        m = evaluate_sets(self._real, images, encoder=self._evaluators[0], validator=self._evaluators[1],
+                          k=min(5, len(images) - 1), n_boot=50, seed=self.cfg.seed)
+        return {"gradable": m["gradable"], "fd": m["fundus_features"]["fd"]}
+
+
+def _transpiled(block) -> dict | None:
+    """The ISA circuit the fake target runs: two-qubit gates, depth, layout, and what the backend's
+    calibration says of it (:func:`qhybrid.quantum.calibration.error_budget`: the median error of
+    its two-qubit gates on the chosen qubits, its estimated fidelity and where the infidelity comes
+    from), when the noise source has a calibration."""
+    from qhybrid.quantum.calibration import error_budget
+
+    estimator = block.qnn.estimator
+    program = estimator.program(block.pub_circuit) if hasattr(estimator, "program") else None
+    if program is None:
+        return None
+    isa, target = program.isa, program.source.layout_target
+    summary = {"depth": isa.depth(), "two_qubit_gates": two_qubit_gate_count(isa), "layout": program.physical,
+               "median_two_qubit_error": None, "estimated_fidelity": None, "infidelity_share": None}
+    if target is not None:
+        budget = error_budget(isa, program.active, program.physical, target, program.source.calibration)
+        errors = [c["error"] for c in budget["couplers"] for _ in range(c["count"]) if c.get("error") is not None]
+        summary.update({"median_two_qubit_error": float(np.median(errors)) if errors else None,
+                        "estimated_fidelity": budget["estimated_fidelity"],
+                        "infidelity_share": budget["infidelity_share"]})
     return summary
 
 
-def _knockout_images(model, scheduler, vae, header, n: int, steps: int, seed: int, progress: bool) -> np.ndarray:
-    """The ideal samples (same seed) with the circuit's output replaced by its mean over the
-    contribution metrics' reference set: the yardstick for the noise's effect."""
-    from qhybrid.diffusion.sampling import sample_latents
-    from qhybrid.evaluation.contribution import (
-        held_out_reference,
-        knocked_out,
-        knockout_mean,
-    )
-    from qhybrid.workflows.sampling import decode_images
-
-    source = header.get("extra", {}).get("train", {}).get("data", "synthetic")
-    mean = knockout_mean(model, held_out_reference(vae, scheduler, source))
-    with knocked_out(model.quantum_layer.core, mean):
-        z = sample_latents(model, scheduler, n, steps, seed=seed, progress=progress)
-    return decode_images(vae, z)
+def _save_arrays(path: Path, **arrays) -> None:
+    buffer = _io.BytesIO()
+    np.savez(buffer, **arrays)
+    io.write_bytes(path, buffer.getvalue())
 
 
-def _markdown(summary: dict) -> str:
+def _load_arrays(path: Path) -> dict:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+# --- the report, rebuilt from targets/ after every target -----------------------------------------
+def shot_noise_floor(ideal: np.ndarray, shots: int) -> np.ndarray:
+    """Expected |error| of each output from ``shots`` noiseless shots: ``sqrt(2/pi) * sigma`` with
+    ``sigma^2 = (1 - mu^2) / shots`` (a Pauli observable's single-shot variance, in the normal limit)."""
+    return math.sqrt(2 / math.pi) * np.sqrt(np.clip(1 - ideal**2, 0, None) / shots)
+
+
+def write_reports(out: Path, identity: dict, model_dir: Path, planned: list[_Planned]) -> dict:
+    """``noisy_eval.json`` / ``.md``, ``samples.png`` and ``backends.png`` from the finished targets."""
+    from qhybrid.versions import software_versions
+
+    cfg = NoisyEvalConfig.from_dict(identity["config"])
+    entries, arrays = {}, {}
+    for item in planned:
+        path = out / "targets" / f"{item.key}.json"
+        if path.exists():
+            entries[item.key] = json.loads(path.read_text())
+            arrays[item.key] = _load_arrays(out / "targets" / f"{item.key}.npz")
+    knockout = _load_arrays(out / "knockout.npz")["images"] if (out / "knockout.npz").exists() else None
+    if "ideal" in arrays and knockout is not None:
+        ideal = arrays["ideal"]
+        for key, entry in entries.items():
+            if key == "ideal":
+                continue
+            a = arrays[key]
+            diff = np.abs(a["block"] - ideal["block"])
+            floor = shot_noise_floor(ideal["block"], entry["shots"])
+            entry["block_error_mean"] = float(diff.mean())
+            entry["block_error_max"] = float(diff.max())
+            entry["block_error_per_observable"] = [float(v) for v in diff.mean(axis=0)]
+            entry["shot_noise_floor"] = float(floor.mean())
+            entry["shot_noise_floor_per_observable"] = [float(v) for v in floor.mean(axis=0)]
+            entry["error_over_floor"] = float(diff.mean() / floor.mean()) if floor.mean() > 0 else None
+            entry["latent_rms_change"] = float(np.sqrt(np.mean((a["latents"] - ideal["latents"]) ** 2)))
+            entry.update(noise_share(a["images"], ideal["images"], knockout))
+    summary = {"format": RESULT_FORMAT, "model": str(model_dir), "model_sha256": identity["model_sha256"],
+               "vae_sha256": identity["vae_sha256"], **cfg.to_dict(), "versions": software_versions(),
+               "complete": len(entries) == len(planned),
+               "pending": [p.label for p in planned if p.key not in entries],
+               "knockout_image_change_grey": (float(np.mean(np.abs(knockout.astype(float) - arrays["ideal"]["images"].astype(float))))
+                                              if knockout is not None and "ideal" in arrays else None),
+               "evaluated": any("gradable" in e for e in entries.values()),
+               "warnings": _warnings(cfg),
+               "targets": entries}
+    io.write_json(out / "noisy_eval.json", summary)
+    if "ideal" in arrays:
+        save_sample_panels(out / "samples.png", arrays["ideal"]["images"],
+                           [(entries[k], arrays[k]["images"]) for k in entries if entries[k].get("transpiled") is not None])
+    if any(e.get("transpiled") for e in entries.values()):
+        save_backend_plot(out / "backends.png", summary)
+    io.write_text(out / "noisy_eval.md", markdown(summary))
+    return summary
+
+
+def percent(share: float | None) -> str:
+    """A share as a percentage with two significant digits, so that 0.034% is not printed as 0.0%."""
+    if share is None or not math.isfinite(share):
+        return "–"
+    if share == 0:
+        return "0%"
+    digits = max(0, 1 - math.floor(math.log10(abs(share * 100))))
+    return f"{share * 100:.{digits}f}%"
+
+
+def markdown(summary: dict) -> str:
     from qhybrid.evaluation.evaluate import fmt
     from qhybrid.evaluation.report import metric
+    from qhybrid.quantum.targets import describe_noise
 
     gradable, fd = metric("gradable"), metric("fd")
-
-    rows = ["| target | s / sampling step | executions × bindings | shots / image | block error (mean, max) | "
-            "latent RMS change | image change (grey levels) | share of knock-out | 2q gates, depth | gradable % | FD |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, e in summary["targets"].items():
-        tr = e.get("transpiled", {})
-        share = e.get("noise_share_of_knockout")
+    rows = ["| target | block error (mean, max) | shot-noise floor | error / floor | image change (grey levels) | "
+            "share of knock-out | 2q gates, depth | median 2q error | est. fidelity | gradable % | FD | s / step | "
+            "shots / image |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in summary["targets"].values():
+        tr = e.get("transpiled") or {}
+        has = "block_error_mean" in e
+        ratio = e.get("error_over_floor")
         rows.append(
-            f"| {name} | {e['seconds_per_step']:.2f} | {e['executions']} × {e['bindings_per_execution']} | "
-            f"{e['shots_per_image']:,} | "
-            + (f"{e['block_error_mean']:.3f}, {e['block_error_max']:.3f}" if "block_error_mean" in e else "–")
-            + f" | {e.get('latent_rms_change', 0):.3f} | {e.get('noise_image_change_grey', 0):.2f} | "
-            + (f"{share * 100:.1f}%" if share is not None else "–") + " | "
-            + (f"{tr['two_qubit_gates']}, {tr['depth']}" if tr else "–")
-            + f" | {fmt(e.get('gradable'), gradable.scale, gradable.digits)} | {fmt(e.get('fd'), fd.scale, fd.digits)} |")
-    return (
-        f"# Noisy evaluation of {summary['model']}\n\n"
-        f"{summary['n']} samples per target, {summary['steps']} DDIM steps, seed {summary['seed']}, "
-        f"{summary['shots']} shots per circuit evaluation, method `{summary['method']}`, readout mitigation "
-        f"{'on' if summary['mitigation'] else 'off'}, transpiler optimisation level {summary['optimization_level']}. "
-        "Every target starts from the same noise, so differences come from the quantum block alone. "
-        "Block error: |noisy - ideal| of the block's expectation values on the inputs met during ideal "
-        "sampling. Image change: mean absolute difference from the ideal samples in grey levels (0-255); "
-        "share of knock-out: that change divided by the change the circuit's knock-out (its output replaced "
-        f"by its mean) makes to the same samples ({summary['knockout_image_change_grey']:.2f} grey levels). "
-        "One execution per sampling step holds every chain × patch as parameter bindings.\n\n"
-        + "\n".join(rows) + "\n\n![samples: ideal first, then each target](samples.png)\n"
-    )
+            f"| {e['label']} | " + (f"{e['block_error_mean']:.4f}, {e['block_error_max']:.3f}" if has else "–")
+            + " | " + (f"{e['shot_noise_floor']:.4f}" if has else "–")
+            + " | " + (f"{ratio:.2f}" if ratio is not None else "–")
+            + f" | {e.get('noise_image_change_grey', 0):.3f} | {percent(e.get('noise_share_of_knockout'))} | "
+            + (f"{tr['two_qubit_gates']}, {tr['depth']}" if tr else "–") + " | "
+            + (f"{tr['median_two_qubit_error']:.2e}" if tr.get("median_two_qubit_error") is not None else "–")
+            + " | " + (f"{tr['estimated_fidelity']:.3f}" if tr.get("estimated_fidelity") is not None else "–")
+            + f" | {fmt(e.get('gradable'), gradable.scale, gradable.digits)} | {fmt(e.get('fd'), fd.scale, fd.digits)}"
+            f" | {e['seconds_per_step']:.2f} | {e['shots_per_image']:,} |")
+    per_obs = [f"| {e['label']} | " + (", ".join(map(str, e["transpiled"]["layout"])) if e.get("transpiled") else "–")
+               + " | " + " | ".join(f"{v:.4f}" for v in e["block_error_per_observable"]) + " |"
+               for e in summary["targets"].values() if "block_error_per_observable" in e]
+    first = next((e for e in summary["targets"].values() if "block_error_per_observable" in e), None)
+    sources = sorted({describe_noise(e["noise_source"]) for e in summary["targets"].values()
+                      if e.get("noise_source") and e["noise_source"]["kind"] != "shot noise only"})
+    knockout = summary["knockout_image_change_grey"]
+    text = [
+        f"# Noisy evaluation of {summary['model']}\n",
+        ("" if summary["complete"] else f"**Incomplete**: {', '.join(summary['pending'])} not finished yet "
+         "(continue with `--resume`).\n"),
+        f"{summary['n']} samples per target, {summary['steps']} DDIM steps, seed {summary['seed']}, method "
+        f"`{summary['method']}`, readout mitigation {'on' if summary['mitigation'] else 'off'}, transpiler "
+        f"optimisation level {summary['optimization_level']}. Every target starts from the same noise, so "
+        "differences come from the quantum block alone.\n",
+        *(f"**Warning**: {w}.\n" for w in summary["warnings"]),
+        "- **Block error**: |noisy - ideal| of the block's expectation values on the inputs met during ideal "
+        "sampling (first, middle and last step).",
+        "- **Shot-noise floor**: the mean |error| that many shots of a *noiseless* device would give, "
+        "sqrt(2/pi) * sqrt((1 - mu^2) / shots) per output from the ideal outputs mu; the *shot noise only* "
+        "rows measure it. **error / floor** near 1: the figure is sampling error; well above 1: device noise"
+        + (" (with readout mitigation the floor is a lower bound: inverting the readout errors amplifies shot "
+           "noise)." if summary["mitigation"] else "."),
+        "- **Image change**: mean absolute difference from the ideal samples in grey levels (0-255); **share of "
+        "knock-out**: that change over the change the circuit's knock-out (its output replaced by its mean) "
+        "makes to the same samples" + (f" ({knockout:.2f} grey levels)." if knockout is not None else "."),
+        "- **Median 2q error**: of the two-qubit gates the transpiled circuit uses, from the backend's "
+        "calibration; **est. fidelity**: the product of (1 - error) over the circuit's gates and measured qubits "
+        "(`qhybrid circuits inspect` prints its split). One execution per sampling step holds every chain × "
+        "patch as parameter bindings.\n",
+        *([f"Noise sources: {'; '.join(sources)}.\n"] if sources else []),
+        "\n".join(rows), "",
+    ]
+    if first is not None:
+        k = len(first["block_error_per_observable"])
+        text += ["Block error per observable (output k is ⟨Z⟩ of logical qubit k, measured on the k-th physical "
+                 "qubit of the layout):", "",
+                 "| target | physical qubits | " + " | ".join(f"⟨Z{j}⟩" for j in range(k)) + " |",
+                 "|---|---|" + "---:|" * k,
+                 *per_obs, ""]
+    text.append("![samples: ideal first, then each noisy target](samples.png)")
+    if any(e.get("transpiled") for e in summary["targets"].values()):
+        text.append("\n![block error against the transpiled circuit and the device's two-qubit error](backends.png)")
+    return "\n".join(t for t in text if t is not None) + "\n"
+
+
+def save_backend_plot(path: Path, summary: dict) -> Path:
+    """Block error (one marker per shot count, one point per noise source) against the transpiled
+    circuit's two-qubit gate count, its depth, the median error of those gates and the estimated
+    infidelity, with each shot count's shot-noise floor as a dashed line: which backends are above
+    their floor and why."""
+    plt = io.pyplot()
+    summary = json.loads(json.dumps(summary))  # the plot adds a field; the summary stays as written
+    noisy = [e for e in summary["targets"].values() if e.get("transpiled") and "block_error_mean" in e]
+    axes_spec = [("two_qubit_gates", "two-qubit gates (transpiled)"), ("depth", "depth (transpiled)"),
+                 ("median_two_qubit_error", "median error of its two-qubit gates"),
+                 ("estimated_infidelity", "1 - estimated fidelity (calibration)")]
+    for e in noisy:
+        fidelity = e["transpiled"].get("estimated_fidelity")
+        e["transpiled"]["estimated_infidelity"] = None if fidelity is None else 1 - fidelity
+    fig, axes = plt.subplots(1, len(axes_spec), figsize=(4.2 * len(axes_spec), 4.2), sharey=True)
+    shots = sorted({e["shots"] for e in noisy})
+    markers = dict(zip(shots, "osD^v<>"))
+    colours = dict(zip(shots, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    floors = {e["shots"]: e["shot_noise_floor"] for e in summary["targets"].values() if "shot_noise_floor" in e}
+    for ax, (field, xlabel) in zip(axes, axes_spec):
+        for s in shots:
+            points = [(e["transpiled"].get(field), e["block_error_mean"], e["noise_source"].get("backend", "?"))
+                      for e in noisy if e["shots"] == s and e["transpiled"].get(field) is not None]
+            if points:
+                ax.scatter([p[0] for p in points], [p[1] for p in points], marker=markers[s], color=colours[s],
+                           label=f"{s:,} shots")
+                for x, y, name in points:
+                    ax.annotate(name.removeprefix("fake_"), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            if s in floors:
+                ax.axhline(floors[s], color=colours[s], linestyle="--", linewidth=0.8)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("block error vs ideal (mean |Δ⟨Z⟩|)")
+    axes[0].set_ylim(bottom=0)
+    axes[0].legend(fontsize=8, title="dashed: shot-noise floor", title_fontsize=7)
+    fig.suptitle("Noisy block error per backend" + (" (readout mitigation on)" if summary["mitigation"] else ""))
+    fig.tight_layout()
+    io.save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def save_sample_panels(path: Path, ideal: np.ndarray, noisy: list[tuple[dict, np.ndarray]]) -> list[str]:
+    """The first 16 samples of each target: the exact ideal samples first, then one row per noise
+    source with one panel per shot count, so that columns compare shots and rows compare devices.
+    Returns the panels' titles, in order."""
+    from qhybrid.plots import grid_array
+
+    plt = io.pyplot()
+    sources = list(dict.fromkeys(e["source"] for e, _ in noisy))
+    shots = sorted({e["shots"] for e, _ in noisy})
+    nrows, ncols = 1 + len(sources), max(1, len(shots))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    titles = ["ideal (exact): the reference"]
+    axes[0][0].imshow(grid_array(ideal[:16], ncols=4))
+    axes[0][0].set_title(titles[0], fontsize=9)
+    for entry, images in noisy:
+        r, c = 1 + sources.index(entry["source"]), shots.index(entry["shots"])
+        titles.append(f"{entry['label']}\nchange {entry.get('noise_image_change_grey', 0):.2f} grey levels")
+        axes[r][c].imshow(grid_array(images[:16], ncols=4))
+        axes[r][c].set_title(titles[-1], fontsize=8)
+    fig.tight_layout()
+    io.save_figure(fig, path)
+    plt.close(fig)
+    return titles
+
+
+def strip_timings(summary: dict) -> dict:
+    """``summary`` without the timing fields (for comparing two runs of the same evaluation)."""
+    copy = json.loads(json.dumps(summary))
+    for entry in copy.get("targets", {}).values():
+        for key in TIMING_FIELDS:
+            entry.pop(key, None)
+    copy.pop("versions", None)
+    return copy
+

@@ -26,11 +26,16 @@ from qhybrid.plots import save_image_grid
 def sample_images(model_dir: str | Path, n: int = 64, steps: int = 50, target: str = "ideal",
                   seed: int = 0, sampler: str = "ddim", eta: float = 0.0, progress: bool = True,
                   loaded=None, target_options: dict | None = None,
-                  device: str | torch.device | None = None) -> tuple[np.ndarray, dict]:
+                  device: str | torch.device | None = None, vae: str | Path | None = None) -> tuple[np.ndarray, dict]:
     """Sample ``n`` images (uint8, (n, S, S, 3)) from an LDM checkpoint folder; the denoiser and
     the VAE move to ``device`` first (see :mod:`qhybrid.devices`; None: they stay where they are,
-    on the CPU when loaded here)."""
-    model, scheduler, vae, header = loaded or LatentDiffusion.from_checkpoint(model_dir)
+    on the CPU when loaded here). ``vae``: the VAE folder when it is not where the checkpoint says.
+    The returned info records what ran: the target, the noise it simulated (backend or snapshot
+    file and its calibration date), the VAE used and the software versions."""
+    from qhybrid.quantum.targets import noise_source
+    from qhybrid.versions import software_versions
+
+    model, scheduler, vae, header = loaded or LatentDiffusion.from_checkpoint(model_dir, vae=vae)
     if device is not None:
         device = resolve_device(device)
         model.to(device)
@@ -42,8 +47,10 @@ def sample_images(model_dir: str | Path, n: int = 64, steps: int = 50, target: s
     images = decode_images(vae, z)
     seconds = time.perf_counter() - t0
     info = {"model": str(model_dir), "denoiser": model.cfg.kind, "n": n, "steps": steps, "sampler": sampler,
-            "eta": eta, "target": target, "target_options": target_options or {}, "seed": seed, "device": str(device), "seconds": seconds,
-            "seconds_per_image": seconds / n}
+            "eta": eta, "target": str(target), "target_options": target_options or {},
+            "noise_source": noise_source(str(target), target_options), "seed": seed, "device": str(device),
+            "vae": header.get("vae_used"), "vae_sha256": vae.checkpoint_header.get("weights_sha256"),
+            "versions": software_versions(), "seconds": seconds, "seconds_per_image": seconds / n}
     return images, info
 
 

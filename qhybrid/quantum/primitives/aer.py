@@ -150,7 +150,13 @@ def restrict_noise(noise: dict, qubits: list[int]) -> dict:
 
 @dataclass
 class NoiseSource:
-    """Everything the fake target needs from a backend or from a snapshot file."""
+    """Everything the fake target needs from a backend or from a snapshot file.
+
+    The transpiler needs a ``Target`` (gate and readout errors, durations) for a noise-aware
+    layout: the live fake backend's, or one rebuilt from a version-2 snapshot's calibration
+    (``target``). A version-1 snapshot has neither, and transpiles with its coupling map and basis
+    gates only, so its layout can differ from the live backend's.
+    """
 
     name: str
     num_qubits: int
@@ -159,10 +165,21 @@ class NoiseSource:
     noise: dict
     backend: object | None = None  # the live fake backend (noise-aware layout); None for snapshots
     calibration_date: str | None = None
+    target: object | None = None  # a snapshot's rebuilt qiskit Target (noise-aware layout), or None
+    calibration: dict | None = None  # qhybrid.quantum.calibration.calibration_of's JSON form, or None
+    origin: dict | None = None  # a snapshot's file, format version and creation; None for a live backend
+
+    @property
+    def layout_target(self):
+        """The ``Target`` the transpiler and duration estimates use; None for a version-1 snapshot."""
+        return self.backend.target if self.backend is not None else self.target
 
     def pass_manager(self, optimization_level: int, seed: int | None):
         if self.backend is not None:
             return generate_preset_pass_manager(optimization_level=optimization_level, backend=self.backend,
+                                                seed_transpiler=seed)
+        if self.target is not None:
+            return generate_preset_pass_manager(optimization_level=optimization_level, target=self.target,
                                                 seed_transpiler=seed)
         return generate_preset_pass_manager(optimization_level=optimization_level, basis_gates=self.basis_gates,
                                             coupling_map=CouplingMap(self.coupling_map), seed_transpiler=seed)
@@ -172,6 +189,8 @@ class NoiseSource:
 def noise_source_for_backend(name: str) -> NoiseSource:
     from qiskit_aer.noise import NoiseModel
 
+    from qhybrid.quantum.calibration import calibration_date, calibration_of
+
     backend = fake_backend(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -179,16 +198,9 @@ def noise_source_for_backend(name: str) -> NoiseSource:
     coupling = [list(edge) for edge in (backend.coupling_map.get_edges() if backend.coupling_map else [])]
     basis = [op for op in backend.operation_names
              if op not in ("for_loop", "if_else", "switch_case", "while_loop", "delay", "reset", "measure")]
-    return NoiseSource(backend.name, backend.num_qubits, basis, coupling, model.to_dict(), backend,
-                       _calibration_date(backend))
-
-
-def _calibration_date(backend) -> str | None:
-    try:
-        props = backend.properties()
-        return props.last_update_date.isoformat() if props is not None else None
-    except Exception:  # noqa: BLE001
-        return None
+    date = calibration_date(backend)
+    return NoiseSource(backend.name, backend.num_qubits, basis, coupling, model.to_dict(), backend, date,
+                       calibration=calibration_of(backend, date))
 
 
 # --- transpiled programs ------------------------------------------------------------------------
@@ -312,6 +324,7 @@ class NoisyEstimator(BaseEstimatorV2):
                 group.table = _z_expectations(probs, group.observables, group.circuit.num_qubits)
             else:
                 group.table = self._estimator_values(program, group.values, group.observables)
+            group.table, group.clipped = clip_to_spectrum(group.table, group.observables)
         results = []
         for entry in prepared:
             pub, group = entry[0], entry[1]
@@ -320,7 +333,7 @@ class NoisyEstimator(BaseEstimatorV2):
             results.append(PubResult(DataBin(evs=evs, stds=stds, shape=evs.shape), metadata={
                 "target_precision": pub.precision, "shots": self.shots, "method": group.method,
                 "backend": self.source.name, "readout_mitigation": self.mitigation and group.method == COUNTS,
-                "circuit_metadata": pub.circuit.metadata}))
+                "clipped_values": group.clipped, "circuit_metadata": pub.circuit.metadata}))
         return PrimitiveResult(results, metadata={"version": 2, "simulator": f"aer+{self.source.name}"})
 
     # -- counts path --------------------------------------------------------------------------
@@ -383,6 +396,16 @@ class NoisyEstimator(BaseEstimatorV2):
         result = estimator.run([pub], precision=1 / np.sqrt(self.shots)).result()[0]
         self.executions += 1
         return np.asarray(result.data.evs).reshape(len(mapped), len(values)).T
+
+
+def clip_to_spectrum(table: np.ndarray, observables) -> tuple[np.ndarray, int]:
+    """Estimates (rows, K) clipped to each observable's possible range ``[-sum|c|, sum|c|]`` (±1 for
+    a Pauli), and how many were outside it. Readout-mitigated quasi-probabilities and the estimator
+    path's Gaussian shot noise can leave that range (at 3 shots, a third of mitigated values did);
+    no measurement can, and the layers after the block expect values within it."""
+    bound = np.array([float(np.sum(np.abs(o.coeffs))) for o in observables])
+    clipped = np.clip(table, -bound, bound)
+    return clipped, int(np.count_nonzero(clipped != table))
 
 
 def _compact_values(program: IsaProgram, values: np.ndarray) -> np.ndarray:

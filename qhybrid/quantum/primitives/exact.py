@@ -115,10 +115,19 @@ class ExactEstimator(BaseEstimatorV2):
             Each result's metadata names the path taken (``"path"``).
         simulation_precision: ``"float64"`` (default) or ``"float32"``: the dtype of the fused
             path's matrix products (the gate-by-gate path is always float64).
+        shots: None (default): exact values. An integer: the values a noiseless device would
+            report from that many shots, so that a noisy target's error can be set against the
+            part shot noise alone explains (the *shot-noise floor*). Diagonal (Z-type) observables
+            are estimated from one multinomial draw of the measured bit strings per row, as the
+            ``fake:`` target's counts path does; others get Gaussian noise of variance
+            ``(1 - <O>^2) / shots``. Forward values only: gradients stay exact.
+        seed: seed of those draws (None: fresh entropy).
     """
 
     def __init__(self, cache: _Cache | None = None, *, fusion: str = "auto",
-                 simulation_precision: str = "float64"):
+                 simulation_precision: str = "float64", shots: int | None = None, seed: int | None = None):
+        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1):
+            raise ValueError(f"shots must be None (exact) or a positive integer, got {shots!r}")
         if fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {fusion!r}")
         if simulation_precision not in PRECISIONS:
@@ -127,6 +136,8 @@ class ExactEstimator(BaseEstimatorV2):
         self._cache = cache or _Cache()
         self.fusion = fusion
         self.simulation_precision = simulation_precision
+        self.shots = None if shots is None else int(shots)
+        self._rng = np.random.default_rng(seed)
         self.options = Options()
 
     def statevector(self, compiled: "CompiledCircuit", values: np.ndarray):
@@ -152,19 +163,34 @@ class ExactEstimator(BaseEstimatorV2):
             observables = self._cache.observable_set(group.observables, compiled)
             with torch.inference_mode():
                 group.table = observables.expectation(psi).numpy()
+                if self.shots is not None:
+                    group.table = self._with_shot_noise(psi, observables, group.table)
         results = []
         for entry in prepared:
             pub = entry[0]
             evs = pub_evs(entry)
-            data = DataBin(evs=evs, stds=np.zeros_like(evs), shape=evs.shape)
+            stds = np.zeros_like(evs) if self.shots is None else np.sqrt(np.clip(1 - evs**2, 0, None) / self.shots)
+            data = DataBin(evs=evs, stds=stds, shape=evs.shape)
             metadata = {
                 "target_precision": pub.precision,
-                "exact": True,
+                "exact": self.shots is None,
+                "shots": self.shots,
                 "path": entry[1].path.path,
                 "circuit_metadata": pub.circuit.metadata,
             }
             results.append(PubResult(data, metadata=metadata))
         return PrimitiveResult(results, metadata={"version": 2, "simulator": "qhybrid.exact"})
+
+
+    def _with_shot_noise(self, psi: torch.Tensor, observables: CompiledObservables, exact: np.ndarray) -> np.ndarray:
+        """``exact`` (rows, K) as ``self.shots`` noiseless shots would estimate it (see the class)."""
+        if observables.offdiag:  # not measurable from one set of Z-basis counts
+            std = np.sqrt(np.clip(1 - exact**2, 0, None) / self.shots)
+            return exact + self._rng.standard_normal(exact.shape) * std
+        probs = (psi.abs() ** 2).to(torch.float64).numpy()
+        probs /= probs.sum(axis=1, keepdims=True)
+        counts = self._rng.multinomial(self.shots, probs)
+        return (counts / self.shots) @ observables.diag.numpy()
 
 
 class ExactEstimatorGradient(BaseEstimatorGradient):

@@ -33,6 +33,7 @@ class PubGroup:
         self.observables: list[SparsePauliOp] = []
         self.table: np.ndarray | None = None  # (rows, len(observables)), filled by the estimator
         self.path = None  # how the estimator simulated it, if it says
+        self.clipped = 0  # estimates the estimator clipped to the observables' range
 
 
 def group_pubs(pubs) -> tuple[list[PubGroup], list[tuple]]:
