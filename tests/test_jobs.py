@@ -531,6 +531,11 @@ def test_resume_and_fetch_refuse_a_record_whose_shots_were_edited_after_submissi
     assert path.read_bytes() == before  # refused before anything was written
     line = one_line_error(run("jobs", "resume", path.stem, "--jobs-dir", tmp_path), code=1)
     assert "edited after submission (options.shots)" in line
+    # removing the seal as well does not pass the record off as one written before records were sealed
+    del data["fixed_sha256"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(jobs.JobRecordError, match="was edited after submission"):
+        jobs.resume(path.stem, tmp_path, progress=False, log=lambda *_: None)
 
 
 def test_a_record_keeps_the_software_versions_and_backend_calibration_that_ran_it(models, tmp_path):

@@ -271,3 +271,60 @@ def test_jobs_submit_and_noisy_eval_take_a_vae_kept_elsewhere(tiny_models, tmp_p
     cfg = NoisyEvalConfig(backends=("fake_athens",), shots=(256,), n=2, steps=2)
     summary = run_noisy_eval(model, tmp_path / "ne", cfg, vae=tiny_models / "vae", progress=False, log=lambda *_: None)
     assert summary["complete"]
+
+
+def test_the_shots_target_clips_gaussian_estimates_of_non_z_observables():
+    """X-type observables are not read from Z counts: Gaussian noise, clipped to [-1, 1] as a measurement is."""
+    from qiskit.quantum_info import SparsePauliOp
+
+    circuit, _, values = block_values(CircuitSpec(num_qubits=3, reps=1), rows=400)
+    observables = [[SparsePauliOp("IIX")], [SparsePauliOp("XII")]]
+    result = ExactEstimator(shots=32, seed=2).run([(circuit, observables, values)]).result()[0]
+    exact = ExactEstimator().run([(circuit, observables, values)]).result()[0].data.evs
+    assert np.all(np.abs(result.data.evs) <= 1.0) and not np.allclose(result.data.evs, exact)
+
+
+def test_the_estimator_methods_floor_is_its_gaussian_noise():
+    ideal = np.array([[0.0, 0.9, -1.0]])
+    assert np.allclose(noisy_eval.shot_noise_floor(ideal, 100, "estimator"), np.sqrt(2 / np.pi) / 10)
+    assert noisy_eval.shot_noise_floor(ideal, 100)[0, 2] == 0  # counts: an output at -1 has no shot noise
+
+
+def test_every_setting_gets_its_own_default_folder_and_repeated_sources_are_refused(tiny_models):
+    model = tiny_models / "ldm-hybrid"
+    cfg = NoisyEvalConfig(backends=("fake_athens",), shots=(256,), n=3, steps=2)
+    folders = {noisy_eval.default_out(model, c) for c in
+               (cfg, cfg.replace(n=4), cfg.replace(steps=3), cfg.replace(seed=1), cfg.replace(method="estimator"))}
+    assert len(folders) == 5
+    with pytest.raises(ValueError, match="repeats an entry"):
+        NoisyEvalConfig(backends=("fake_athens", "fake_athens"))
+    assert "--backends repeats an entry" in one_line_error(
+        run("noisy-eval", "--model", model, "--backends", "fake_athens,fake_athens"))
+    assert "at least 2 samples" in one_line_error(run("noisy-eval", "--model", model, "--backends", "fake_athens",
+                                                      "--n", "1"))
+
+
+def test_a_target_whose_arrays_are_missing_is_computed_again_on_resume(tiny_models, tmp_path):
+    cfg = NoisyEvalConfig(backends=("fake_athens",), shots=(256,), n=3, steps=2)
+    model = tiny_models / "ldm-hybrid"
+    first = run_noisy_eval(model, tmp_path / "ne", cfg, progress=False, log=lambda *_: None)
+    (tmp_path / "ne" / "targets" / "fake_athens-256.npz").unlink()  # as if killed between its two files
+    lines: list[str] = []
+    again = run_noisy_eval(model, tmp_path / "ne", cfg, resume=True, progress=False, log=lines.append)
+    assert any(line.startswith("sampling") and "fake_athens" in line for line in lines)
+    assert strip_timings(again) == strip_timings(first)
+
+
+def test_a_legacy_checkpoint_passes_over_another_vae_beside_it_for_its_recorded_one(tiny_models, tmp_path):
+    """Older checkpoints name only an absolute VAE path: a sibling with that folder name is a guess,
+    used when its hash matches and passed over (not refused) when it does not."""
+    shutil.copytree(tiny_models / "ldm-hybrid", tmp_path / "run" / "ldm-hybrid")
+    shutil.copytree(tiny_models / "vae", tmp_path / "run" / "vae")
+    header = json.loads((tmp_path / "run" / "vae" / "config.json").read_text())
+    header["weights_sha256"] = "0" * 64  # some other VAE
+    (tmp_path / "run" / "vae" / "config.json").write_text(json.dumps(header))
+    config = json.loads((tmp_path / "run" / "ldm-hybrid" / "config.json").read_text())
+    del config["config"]["vae_relative_path"]  # as written before relative paths
+    (tmp_path / "run" / "ldm-hybrid" / "config.json").write_text(json.dumps(config))
+    _, info = _samples(tmp_path / "run" / "ldm-hybrid")
+    assert info["vae"] == str((tiny_models / "vae").resolve())

@@ -167,15 +167,12 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
 def _target_options(args: argparse.Namespace) -> dict:
     """Options of the target from the command line: a fake: target's shots, mitigation, ...; the
     ideal target's shots (shot noise only) when --shots is given."""
-    if args.target == "ideal":
-        given = [flag for flag, v in (("--noise-model", args.noise_model), ("--mitigation", args.mitigation)) if v]
-        if given:
-            raise UsageError(f"{', '.join(given)} only apply to a fake:<backend> target")
-        return {} if args.shots is None else {"shots": args.shots, "seed": args.seed}
     if not args.target.startswith("fake:"):
         given = [flag for flag, v in (("--noise-model", args.noise_model), ("--mitigation", args.mitigation)) if v]
         if given:
             raise UsageError(f"{', '.join(given)} only apply to a fake:<backend> target")
+        if args.target == "ideal" and args.shots is not None:
+            return {"shots": args.shots, "seed": args.seed}
         return {}
     opts = {"shots": args.shots or DEFAULT_SHOTS, "mitigation": args.mitigation, "method": args.method,
             "optimization_level": args.opt_level, "seed": args.seed}
@@ -452,15 +449,20 @@ def cmd_noisy_eval(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in (args.backends or "").split(",") if b.strip()]
     if not backends and not args.noise_model:
         raise UsageError("give --backends fake_a,fake_b and/or --noise-model FILE")
-    cfg = NoisyEvalConfig(backends=tuple(backends), snapshots=tuple(args.noise_model), shots=tuple(args.shots),
-                          n=args.n, steps=args.steps, mitigation=args.mitigation, method=args.method, seed=args.seed,
-                          optimization_level=args.opt_level)
+    try:
+        cfg = NoisyEvalConfig(backends=tuple(backends), snapshots=tuple(args.noise_model), shots=tuple(args.shots),
+                              n=args.n, steps=args.steps, mitigation=args.mitigation, method=args.method,
+                              seed=args.seed, optimization_level=args.opt_level)
+    except ValueError as exc:  # a repeated backend or snapshot
+        raise UsageError(str(exc).replace("NoisyEvalConfig.backends", "--backends")
+                         .replace("NoisyEvalConfig.snapshots", "--noise-model")) from None
     out = Path(args.out) if args.out else default_out(args.model, cfg)
     summary = run_noisy_eval(args.model, out, cfg, resume=args.resume, vae=args.vae)
     for e in summary["targets"].values():
         if "block_error_mean" not in e or not e.get("transpiled"):
             continue
-        print(f"{e['label']:<30} block error {e['block_error_mean']:.4f} = {e['error_over_floor']:.2f} x its shot-noise "
+        ratio = "–" if e["error_over_floor"] is None else f"{e['error_over_floor']:.2f}"
+        print(f"{e['label']:<30} block error {e['block_error_mean']:.4f} = {ratio} x its shot-noise "
               f"floor {e['shot_noise_floor']:.4f}; image change {e['noise_image_change_grey']:.3f} grey levels "
               f"({percent(e['noise_share_of_knockout'])} of the circuit's knock-out); {e['seconds_per_step']:.2f} s/step")
     sources = {describe_noise(e["noise_source"]) for e in summary["targets"].values()

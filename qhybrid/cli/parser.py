@@ -385,7 +385,8 @@ def _add_quantum(sub) -> None:
     ne.add_argument("--model", required=True, help="hybrid LDM checkpoint folder")
     ne.add_argument("--backends", default="", help="comma-separated fake backends, e.g. fake_torino,fake_brisbane")
     ne.add_argument("--noise-model", action="append", default=[], help="a snapshot JSON (repeatable)")
-    ne.add_argument("--n", type=_positive_int, default=32, help="samples per target (default 32)")
+    ne.add_argument("--n", type=_number(int, lambda v: v >= 2, "at least 2 samples per target"), default=32,
+                    help="samples per target (default 32)")
     ne.add_argument("--steps", type=_positive_int, default=20)
     ne.add_argument("--shots", type=_shots_list, default=[1024],
                     help="shots per circuit evaluation; several (1024,4096,32768) sweep them (default 1024)")

@@ -26,43 +26,58 @@ def vae_reference(ldm_folder: str | Path, vae_folder: str | Path, vae_header: di
     """How an LDM checkpoint in ``ldm_folder`` names the VAE it is trained on: the path relative to
     the LDM folder, the absolute path (fallback) and the weights hash."""
     ldm_folder, vae_folder = Path(ldm_folder).resolve(), Path(vae_folder).resolve()
-    return {"vae_relative_path": os.path.relpath(vae_folder, ldm_folder), "vae_path": str(vae_folder),
-            "vae_sha256": vae_header.get("weights_sha256")}
+    try:
+        relative = os.path.relpath(vae_folder, ldm_folder)
+    except ValueError:  # another drive (Windows): no relative path, the absolute one only
+        relative = None
+    return {"vae_relative_path": relative, "vae_path": str(vae_folder), "vae_sha256": vae_header.get("weights_sha256")}
 
 
 def find_vae(folder: str | Path, cfg: dict, override: str | Path | None = None, check: bool = True) -> Path:
     """The VAE folder an LDM checkpoint's config ``cfg`` refers to (see the module docstring).
 
-    Candidates in order: ``override``; else the relative path (checkpoints written since relative paths were added),
-    a ``vae/``-style sibling of the LDM folder with the recorded folder name (older checkpoints,
-    which stored only an absolute path: a moved or copied run keeps its VAE beside it), then the
-    absolute path. The first candidate that exists is used if its weights hash matches, and refused
-    otherwise."""
+    ``override`` (``--vae``) is the only candidate when given. Otherwise, in order: the relative
+    path; for older checkpoints, which stored only an absolute path, a sibling of the LDM folder
+    with the recorded folder name (a moved or copied run keeps its VAE beside it); the absolute
+    path. The recorded candidates decide when they exist: used if their weights hash matches,
+    refused if not. The guessed sibling is used only if its hash matches, else passed over."""
     folder = Path(folder)
     expected = cfg.get("vae_sha256")
     recorded = Path(cfg["vae_path"])
+
+    def matches(path: Path) -> bool:
+        return not check or ckpt.read_header(path, "vae").get("weights_sha256") == expected
+
+    def refuse(path: Path):
+        return ckpt.CheckpointError(
+            f"the VAE at {path} is not the one {folder} was trained on (weights hash differs); restore that "
+            f"VAE, retrain the LDM, or give the right one with {param('vae')}")
+
     if override is not None:
-        candidates = [Path(override)]
+        path = Path(override).resolve()
+        if not (path / ckpt.CONFIG_NAME).exists():
+            raise ckpt.CheckpointError(f"{path} is not a VAE checkpoint folder (no {ckpt.CONFIG_NAME}); give the "
+                                       f"folder of the VAE {folder} was trained on with {param('vae')}")
+        if not matches(path):
+            raise refuse(path)
+        return path
+    candidates: list[tuple[Path, bool]] = []  # (path, whether it was recorded rather than guessed)
+    if cfg.get("vae_relative_path"):
+        candidates.append((folder / cfg["vae_relative_path"], True))
     else:
-        candidates = []
-        if cfg.get("vae_relative_path"):
-            candidates.append(folder / cfg["vae_relative_path"])
-        candidates.append(folder.parent / recorded.name)
-        candidates.append(recorded if recorded.is_absolute() else folder / recorded)
-    seen: list[Path] = []
-    for path in candidates:
-        path = path.resolve()
-        if path in seen:
-            continue
-        seen.append(path)
+        candidates.append((folder.parent / recorded.name, False))
+    candidates.append((recorded if recorded.is_absolute() else folder / recorded, True))
+    merged: dict[Path, bool] = {}  # a guess that is also the recorded path counts as recorded
+    for path, was_recorded in candidates:
+        merged[path.resolve()] = merged.get(path.resolve(), False) or was_recorded
+    seen = list(merged)
+    for path, was_recorded in merged.items():
         if not (path / ckpt.CONFIG_NAME).exists():
             continue
-        # the first VAE that exists decides: another folder's VAE never stands in for a changed one
-        if check and ckpt.read_header(path, "vae").get("weights_sha256") != expected:
-            raise ckpt.CheckpointError(
-                f"the VAE at {path} is not the one {folder} was trained on (weights hash differs); restore that "
-                f"VAE, retrain the LDM, or give the right one with {param('vae')}")
-        return path
+        if matches(path):
+            return path
+        if was_recorded:  # another folder's VAE never stands in for a changed one
+            raise refuse(path)
     raise ckpt.CheckpointError(
         f"{folder} was trained on the VAE at {recorded}, which is missing (looked in "
         f"{', '.join(map(str, seen))}); keep the run's vae/ folder beside the LDM folder or give it with {param('vae')}")

@@ -154,6 +154,7 @@ def fixed_part(data: dict) -> dict:
     return {"options": data.get("options"), "sampling": data.get("sampling"),
             "backend": (data.get("backend") or {}).get("name"),
             "model_sha256": (data.get("model") or {}).get("sha256"),
+            "initial_latents_sha256": data.get("initial_latents_sha256"),
             "circuit": {"qpy_sha256": circuit.get("qpy_sha256"), "qasm3_sha256": circuit.get("qasm3_sha256")}}
 
 
@@ -183,10 +184,12 @@ def check_fixed(record: JobRecord) -> None:
     before qhybrid sealed them (no ``fixed_sha256``) are accepted as they are."""
     data = record.data
     sealed = data.get("fixed_sha256")
-    if sealed is None or _canonical_sha256(fixed_part(data)) == sealed:
+    if sealed is None and not any(key in data for key in ("fixed", "provenance")):
+        return  # written before records were sealed
+    if sealed is not None and _canonical_sha256(fixed_part(data)) == sealed:
         return
     kept = data.get("fixed")
-    if isinstance(kept, dict) and _canonical_sha256(kept) == sealed:
+    if sealed is not None and isinstance(kept, dict) and _canonical_sha256(kept) == sealed:
         fields = _differences(kept, fixed_part(data)) or ["fixed"]
     else:  # the kept copy or the hash itself was edited
         fields = ["fixed", "fixed_sha256"]
@@ -202,13 +205,16 @@ def hold_lock(record: JobRecord, fix: str = "wait for it to finish or stop it fi
 
     record.path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(record.path.with_suffix(".lock"), "a")  # noqa: SIM115 - held open: it is the lock
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    for attempt in range(10):  # a 'jobs list' probing the lock holds it for microseconds: retry briefly
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except OSError:
+            time.sleep(0.02)
+    else:
         handle.close()
         raise JobRecordError(f"run {record.run_id} is being worked on by another qhybrid process (a submit, "
                              f"resume, fetch or cancel); {fix}") from None
-    return handle
 
 
 def lock_held(path: Path) -> bool:
@@ -238,6 +244,10 @@ def effective_status(path: Path, data: dict) -> tuple[str, str | None]:
     "stopped"; the record is not rewritten for that (resume settles it)."""
     status = data.get("status")
     if status not in ACTIVE_STATES or lock_held(path):
+        return status, None
+    with suppress(OSError, ValueError):  # the run may have finished between the read and the probe
+        status = json.loads(Path(path).read_text()).get("status", status)
+    if status not in ACTIVE_STATES:
         return status, None
     return "stopped", f"its process ended; 'qhybrid jobs resume {data.get('run_id')}' continues"
 
@@ -890,13 +900,17 @@ class JobRunner:
         record.save()
 
     def _decode(self, record: JobRecord) -> None:
+        from qhybrid.quantum.targets import noise_source
         from qhybrid.workflows.sampling import decode_images, write_samples
 
         images = decode_images(self.vae, record.latents_before(len(record.steps)))
+        target = f"ibm:{self.backend_name}"
         info = {"run_id": record.run_id, "model": record.data["model"]["path"], "backend": self.backend_name,
                 "n": len(images), "steps": len(record.steps), "sampler": "ddim", "eta": 0.0,
-                "seed": record.data["sampling"]["seed"], "target": f"ibm:{self.backend_name}",
-                "options": record.data["options"], "job_ids": [s["job_id"] for s in record.steps]}
+                "seed": record.data["sampling"]["seed"], "target": target, "noise_source": noise_source(target),
+                "options": record.data["options"], "job_ids": [s["job_id"] for s in record.steps],
+                "vae_sha256": self.vae.checkpoint_header.get("weights_sha256"),
+                "provenance": record.data.get("provenance"), "versions": software_versions()}
         out = write_samples(images, record.folder / "samples", info)
         record.data["images"] = {"dir": str(out.relative_to(record.path.parent)), "count": len(images),
                                  "decoded_at": _now()}
@@ -969,6 +983,7 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
                 step["timestep"] = int(t)
             gen = torch.Generator().manual_seed(int(record.data["sampling"]["seed"]))
             record.write_array("initial_latents.npy", torch.randn((n, *latent_shape), generator=gen).numpy())
+            record.data["initial_latents_sha256"] = _sha256((record.folder / "initial_latents.npy").read_bytes())
             runner.write_circuit(record, isa)
             record.data["circuit"]["spec"] = runner.model.quantum_block.spec.to_dict()
             seal(record.data)

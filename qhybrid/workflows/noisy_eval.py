@@ -22,12 +22,14 @@ The evaluation is incremental: each target's result is written to ``targets/`` a
 done, and the report files (``noisy_eval.json``, ``noisy_eval.md``, ``samples.png``,
 ``backends.png``) are rewritten from those after each target. ``resume=True`` continues a killed
 evaluation without recomputing the finished targets; the final files equal an uninterrupted
-run's (every target draws its shots from its own seeded generator). A folder holding another
-evaluation is refused rather than overwritten.
+run's, timings aside (every target draws its shots from its own seeded generator). A folder holding
+another evaluation — other settings, another snapshot file's content, other Qiskit / Aer /
+runtime versions — is refused rather than overwritten or mixed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io as _io
 import json
 import math
@@ -44,6 +46,7 @@ from qhybrid.config import Config
 from qhybrid.errors import InputError, param
 from qhybrid.evaluation.contribution import noise_share
 from qhybrid.quantum.circuits import two_qubit_gate_count
+from qhybrid.versions import software_versions
 
 #: Below this many samples per target the gradable share's interval spans tens of points and FD
 #: (a Gaussian fit in the encoder's feature space) is dominated by its small-sample bias.
@@ -74,22 +77,24 @@ class NoisyEvalConfig(Config):
             raise ValueError("NoisyEvalConfig needs at least one backend or snapshot")
         if not self.shots or len(set(self.shots)) != len(self.shots):
             raise ValueError(f"NoisyEvalConfig.shots must be distinct shot counts, got {list(self.shots)}")
+        for name in ("backends", "snapshots"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"NoisyEvalConfig.{name} repeats an entry: {', '.join(values)}")
         if self.n < 2 or self.steps < 1:
             raise ValueError(f"NoisyEvalConfig needs n >= 2 and steps >= 1, got n={self.n}, steps={self.steps}")
 
 
 def default_out(model_dir: str | Path, cfg: NoisyEvalConfig) -> Path:
-    """``<run>/noisy-eval/<model>-<backends>-<shots>[-mitigated]``: one folder per evaluation, so a
-    new evaluation never overwrites another."""
+    """``<run>/noisy-eval/<model>-<backends>-<shots>[-mitigated]-<hash>``: one folder per evaluation
+    (the hash covers every setting, n, steps, seed and method included), so a new evaluation never
+    meets another's folder."""
     model_dir = Path(model_dir)
     sources = list(cfg.backends) + [Path(s).stem for s in cfg.snapshots]
     name = f"{model_dir.name}-{'+'.join(sources)}-{'+'.join(map(str, cfg.shots))}" + ("-mitigated" if cfg.mitigation else "")
-    name = re.sub(r"[^A-Za-z0-9._+-]", "_", name)
-    if len(name) > 100:  # many backends: keep it short and still distinct
-        import hashlib
-
-        name = name[:80] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
-    return model_dir.parent / "noisy-eval" / name
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", name)[:90]
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return model_dir.parent / "noisy-eval" / f"{name}-{digest}"
 
 
 # --- the plan: which targets, in which order ------------------------------------------------------
@@ -121,9 +126,10 @@ def plan_targets(cfg: NoisyEvalConfig) -> list[_Planned]:
                                     {**noisy, "shots": shots}, shots))
     for path in cfg.snapshots:
         source = load_snapshot(path)
+        tag = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:6]  # two files may share a name
         for shots in cfg.shots:
             name = f"{source.name} snapshot {Path(path).name}"
-            planned.append(_Planned(f"snapshot-{Path(path).stem}-{shots}", f"{name}, {shots:,} shots", name,
+            planned.append(_Planned(f"snapshot-{Path(path).stem}-{tag}-{shots}", f"{name}, {shots:,} shots", name,
                                     f"fake:{source.name}", {**noisy, "shots": shots, "noise_model": str(path)}, shots))
     return planned
 
@@ -142,8 +148,11 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path | None, cfg: NoisyEval
     if model.quantum_block is None:
         raise InputError(f"{model_dir} is a {model.cfg.kind} model without a quantum block; noisy-eval needs a hybrid model")
     planned = plan_targets(cfg)
+    versions = software_versions()
     identity = {"format": RESULT_FORMAT, "model_sha256": header.get("weights_sha256"),
-                "vae_sha256": loaded.vae.checkpoint_header.get("weights_sha256"), "config": cfg.to_dict()}
+                "vae_sha256": loaded.vae.checkpoint_header.get("weights_sha256"), "config": cfg.to_dict(),
+                "snapshot_sha256": {str(Path(p).resolve()): _file_sha256(p) for p in cfg.snapshots},
+                "versions": {k: versions[k] for k in ("qiskit", "qiskit-aer", "qiskit-ibm-runtime")}}
     _claim_folder(out, identity, resume)
     for warning in _warnings(cfg):
         log(f"qhybrid: warning: {warning}")
@@ -157,6 +166,10 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path | None, cfg: NoisyEval
     return write_reports(out, identity, model_dir, planned)
 
 
+def _file_sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _warnings(cfg: NoisyEvalConfig) -> list[str]:
     if cfg.n >= SMALL_N:
         return []
@@ -165,23 +178,38 @@ def _warnings(cfg: NoisyEvalConfig) -> list[str]:
 
 
 def _claim_folder(out: Path, identity: dict, resume: bool) -> None:
-    """Start ``out`` (empty or new), or continue the same evaluation there with ``resume``."""
+    """Start ``out`` (empty or new), or continue the same evaluation there with ``resume``: the same
+    model, VAE, settings, snapshot contents and Qiskit / Aer / runtime versions (a fake backend's
+    calibration comes with qiskit-ibm-runtime)."""
     saved_path = out / "config.json"
     if saved_path.exists():
-        saved = json.loads(saved_path.read_text())
+        try:
+            saved = json.loads(saved_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{saved_path} is damaged (not JSON); choose another {param('out')}") from None
         if not resume:
             raise InputError(f"{out} already holds a noisy evaluation; continue it with {param('resume', True)}, or "
                              f"choose another {param('out')}")
         if saved != identity:
-            changed = sorted(k for k in identity if saved.get(k) != identity[k])
-            if "config" in changed:
-                changed = [f"config.{k}" for k in identity["config"] if saved["config"].get(k) != identity["config"][k]]
+            changed = _differences(saved if isinstance(saved, dict) else {}, identity)
             raise InputError(f"{out} holds an evaluation with other settings ({', '.join(changed)} differ); resume it "
-                             f"with the same settings, or choose another {param('out')}")
+                             f"with the same settings and software, or choose another {param('out')}")
         return
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not a noisy-evaluation folder; choose another {param('out')}")
     io.write_json(saved_path, identity)
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two identities differ (``config.shots``)."""
+    names = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key != "snapshot_sha256":
+            names += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            names.append(f"{prefix}{key}")
+    return names
 
 
 class _Study:
@@ -194,9 +222,13 @@ class _Study:
         self.block = self.model.quantum_block
         self._evaluators = None
         self._real = None
+        #: the model's training data: its held-out split is the knock-out's reference and the real set
+        self.training_data = self.header.get("extra", {}).get("train", {}).get("data", "synthetic")
 
     def done(self, item: _Planned) -> bool:
-        return (self.out / "targets" / f"{item.key}.json").exists()
+        """Both files of the target are there (the .json is written last, after the .npz)."""
+        folder = self.out / "targets"
+        return (folder / f"{item.key}.json").exists() and (folder / f"{item.key}.npz").exists()
 
     def run(self, item: _Planned) -> None:
         from qhybrid.diffusion.sampling import sample_latents
@@ -253,8 +285,7 @@ class _Study:
         )
         from qhybrid.workflows.sampling import decode_images
 
-        source = self.header.get("extra", {}).get("train", {}).get("data", "synthetic")
-        mean = knockout_mean(self.model, held_out_reference(self.vae, self.scheduler, source))
+        mean = knockout_mean(self.model, held_out_reference(self.vae, self.scheduler, self.training_data))
         with knocked_out(self.model.quantum_layer.core, mean):
             z = sample_latents(self.model, self.scheduler, self.cfg.n, self.cfg.steps, seed=self.cfg.seed,
                                progress=self.progress)
@@ -272,8 +303,7 @@ class _Study:
 
             self._evaluators = (FundusEncoder.from_checkpoint(run_dir / "encoder"),
                                 GradabilityNet.from_checkpoint(run_dir / "validator"))
-            source = self.header.get("extra", {}).get("train", {}).get("data", "synthetic")
-            self._real = real_reference(source, self.vae.cfg.size, 200)
+            self._real = real_reference(self.training_data, self.vae.cfg.size, 200)
         from qhybrid.evaluation.evaluate import evaluate_sets
 
         m = evaluate_sets(self._real, images, encoder=self._evaluators[0], validator=self._evaluators[1],
@@ -316,21 +346,23 @@ def _load_arrays(path: Path) -> dict:
 
 
 # --- the report, rebuilt from targets/ after every target -----------------------------------------
-def shot_noise_floor(ideal: np.ndarray, shots: int) -> np.ndarray:
+def shot_noise_floor(ideal: np.ndarray, shots: int, method: str = "counts") -> np.ndarray:
     """Expected |error| of each output from ``shots`` noiseless shots: ``sqrt(2/pi) * sigma`` with
-    ``sigma^2 = (1 - mu^2) / shots`` (a Pauli observable's single-shot variance, in the normal limit)."""
+    ``sigma^2 = (1 - mu^2) / shots`` (a Pauli observable's single-shot variance, in the normal limit).
+    The fake target's ``estimator`` method adds Gaussian noise of ``sigma = 1/sqrt(shots)`` whatever
+    mu is, so its floor is ``sqrt(2/pi) / sqrt(shots)``."""
+    if method == "estimator":
+        return np.full_like(ideal, math.sqrt(2 / math.pi) / math.sqrt(shots), dtype=float)
     return math.sqrt(2 / math.pi) * np.sqrt(np.clip(1 - ideal**2, 0, None) / shots)
 
 
 def write_reports(out: Path, identity: dict, model_dir: Path, planned: list[_Planned]) -> dict:
     """``noisy_eval.json`` / ``.md``, ``samples.png`` and ``backends.png`` from the finished targets."""
-    from qhybrid.versions import software_versions
-
     cfg = NoisyEvalConfig.from_dict(identity["config"])
     entries, arrays = {}, {}
     for item in planned:
         path = out / "targets" / f"{item.key}.json"
-        if path.exists():
+        if path.exists() and path.with_suffix(".npz").exists():
             entries[item.key] = json.loads(path.read_text())
             arrays[item.key] = _load_arrays(out / "targets" / f"{item.key}.npz")
     knockout = _load_arrays(out / "knockout.npz")["images"] if (out / "knockout.npz").exists() else None
@@ -341,7 +373,8 @@ def write_reports(out: Path, identity: dict, model_dir: Path, planned: list[_Pla
                 continue
             a = arrays[key]
             diff = np.abs(a["block"] - ideal["block"])
-            floor = shot_noise_floor(ideal["block"], entry["shots"])
+            # the shot-noise-only rows sample counts; a fake target's floor follows its method
+            floor = shot_noise_floor(ideal["block"], entry["shots"], "counts" if key.startswith("shots-") else cfg.method)
             entry["block_error_mean"] = float(diff.mean())
             entry["block_error_max"] = float(diff.max())
             entry["block_error_per_observable"] = [float(v) for v in diff.mean(axis=0)]
@@ -423,7 +456,9 @@ def markdown(summary: dict) -> str:
         "sampling (first, middle and last step).",
         "- **Shot-noise floor**: the mean |error| that many shots of a *noiseless* device would give, "
         "sqrt(2/pi) * sqrt((1 - mu^2) / shots) per output from the ideal outputs mu; the *shot noise only* "
-        "rows measure it. **error / floor** near 1: the figure is sampling error; well above 1: device noise"
+        "rows measure it" + (" (the `estimator` method's floor is sqrt(2/pi) / sqrt(shots): it adds Gaussian noise of "
+                              "that size)" if summary["method"] == "estimator" else "")
+        + ". **error / floor** near 1: the figure is sampling error; well above 1: device noise"
         + (" (with readout mitigation the floor is a lower bound: inverting the readout errors amplifies shot "
            "noise)." if summary["mitigation"] else "."),
         "- **Image change**: mean absolute difference from the ideal samples in grey levels (0-255); **share of "
@@ -465,8 +500,9 @@ def save_backend_plot(path: Path, summary: dict) -> Path:
         e["transpiled"]["estimated_infidelity"] = None if fidelity is None else 1 - fidelity
     fig, axes = plt.subplots(1, len(axes_spec), figsize=(4.2 * len(axes_spec), 4.2), sharey=True)
     shots = sorted({e["shots"] for e in noisy})
-    markers = dict(zip(shots, "osD^v<>"))
-    colours = dict(zip(shots, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = {s: "osD^v<>"[k % 7] for k, s in enumerate(shots)}
+    colours = {s: cycle[k % len(cycle)] for k, s in enumerate(shots)}
     floors = {e["shots"]: e["shot_noise_floor"] for e in summary["targets"].values() if "shot_noise_floor" in e}
     for ax, (field, xlabel) in zip(axes, axes_spec):
         for s in shots:
@@ -524,6 +560,5 @@ def strip_timings(summary: dict) -> dict:
     for entry in copy.get("targets", {}).values():
         for key in TIMING_FIELDS:
             entry.pop(key, None)
-    copy.pop("versions", None)
     return copy
 

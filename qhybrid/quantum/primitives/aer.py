@@ -38,7 +38,7 @@ from qiskit.transpiler import CouplingMap, generate_preset_pass_manager
 
 from qhybrid.errors import InputError
 from qhybrid.quantum.primitives.compiled import CompiledObservables
-from qhybrid.quantum.primitives.pubs import group_pubs, pub_evs, run_inline
+from qhybrid.quantum.primitives.pubs import clip_to_spectrum, group_pubs, pub_evs, run_inline
 
 COUNTS, ESTIMATOR = "counts", "estimator"
 DENSITY_MATRIX_MAX_QUBITS = 12
@@ -396,16 +396,6 @@ class NoisyEstimator(BaseEstimatorV2):
         result = estimator.run([pub], precision=1 / np.sqrt(self.shots)).result()[0]
         self.executions += 1
         return np.asarray(result.data.evs).reshape(len(mapped), len(values)).T
-
-
-def clip_to_spectrum(table: np.ndarray, observables) -> tuple[np.ndarray, int]:
-    """Estimates (rows, K) clipped to each observable's possible range ``[-sum|c|, sum|c|]`` (±1 for
-    a Pauli), and how many were outside it. Readout-mitigated quasi-probabilities and the estimator
-    path's Gaussian shot noise can leave that range (at 3 shots, a third of mitigated values did);
-    no measurement can, and the layers after the block expect values within it."""
-    bound = np.array([float(np.sum(np.abs(o.coeffs))) for o in observables])
-    clipped = np.clip(table, -bound, bound)
-    return clipped, int(np.count_nonzero(clipped != table))
 
 
 def _compact_values(program: IsaProgram, values: np.ndarray) -> np.ndarray:

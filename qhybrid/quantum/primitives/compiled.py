@@ -574,6 +574,8 @@ class CompiledObservables:
                     self.offdiag.append((k, basis ^ x, phase))
         self.diag = diag
         self._diag_t = diag.T.contiguous()
+        #: each observable's largest possible |value|, sum |c| over its Pauli terms
+        self.bound = np.array([float(np.sum(np.abs(op.coeffs))) for op in observables])
 
     def apply(self, psi: torch.Tensor) -> torch.Tensor:
         """``O_k psi`` for every observable: (rows, dim) -> (rows, K, dim)."""

@@ -186,7 +186,8 @@ class ExactEstimator(BaseEstimatorV2):
         """``exact`` (rows, K) as ``self.shots`` noiseless shots would estimate it (see the class)."""
         if observables.offdiag:  # not measurable from one set of Z-basis counts
             std = np.sqrt(np.clip(1 - exact**2, 0, None) / self.shots)
-            return exact + self._rng.standard_normal(exact.shape) * std
+            noisy = exact + self._rng.standard_normal(exact.shape) * std
+            return np.clip(noisy, -observables.bound, observables.bound)  # as a measurement would be
         probs = (psi.abs() ** 2).to(torch.float64).numpy()
         probs /= probs.sum(axis=1, keepdims=True)
         counts = self._rng.multinomial(self.shots, probs)
