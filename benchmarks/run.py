@@ -560,7 +560,7 @@ def bench_noisy(args) -> str:
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, n, generator=gen) * 2 - 1
     x_step = torch.rand(batch * patches, n, generator=gen) * 2 - 1  # every chain x patch of one step
-    rows, scaling = [], {}
+    rows, scaling, shots_cost = [], {}, {}
     for backend in ("fake_torino", "fake_brisbane", "fake_sherbrooke"):
         print(f"[noisy] {backend}", flush=True)
         source = noise_source_for_backend(backend)
@@ -584,6 +584,10 @@ def bench_noisy(args) -> str:
             for count in (16, 64, 256, 1024):
                 xs = torch.rand(count, n, generator=gen) * 2 - 1
                 scaling[count] = timeit(lambda: block(xs), min_time=1.0, max_reps=3)
+            # ... and against the shots (one step's bindings): what a noisy-eval shots sweep costs
+            for count in (1024, 4096, 32768):
+                swept = QuantumBlock(spec, target=f"fake:{backend}", shots=count, seed=0)
+                shots_cost[count] = timeit(lambda: swept(x_step), min_time=1.0, max_reps=3)
         # the straightforward way: the full-width ISA circuit with the full noise model
         program = block.qnn.estimator.program(block.pub_circuit)
         full = program.isa.copy()
@@ -632,6 +636,16 @@ def bench_noisy(args) -> str:
         "|---|" + "---:|" * len(scaling),
         "| seconds | " + " | ".join(f"{t:.2f}" for t in scaling.values()) + " |",
         "| ms per binding | " + " | ".join(f"{t / c * 1e3:.1f}" for c, t in scaling.items()) + " |",
+        "",
+        f"Seconds per execution against the shots per binding (fake_torino, counts path, one step: "
+        f"{batch * patches} bindings) — Aer draws every shot, so a `noisy-eval --shots` sweep's cost grows with "
+        "the largest count:",
+        "",
+        "| shots | " + " | ".join(f"{c:,}" for c in shots_cost) + " |",
+        "|---|" + "---:|" * len(shots_cost),
+        "| seconds | " + " | ".join(f"{t:.2f}" for t in shots_cost.values()) + " |",
+        f"| × {min(shots_cost):,} shots | " + " | ".join(f"{t / shots_cost[min(shots_cost)]:.1f}×"
+                                                   for t in shots_cost.values()) + " |",
         "",
     ]
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from qhybrid.quantum.primitives.aer import (
     fake_backend,
     noise_source_for_backend,
 )
+from qhybrid.quantum.targets import noise_source
 
 
 def inspect_circuit(circuit_spec: CircuitSpec, name: str, *, backend: str | None = None, noise_model=None,
@@ -85,16 +86,14 @@ def _duration(isa, target) -> float | None:
 
 
 def calibration_source(source, noise_model) -> dict:
-    """Where the layout's and the budget's calibration came from, for the text and the JSON."""
-    if noise_model:
-        origin = source.origin or {}
-        return {"kind": "snapshot", "file": str(noise_model), "backend": source.name,
-                "format_version": origin.get("format_version"), "date": source.calibration_date,
-                "created": origin.get("created"), "versions": origin.get("versions")}
-    from importlib.metadata import version
-
-    return {"kind": "fake backend", "file": None, "backend": source.name, "date": source.calibration_date,
-            "versions": {"qiskit-ibm-runtime": version("qiskit-ibm-runtime")}}
+    """Where the layout's and the budget's calibration came from, for the text and the JSON: the
+    targets' :func:`~qhybrid.quantum.targets.noise_source` description, plus the snapshot's format
+    version and creation."""
+    described = noise_source(f"fake:{source.name}", {"noise_model": str(noise_model)} if noise_model else {})
+    origin = source.origin or {}
+    return {**described, "file": described.get("file"), "date": described.get("calibration_date"),
+            "format_version": origin.get("format_version"), "created": origin.get("created"),
+            "versions": origin.get("versions") or {"qiskit-ibm-runtime": described.get("qiskit-ibm-runtime")}}
 
 
 def _stats(spec, name, circuit, program, source, noise_model, optimization_level, seed, duration) -> dict:

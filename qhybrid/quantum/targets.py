@@ -197,7 +197,8 @@ def noise_source(target: str, options: dict | None = None) -> dict | None:
         path = Path(options["noise_model"])
         source = load_snapshot(path)
         return {"kind": "snapshot", "file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                "backend": source.name, "calibration_date": source.calibration_date}
+                "backend": source.name, "calibration_date": source.calibration_date,
+                "format_version": (source.origin or {}).get("format_version")}
     source = noise_source_for_backend(backend)
     return {"kind": "fake backend", "backend": source.name, "calibration_date": source.calibration_date,
             "qiskit-ibm-runtime": software_versions()["qiskit-ibm-runtime"]}
