@@ -37,6 +37,7 @@ __all__ = [
     "gradient_variance",
     "entangling_capability",
     "expressibility_of",
+    "shot_noise_floor",
 ]
 
 #: Amplitudes (rows * 2**n) simulated at once; bounds the peak memory of the batched simulation.
@@ -329,3 +330,15 @@ def expressibility_of(spec: CircuitSpec, pairs: int, seed=None, bins: int = 75) 
     ])
     compiled, _ = _compiled(spec)
     return _kl_from_fidelities(fidelities, compiled.dim, bins)
+
+
+def shot_noise_floor(ideal: np.ndarray, shots: int, method: str = "counts") -> np.ndarray:
+    """Expected |error| of each output from ``shots`` noiseless shots: ``sqrt(2/pi) * sigma`` (the
+    mean absolute value of a normal error) with ``sigma^2 = (1 - mu^2) / shots``, a Pauli
+    observable's single-shot variance over the shots, for ideal outputs ``mu``. No noise study at
+    that shot budget resolves errors below it. The fake target's ``estimator`` method adds Gaussian
+    noise of ``sigma = 1/sqrt(shots)`` whatever mu is, so its floor is ``sqrt(2/pi) / sqrt(shots)``."""
+    ideal = np.asarray(ideal, dtype=float)
+    if method == "estimator":
+        return np.full_like(ideal, np.sqrt(2 / np.pi) / np.sqrt(shots))
+    return np.sqrt(2 / np.pi) * np.sqrt(np.clip(1 - ideal**2, 0, None) / shots)

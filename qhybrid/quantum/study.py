@@ -46,6 +46,7 @@ from qhybrid.quantum.analysis import (
     entangling_capability,
     expressibility_of,
     gradient_variance,
+    shot_noise_floor,
 )
 from qhybrid.quantum.circuits import (
     ANSATZE,
@@ -253,8 +254,7 @@ def _noise_cell(cfg: StudyConfig, spec, circuit, observables, values, ideal, bac
     program = estimator.program(circuit)  # the ISA circuit the simulation runs
     noisy = _expectations(estimator, circuit, observables, values)
     error = np.abs(noisy - ideal)
-    # E|N(0, s^2)| = s sqrt(2/pi) with s^2 = (1 - <O>^2) / shots: what shots alone would give
-    floor = np.sqrt(2.0 / np.pi) * np.sqrt(np.clip(1.0 - ideal**2, 0.0, None) / cfg.shots)
+    floor = shot_noise_floor(ideal, cfg.shots)  # what shots alone would give
     isa_depth, isa_two = _gate_stats(program.isa)
     # least-squares gain of noisy on ideal: ~ the depolarising shrink factor (1 = outputs intact)
     power = float(np.sum(ideal**2))

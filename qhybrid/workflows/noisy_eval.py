@@ -45,6 +45,7 @@ from qhybrid import io
 from qhybrid.config import Config
 from qhybrid.errors import InputError, param
 from qhybrid.evaluation.contribution import noise_share
+from qhybrid.quantum.analysis import shot_noise_floor
 from qhybrid.quantum.circuits import two_qubit_gate_count
 from qhybrid.versions import software_versions
 
@@ -346,16 +347,6 @@ def _load_arrays(path: Path) -> dict:
 
 
 # --- the report, rebuilt from targets/ after every target -----------------------------------------
-def shot_noise_floor(ideal: np.ndarray, shots: int, method: str = "counts") -> np.ndarray:
-    """Expected |error| of each output from ``shots`` noiseless shots: ``sqrt(2/pi) * sigma`` with
-    ``sigma^2 = (1 - mu^2) / shots`` (a Pauli observable's single-shot variance, in the normal limit).
-    The fake target's ``estimator`` method adds Gaussian noise of ``sigma = 1/sqrt(shots)`` whatever
-    mu is, so its floor is ``sqrt(2/pi) / sqrt(shots)``."""
-    if method == "estimator":
-        return np.full_like(ideal, math.sqrt(2 / math.pi) / math.sqrt(shots), dtype=float)
-    return math.sqrt(2 / math.pi) * np.sqrt(np.clip(1 - ideal**2, 0, None) / shots)
-
-
 def write_reports(out: Path, identity: dict, model_dir: Path, planned: list[_Planned]) -> dict:
     """``noisy_eval.json`` / ``.md``, ``samples.png`` and ``backends.png`` from the finished targets."""
     cfg = NoisyEvalConfig.from_dict(identity["config"])
