@@ -199,8 +199,40 @@ def noise_source_for_backend(name: str) -> NoiseSource:
     basis = [op for op in backend.operation_names
              if op not in ("for_loop", "if_else", "switch_case", "while_loop", "delay", "reset", "measure")]
     date = calibration_date(backend)
-    return NoiseSource(backend.name, backend.num_qubits, basis, coupling, model.to_dict(), backend, date,
+    noise = with_asymmetric_readout(model.to_dict(), backend)
+    return NoiseSource(backend.name, backend.num_qubits, basis, coupling, noise, backend, date,
                        calibration=calibration_of(backend, date))
+
+
+def with_asymmetric_readout(noise: dict, backend) -> dict:
+    """``noise`` with each qubit's readout error as the device reports it, P(0|1) != P(1|0).
+
+    Aer's ``NoiseModel.from_backend`` builds one symmetric readout error per qubit from the
+    Target's single ``measure`` error (their average); the backends' properties keep both
+    probabilities (fake_fez qubit 0: P(0|1) = 1.76%, P(1|0) = 0.54%), and a decay-dominated
+    readout is that lopsided on real devices. qiskit-ibm-runtime's local testing mode simulates
+    the asymmetric errors, so without this the two offline paths disagreed by up to 0.05 in the
+    block's outputs. Qubits without both probabilities keep Aer's symmetric error."""
+    try:
+        props = backend.properties()
+    except Exception:  # noqa: BLE001 - a backend without (readable) properties: Aer's errors stay
+        props = None
+    if props is None:
+        return noise
+    errors = []
+    for err in noise.get("errors", []):
+        if err.get("type") == "roerror" and len(err.get("gate_qubits") or []) == 1 and len(err["gate_qubits"][0]) == 1:
+            qubit = err["gate_qubits"][0][0]
+            try:
+                p01 = props.qubit_property(qubit, "prob_meas0_prep1")[0]  # P(measure 0 | prepared 1)
+                p10 = props.qubit_property(qubit, "prob_meas1_prep0")[0]  # P(measure 1 | prepared 0)
+            except Exception:  # noqa: BLE001 - BackendPropertyError: not reported for this qubit
+                errors.append(err)
+                continue
+            # rows: prepared state; columns: measured outcome (Aer's ReadoutError convention)
+            err = {**err, "probabilities": [[1 - p10, p10], [p01, 1 - p01]]}
+        errors.append(err)
+    return {**noise, "errors": errors}
 
 
 # --- transpiled programs ------------------------------------------------------------------------
