@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from cli_helpers import one_line_error, run
 
+from qhybrid.errors import InputError
 from qhybrid.quantum.circuits import CircuitSpec, build_circuit, build_observables
 from qhybrid.quantum.primitives.aer import NoisyEstimator, noise_source_for_backend
 from qhybrid.quantum.primitives.exact import ExactEstimator
@@ -328,3 +329,17 @@ def test_a_legacy_checkpoint_passes_over_another_vae_beside_it_for_its_recorded_
     (tmp_path / "run" / "ldm-hybrid" / "config.json").write_text(json.dumps(config))
     _, info = _samples(tmp_path / "run" / "ldm-hybrid")
     assert info["vae"] == str((tiny_models / "vae").resolve())
+
+
+def test_resume_refuses_an_evaluation_made_with_another_noise_model(tiny_models, tmp_path):
+    """The noise model's hash is part of what an evaluation is; a saved one that differs (another
+    qiskit-ibm-runtime calibration, or another way of building the model) is not mixed in."""
+    cfg = NoisyEvalConfig(backends=("fake_athens",), shots=(256,), n=3, steps=2)
+    model = tiny_models / "ldm-hybrid"
+    run_noisy_eval(model, tmp_path / "ne", cfg, progress=False, log=lambda *_: None)
+    saved = json.loads((tmp_path / "ne" / "config.json").read_text())
+    assert set(saved["noise_sha256"]) == {"fake_athens"}
+    saved["noise_sha256"]["fake_athens"] = "0" * 64
+    (tmp_path / "ne" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(InputError, match="noise_sha256 differ"):
+        run_noisy_eval(model, tmp_path / "ne", cfg, resume=True, progress=False, log=lambda *_: None)

@@ -23,8 +23,8 @@ done, and the report files (``noisy_eval.json``, ``noisy_eval.md``, ``samples.pn
 ``backends.png``) are rewritten from those after each target. ``resume=True`` continues a killed
 evaluation without recomputing the finished targets; the final files equal an uninterrupted
 run's, timings aside (every target draws its shots from its own seeded generator). A folder holding
-another evaluation — other settings, another snapshot file's content, other Qiskit / Aer /
-runtime versions — is refused rather than overwritten or mixed.
+another evaluation — other settings, another snapshot file's content or noise model, other Qiskit /
+Aer / runtime versions — is refused rather than overwritten or mixed.
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path | None, cfg: NoisyEval
     identity = {"format": RESULT_FORMAT, "model_sha256": header.get("weights_sha256"),
                 "vae_sha256": loaded.vae.checkpoint_header.get("weights_sha256"), "config": cfg.to_dict(),
                 "snapshot_sha256": {str(Path(p).resolve()): _file_sha256(p) for p in cfg.snapshots},
+                "noise_sha256": {b: _noise_sha256(b) for b in cfg.backends},
                 "versions": {k: versions[k] for k in ("qiskit", "qiskit-aer", "qiskit-ibm-runtime")}}
     _claim_folder(out, identity, resume)
     for warning in _warnings(cfg):
@@ -169,6 +170,15 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path | None, cfg: NoisyEval
 
 def _file_sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _noise_sha256(backend: str) -> str:
+    """The hash of the noise model the fake target simulates for ``backend``: a resumed evaluation
+    must not mix noise models (a new qiskit-ibm-runtime or a change in how qhybrid builds them)."""
+    from qhybrid.quantum.primitives.aer import encode_noise, noise_source_for_backend
+
+    noise = encode_noise(noise_source_for_backend(backend).noise)
+    return hashlib.sha256(json.dumps(noise, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _warnings(cfg: NoisyEvalConfig) -> list[str]:
@@ -206,7 +216,7 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     names = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict) and key != "snapshot_sha256":
+        if isinstance(a, dict) and isinstance(b, dict) and key not in ("snapshot_sha256", "noise_sha256"):
             names += _differences(a, b, f"{prefix}{key}.")
         elif a != b:
             names.append(f"{prefix}{key}")
