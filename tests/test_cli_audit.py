@@ -38,6 +38,7 @@ SUBSET = [
     "validator score: text file as the image",
     "jobs status: record is not JSON",
     "jobs cancel: unknown run id",
+    "jobs submit: --max-qpu-seconds below the estimate (refused before anything is written)",
     # runtime failures while a progress bar is open: the error still gets a line of its own
     "train vae: --out below a file (fails at the first save, progress bar open)",
 ]

@@ -330,6 +330,9 @@ def test_no_account_and_no_network_end_with_one_line_and_write_nothing(models, t
             "--jobs-dir", str(tmp_path / "jobs")]
     line = one_line_error(run_process(*args, env={**clean, "HOME": str(home)}), code=1)
     assert "no IBM Quantum account is configured" in line and "save_account" in line and "fake_" in line
+    # a dry run on an ibm_ backend needs the backend's durations from the service: the same line
+    line = one_line_error(run_process(*args, "--dry-run", env={**clean, "HOME": str(home)}), code=1)
+    assert "no IBM Quantum account is configured" in line
     # an account in the environment, but no way to reach IBM Quantum from here
     env = {**clean, "HOME": str(home), "QISKIT_IBM_TOKEN": TOKEN,
            "QISKIT_IBM_INSTANCE": "crn:v1:bluemix:public:quantum-computing:us-east:a/0123abcd:4567ef::"}
@@ -645,10 +648,12 @@ def test_qpu_usage_is_recorded_per_step_and_totalled_in_status(reference, tmp_pa
     assert job_usage(failing_job("no metrics")) == (None, None)  # ... and None for a job without metrics
     data = json.loads(reference.path.read_text())
     data["backend"] = {"name": "ibm_torino", "local_testing_mode": False}
+    del data["estimate"]  # as in a record submitted before runs were estimated: usage alone
     for s, seconds in zip(data["steps"], (2.0, 3.5, None, 4.0)):
         s.update(qpu_seconds=seconds, qpu_usage_status=None if seconds is None else "complete")
     lines = jobs.status_lines(jobs.JobRecord(tmp_path / "ibm.json", data))
     assert "QPU usage  9.5 s over 3 jobs; not reported for 1 jobs" in lines
+    assert not any(line.startswith("estimate") for line in lines)
 
 
 def test_the_runs_of_one_submit_share_a_group_id_shown_by_list_and_status(models, tmp_path):
@@ -699,3 +704,107 @@ def test_a_malformed_instance_crn_in_the_saved_account_is_named_in_one_line(mode
     assert "the IBM Quantum instance 'crn:v1:broken' (from the saved account) is not a valid CRN" in line
     assert "quantum.cloud.ibm.com" in line and TOKEN not in proc.stdout + proc.stderr
     assert not (tmp_path / "jobs").exists()
+
+
+# --- the QPU cost estimate (--dry-run, --max-qpu-seconds) ----------------------------------------
+def submit_args(models, jobs_dir, *extra):
+    """'qhybrid jobs submit' on the tiny hybrid model: 2 chains, 3 steps, seed 3."""
+    return ["jobs", "submit", "--model", models / "ldm-hybrid", "--backend", BACKEND, "--n", "2", "--steps", "3",
+            "--seed", "3", "--jobs-dir", jobs_dir, *extra]
+
+
+def test_dry_run_submits_and_records_nothing_and_counts_what_a_real_submit_of_the_same_arguments_records(
+        models, tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    live = set(jobs.LIVE_JOBS)
+    proc = run(*submit_args(models, jobs_dir, "--dry-run"))
+    assert proc.returncode == 0, proc.stderr
+    # nothing submitted (no job in this process), no record; the estimate's own file only
+    assert set(jobs.LIVE_JOBS) == live
+    assert [p.relative_to(jobs_dir).parts[0] for p in jobs_dir.rglob("*") if p.is_file()] == ["dry-runs"]
+    (saved,) = (jobs_dir / "dry-runs").glob("*.json")
+    assert "no job records" in run("jobs", "list", "--jobs-dir", jobs_dir).stdout
+    estimate = json.loads(saved.read_text())
+    # the printed numbers: an estimate, its counts and its QPU seconds
+    out = proc.stdout
+    assert "an ESTIMATE, nothing was submitted" in out and f"written    {saved}" in out
+    assert f"executions {estimate['executions']} jobs (3 steps × 1 run)" in out
+    assert f"bindings   {estimate['bindings_per_execution']} per execution (2 chains × " in out
+    assert f"shots      {estimate['shots_per_execution']:,} per execution" in out
+    assert f"{estimate['shots_per_image']:,.0f} per image" in out
+    assert f"{estimate['qpu_seconds_per_execution']:.1f} s per execution" in out
+    assert (f"{estimate['qpu_seconds_per_image']:.1f} s per image; "
+            f"{estimate['qpu_seconds_per_run']:.1f} s per run") in out
+    assert "includes" in out and "excludes" in out
+    # --json prints the same estimate and writes nothing more
+    printed = json.loads(run(*submit_args(models, jobs_dir, "--dry-run", "--json")).stdout)
+    assert {k: v for k, v in printed.items() if k != "created"} == {k: v for k, v in estimate.items() if k != "created"}
+    assert len(list((jobs_dir / "dry-runs").glob("*.json"))) == 1
+    # a real submit of the same arguments: its jobs, bindings and shots are the estimate's, and it keeps the estimate
+    assert run(*submit_args(models, jobs_dir)).returncode == 0
+    (path,) = jobs_dir.glob("*.json")
+    record = jobs.JobRecord.load(jobs_dir, path.stem)
+    assert len([s["job_id"] for s in record.steps if s["job_id"]]) == estimate["executions"]
+    for step in record.steps:
+        assert step["bindings"] == estimate["bindings_per_execution"]
+        assert step["bindings"] * step["shots"] == estimate["shots_per_execution"]
+    cost = next(line for line in jobs.status_lines(record) if line.startswith("cost"))
+    assert f"{estimate['shots_per_image']:,.0f} shots per image" in cost
+    assert {k: v for k, v in record.data["estimate"].items() if k != "created"} == \
+        {k: v for k, v in estimate.items() if k != "created"}
+
+
+def test_the_estimate_is_proportional_to_steps_and_its_shot_time_to_shots(models):
+    """Per run, QPU seconds = steps x (a fixed cost per job + shots x a time per shot): twice the
+    steps cost twice; twice the shots double the shots and the shot-dependent time per job."""
+    def estimate(steps, shots):
+        return jobs.estimate(models / "ldm-hybrid", BACKEND, n=2, steps=steps, shots=shots)
+
+    base, more_steps, more_shots = estimate(2, 1024), estimate(4, 1024), estimate(2, 2048)
+    assert more_steps["executions"] == 2 * base["executions"]
+    assert more_steps["qpu_seconds_per_run"] == pytest.approx(2 * base["qpu_seconds_per_run"])
+    assert more_steps["shots_per_image"] == 2 * base["shots_per_image"]
+    assert more_shots["shots_per_execution"] == 2 * base["shots_per_execution"]
+    overhead = base["job_overhead_seconds"]
+    assert more_shots["qpu_seconds_per_execution"] - overhead == pytest.approx(
+        2 * (base["qpu_seconds_per_execution"] - overhead))
+    assert more_shots["qpu_seconds_per_run"] > base["qpu_seconds_per_run"] > 0
+
+
+def test_max_qpu_seconds_below_the_estimate_refuses_in_one_line_exit_2_and_writes_nothing(models, tmp_path):
+    total = jobs.estimate(models / "ldm-hybrid", BACKEND, n=2, steps=3, seeds=[3])["qpu_seconds"]
+    limit = f"{total * 0.9:.2f}"
+    jobs_dir = tmp_path / "jobs"
+    live = set(jobs.LIVE_JOBS)
+    for extra in ([], ["--dry-run"]):  # a submit and a dry run refuse alike
+        line = one_line_error(run(*submit_args(models, jobs_dir, "--max-qpu-seconds", limit, *extra)), code=2)
+        assert f"the estimated QPU time, {total:.1f} s" in line
+        assert f"exceeds --max-qpu-seconds {float(limit):g} s" in line
+        assert "lower --n, --steps or --shots" in line and "Open Plan allows 600 s per 28 days" in line
+    assert not jobs_dir.exists() and set(jobs.LIVE_JOBS) == live
+
+
+def test_max_qpu_seconds_above_the_estimate_lets_the_run_complete(models, tmp_path):
+    total = jobs.estimate(models / "ldm-hybrid", BACKEND, n=2, steps=3, seeds=[3])["qpu_seconds"]
+    proc = run(*submit_args(models, tmp_path, "--max-qpu-seconds", f"{total * 1.1:.2f}"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"QPU estimate: {total:.1f} s for 1 run" in proc.stdout
+    (path,) = tmp_path.glob("*.json")
+    assert jobs.read_record(path)["status"] == "completed"
+
+
+def test_status_shows_the_estimate_beside_the_measured_qpu_seconds(reference, tmp_path):
+    estimate = reference.data["estimate"]
+    lines = jobs.status_lines(reference)
+    assert (f"estimate   {estimate['qpu_seconds_per_run']:.1f} s QPU time for the run (4 jobs × "
+            f"{estimate['qpu_seconds_per_execution']:.1f} s: 2 s per job + {estimate['shots_per_execution']:,} shots") \
+        in next(line for line in lines if line.startswith("estimate"))
+    # as a run on IBM Quantum whose service reported the QPU seconds of 3 of its 4 jobs
+    data = json.loads(reference.path.read_text())
+    data["backend"] = {"name": "ibm_torino", "local_testing_mode": False}
+    for s, seconds in zip(data["steps"], (2.0, 3.5, None, 4.0)):
+        s.update(qpu_seconds=seconds, qpu_usage_status=None if seconds is None else "complete")
+    expected = 3 * estimate["qpu_seconds_per_execution"]
+    lines = jobs.status_lines(jobs.JobRecord(tmp_path / "ibm.json", data))
+    assert (f"QPU usage  9.5 s over 3 jobs; not reported for 1 jobs; estimated {expected:.1f} s for those jobs "
+            f"(measured/estimated {9.5 / expected:.2f})") in lines

@@ -484,12 +484,29 @@ def _jobs_call(func, *args, **kwargs):
 
 
 def cmd_jobs_submit(args: argparse.Namespace) -> int:
-    from qhybrid.workflows.jobs import submit
+    """``--dry-run`` prints the QPU cost estimate (and saves it, or prints it as JSON with ``--json``)
+    and submits and records nothing; ``--max-qpu-seconds`` refuses over-budget runs either way."""
+    import json
 
-    records = _jobs_call(submit, args.model, args.backend, n=args.n, steps=args.steps, seeds=args.seed,
-                         resilience_levels=args.resilience_level or [None], shots=args.shots, twirling=args.twirling,
-                         dd=args.dd, mode=args.mode, optimization_level=args.opt_level, jobs_dir=args.jobs_dir,
-                         wait=not args.detach, poll=args.poll, vae=args.vae)
+    from qhybrid.workflows.jobs import estimate, estimate_lines, submit, write_estimate
+
+    if args.json and not args.dry_run:
+        raise UsageError("--json prints a dry run's estimate: add --dry-run ('qhybrid jobs status RUN_ID --json' "
+                         "prints a record)")
+    common = {"n": args.n, "steps": args.steps, "seeds": args.seed,
+              "resilience_levels": args.resilience_level or [None], "shots": args.shots, "twirling": args.twirling,
+              "dd": args.dd, "mode": args.mode, "optimization_level": args.opt_level, "vae": args.vae,
+              "max_qpu_seconds": args.max_qpu_seconds}
+    if args.dry_run:
+        cost = _jobs_call(estimate, args.model, args.backend, **common)
+        if args.json:
+            print(json.dumps(cost, indent=2))
+            return 0
+        print("\n".join(estimate_lines(cost)))
+        print(f"written    {write_estimate(cost, args.jobs_dir)} (no job record; submit without --dry-run to run)")
+        return 0
+    records = _jobs_call(submit, args.model, args.backend, jobs_dir=args.jobs_dir, wait=not args.detach,
+                         poll=args.poll, **common)
     _print_run_summary(records, args.jobs_dir)
     return 0
 

@@ -425,6 +425,14 @@ def _add_jobs(sub) -> None:
                     help="submit the next step and return without waiting (IBM Quantum backends)")
     js.add_argument("--poll", type=_positive_float, default=None, help="seconds between status checks (default 10; local 0.02)")
     js.add_argument("--jobs-dir", type=_folder, default="jobs", help="where records go (default jobs/)")
+    js.add_argument("--dry-run", action="store_true",
+                    help="submit nothing and write no record: print what the runs would cost on the QPU (jobs, "
+                         "bindings, shots, estimated QPU seconds per image and run) and save it as "
+                         "JOBS_DIR/dry-runs/<time>-<model>-<backend>.json; fake_* backends need no account")
+    js.add_argument("--json", action="store_true", help="with --dry-run: print the estimate as JSON instead (no file)")
+    js.add_argument("--max-qpu-seconds", type=_positive_float, default=None, metavar="S",
+                    help="refuse (before anything is submitted or written) when the estimated QPU time of all the "
+                         "runs exceeds S seconds; the Open Plan allows 600 s (10 minutes) per 28 days")
     js.set_defaults(func=commands.cmd_jobs_submit)
     jl = jobs.add_parser("list", help="list the job records")
     jl.add_argument("--jobs-dir", type=_folder, default="jobs")

@@ -47,6 +47,14 @@ charged each job (``qpu_seconds``; None in local testing mode) and the ``group``
 created. A run recorded as running whose lock no process holds was killed: ``list`` and ``status``
 show it as stopped (:func:`effective_status`) without rewriting it. :func:`cancel` cancels a run's
 unfinished job and marks the run ``cancelled``; ``resume`` submits that step again.
+
+What a run will cost. QPU time is the scarce thing (the Open Plan has 10 minutes per 28 days), so
+before a submission :func:`qpu_estimate` works out what the runs would take from the ISA circuit
+they would send: jobs, bindings and shots, and QPU seconds by IBM's baseline formula (a fixed cost
+per job plus shots x (circuit + measurement + reset + repetition delay)). :func:`estimate` is the
+dry run (nothing written, nothing submitted); ``submit(max_qpu_seconds=S)`` refuses runs estimated
+above S before writing anything; each record keeps its ``estimate`` so that ``status`` shows it
+beside the QPU seconds the service reports.
 """
 
 from __future__ import annotations
@@ -205,16 +213,15 @@ def hold_lock(record: JobRecord, fix: str = "wait for it to finish or stop it fi
 
     record.path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(record.path.with_suffix(".lock"), "a")  # noqa: SIM115 - held open: it is the lock
-    for attempt in range(10):  # a 'jobs list' probing the lock holds it for microseconds: retry briefly
+    for _ in range(10):  # a 'jobs list' probing the lock holds it for microseconds: retry briefly
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return handle
         except OSError:
             time.sleep(0.02)
-    else:
-        handle.close()
-        raise JobRecordError(f"run {record.run_id} is being worked on by another qhybrid process (a submit, "
-                             f"resume, fetch or cancel); {fix}") from None
+    handle.close()
+    raise JobRecordError(f"run {record.run_id} is being worked on by another qhybrid process (a submit, "
+                         f"resume, fetch or cancel); {fix}")
 
 
 def lock_held(path: Path) -> bool:
@@ -342,7 +349,7 @@ _RECORD_KEYS = {"run_id": str, "status": str, "created": str, "backend": dict, "
 
 
 #: Keys that records written by qhybrid 0.1 lack.
-_OPTIONAL_KEYS = {"fixed": dict, "fixed_sha256": str, "provenance": list, "group": dict}
+_OPTIONAL_KEYS = {"fixed": dict, "fixed_sha256": str, "provenance": list, "group": dict, "estimate": dict}
 
 
 def _record_problem(data) -> str | None:
@@ -648,6 +655,21 @@ class JobRunner:
             self._pubs[key] = call
         return self._pubs[key]
 
+    def bindings_per_job(self, n: int) -> int:
+        """The parameter rows of one step's PUB for ``n`` chains, counted by a note pass of the
+        denoiser on zero latents: the same code path as a run's first pass, so an estimate counts
+        exactly what a submission sends (the count depends on n and the model, not the latents)."""
+        cfg = self.model.cfg
+        executor = _Executor()
+        self.estimator.executor = executor
+        with torch.no_grad():
+            predict(self.model, torch.zeros((n, cfg.latent_channels, cfg.latent_size, cfg.latent_size)),
+                    self.timesteps[0])
+        if len(executor.calls) != 1:
+            raise InputError(f"the denoiser evaluated its quantum block {len(executor.calls)} times in one step; a "
+                             "job run needs exactly one evaluation per step (one job each)")
+        return len(executor.calls[0].values)
+
     def _check_rows(self, record: JobRecord, k: int, values: np.ndarray) -> None:
         """The rows computed now must be those step k's job ran with (saved before it was
         submitted; older records lack them) and those of this process's note pass."""
@@ -917,14 +939,264 @@ class JobRunner:
         self.log(f"run {record.run_id}: {len(images)} images in {out}/ (grid.png, sample_*.png)")
 
 
+# --- what a run would cost on a QPU -------------------------------------------------------------
+# IBM's baseline for the QPU time of a primitive job ("Workload usage" guide, "Estimate usage
+# before submitting a job"): <per sub-job overhead> + (rep_delay + <circuit length>) x <circuit
+# executions>, where circuit executions are the circuits after broadcasting times the shots. That
+# is what qpu_estimate computes, term by term, from the ISA circuit a submission sends.
+# The service's own figure is not available before submission: qiskit-ibm-runtime 0.51 offers
+# RuntimeJobV2.usage_estimation (the service's "estimated_running_time_seconds"), which reads the
+# estimate of a job that has been submitted already, and QiskitRuntimeService.usage(), which tells
+# how much of the instance's allowance is used, not what a job will take. So no service estimate
+# is asked for; after a run, each step's measured ``qpu_seconds`` sits beside this estimate.
+
+#: QPU time every job costs besides its shots: IBM's guide gives about 2 s per sub-job (loading
+#: the payload into the control electronics). Assumed: one sub-job per job (a PUB too large for
+#: the execution engine is split, and each part costs this again).
+JOB_OVERHEAD_SECONDS = 2.0
+#: The repetition delay assumed when the backend reports none: the default of most IBM Quantum
+#: backends (``backend.default_rep_delay``).
+FALLBACK_REP_DELAY = 250e-6
+#: Circuit, measurement and reset time per shot assumed when the backend's target has no
+#: instruction durations: IBM's quick formula (2 s + 350 us per circuit execution) less the rep delay.
+FALLBACK_SHOT_SECONDS = 100e-6
+#: The Open Plan's allowance: 10 minutes of QPU time per rolling 28 days.
+OPEN_PLAN_SECONDS = 600
+ESTIMATE_FORMAT = "qhybrid-qpu-estimate"
+ESTIMATE_INCLUDES = ("a fixed 2 s per job (assumed)",
+                     ("per shot: the ISA circuit's duration from the backend's instruction durations, the "
+                      "measurement, the qubit reset and the backend's repetition delay"))
+ESTIMATE_EXCLUDES = (("error-mitigation circuits and repetitions (resilience level 1: TREX's readout learning; "
+                      "level 2: ZNE runs every circuit at 3 noise factors, about 3x or more)"),
+                     "shots rounded up to whole twirling randomizations",
+                     ("queueing, and in session mode the wall-clock time between jobs, which a session is "
+                      "charged for (the Open Plan has no sessions: its runs use job mode)"))
+
+
+def _rep_delay(backend) -> tuple[float, str]:
+    """The backend's repetition delay between shots (seconds) and where it was read: the backend
+    (``default_rep_delay``, as qiskit-ibm-runtime's backends forward it from their configuration),
+    else its configuration, else :data:`FALLBACK_REP_DELAY`."""
+    sources = [("backend", lambda: backend), ("configuration", backend.configuration)]
+    for where, get in sources:
+        for name in ("default_rep_delay", "rep_delay"):
+            try:
+                value = getattr(get(), name, None)
+            except Exception:  # noqa: BLE001 - no configuration(), or a service call that failed
+                value = None
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+                return float(value), f"{where}.{name}"
+    return FALLBACK_REP_DELAY, f"assumed {FALLBACK_REP_DELAY * 1e6:.0f} us (the backend reports none)"
+
+
+def _longest(target, name: str, qubits) -> float | None:
+    """The longest duration of instruction ``name`` on ``qubits`` (they run in parallel), or None."""
+    try:
+        durations = [target[name][(q,)].duration for q in qubits]
+    except Exception:  # noqa: BLE001 - no such instruction or qubit in the target
+        return None
+    return max(durations) if durations and None not in durations else None
+
+
+def shot_seconds(isa: IsaCircuit, backend) -> dict:
+    """The QPU time of one shot of the ISA circuit, term by term (seconds): the circuit's duration
+    (:meth:`QuantumCircuit.estimate_duration`, the longest path through the backend's instruction
+    durations), the measurement and the reset of its qubits (the Estimator measures the qubits of
+    the observables and initialises the qubits before every shot) and the repetition delay."""
+    target = backend.target
+    layout = isa.circuit.layout
+    qubits = list(layout.final_index_layout()) if layout is not None else list(range(isa.circuit.num_qubits))
+    measured = sorted({q for o in isa.observables for p in o.paulis for q in np.flatnonzero(p.z | p.x)}) or qubits
+    try:
+        circuit = float(isa.circuit.estimate_duration(target, unit="s"))
+    except Exception:  # noqa: BLE001 - a target without durations (QiskitError)
+        circuit = None
+    terms = {"circuit": circuit, "measurement": _longest(target, "measure", measured),
+             "reset": _longest(target, "reset", qubits)}
+    rep_delay, source = _rep_delay(backend)
+    durations = "the backend's target"
+    if None in terms.values():  # no durations to go by: IBM's typical figure for all three
+        terms = {"circuit": FALLBACK_SHOT_SECONDS, "measurement": 0.0, "reset": 0.0}
+        durations = f"assumed {FALLBACK_SHOT_SECONDS * 1e6:.0f} us (the backend's target has no durations)"
+    terms["rep_delay"] = rep_delay
+    return {**terms, "total": sum(terms.values()), "durations_from": durations, "rep_delay_from": source}
+
+
+def measurement_bases(observables) -> int:
+    """How many measurement settings the Estimator runs per binding: it measures qubit-wise
+    commuting Pauli terms together (the hybrid block's Z observables: one)."""
+    from qiskit.quantum_info import SparsePauliOp
+
+    terms = SparsePauliOp.sum([SparsePauliOp(o) for o in observables]).simplify()
+    paulis = [p for p in terms.paulis if p.z.any() or p.x.any()]  # the identity needs no measurement
+    return len(SparsePauliOp(paulis).group_commuting(qubit_wise=True)) if paulis else 1
+
+
+def qpu_estimate(runner: JobRunner, isa: IsaCircuit, records: list[JobRecord]) -> dict:
+    """What the runs of one submit would cost on the backend's QPU (an estimate; see the notes
+    above): jobs ("executions": one per step and run), bindings and shots per job and per image,
+    and the estimated QPU seconds per job, run, image and in all. In local testing mode these are
+    the figures of the device the fake backend copies, from its calibration snapshot."""
+    first = records[0].data
+    n, steps, shots = int(first["sampling"]["n"]), int(first["sampling"]["steps"]), int(first["options"]["shots"])
+    runs = len(records)
+    bindings = runner.bindings_per_job(n)
+    bases = measurement_bases(isa.observables)
+    per_shot = shot_seconds(isa, runner.estimator.backend)
+    shots_per_job = bindings * bases * shots
+    per_job = JOB_OVERHEAD_SECONDS + shots_per_job * per_shot["total"]
+    return {
+        "format": ESTIMATE_FORMAT, "format_version": 1, "created": _now(), "estimate": True,
+        "model": first["model"]["path"], "backend": runner.backend_name, "local_testing_mode": runner.local,
+        "mode": first["mode"]["requested"], "runs": runs,
+        "seeds": list(dict.fromkeys(r.data["sampling"]["seed"] for r in records)),
+        "resilience_levels": list(dict.fromkeys(r.data["options"]["resilience_level"] for r in records)),
+        "n": n, "steps": steps, "shots": shots,
+        "executions": steps * runs, "executions_per_run": steps,
+        "bindings_per_execution": bindings, "measurement_bases": bases,
+        "shots_per_execution": shots_per_job, "shots_per_image": shots_per_job * steps / n,
+        "seconds_per_shot": per_shot, "job_overhead_seconds": JOB_OVERHEAD_SECONDS,
+        "qpu_seconds_per_execution": per_job, "qpu_seconds_per_run": per_job * steps,
+        "qpu_seconds_per_image": per_job * steps / n, "qpu_seconds": per_job * steps * runs,
+        "includes": list(ESTIMATE_INCLUDES), "excludes": list(ESTIMATE_EXCLUDES),
+    }
+
+
+def _check_limit(max_qpu_seconds) -> None:
+    """A bad limit is refused before the model is loaded and the circuit transpiled."""
+    if max_qpu_seconds is None:
+        return
+    if isinstance(max_qpu_seconds, bool) or not isinstance(max_qpu_seconds, (int, float)) or not max_qpu_seconds > 0:
+        raise InputError(f"{param('max_qpu_seconds')} must be a positive number of seconds, got {max_qpu_seconds!r}")
+
+
+def check_qpu_budget(estimate: dict, max_qpu_seconds: float | None) -> None:
+    """Refuse runs whose estimated QPU time exceeds ``max_qpu_seconds`` (one line, before anything
+    is submitted or written): a budget guard, since a started run that stops half way has spent
+    its QPU time on no image."""
+    if max_qpu_seconds is None or estimate["qpu_seconds"] <= max_qpu_seconds:
+        return
+    runs = estimate["runs"]
+    what = f"{estimate['executions']} jobs × {estimate['qpu_seconds_per_execution']:.1f} s" + (
+        f" over {runs} runs" if runs > 1 else "")
+    fewer = f"{param('n')}, {param('steps')} or {param('shots')}" + (
+        f" (or use fewer {param('seeds')} or {param('resilience_levels')})" if runs > 1 else "")
+    raise InputError(f"the estimated QPU time, {estimate['qpu_seconds']:.1f} s ({what}), exceeds "
+                     f"{param('max_qpu_seconds')} {max_qpu_seconds:g} s; nothing was submitted or written; lower "
+                     f"{fewer}, or raise the limit (the Open Plan allows {OPEN_PLAN_SECONDS} s per 28 days)")
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def estimate_lines(estimate: dict) -> list[str]:
+    """The estimate as a person reads it: the counts, the terms and what is left out."""
+    e, t = estimate, estimate["seconds_per_shot"]
+    per_chain = e["bindings_per_execution"] / e["n"]
+    runs = e["runs"]
+    several = e["measurement_bases"] > 1
+    bases = f", {e['measurement_bases']} measurement bases" if several else ""
+    local = (" (local testing mode: nothing is charged; the figures are for the device it copies)"
+             if e["local_testing_mode"] else "")
+    return [
+        f"QPU cost estimate for {e['model']} on {e['backend']}{local}: an ESTIMATE, nothing was submitted",
+        f"executions {e['executions']} jobs ({e['steps']} steps × {runs} run{'s' if runs > 1 else ''}), one PUB each",
+        f"bindings   {e['bindings_per_execution']} per execution ({e['n']} chains × {per_chain:g} circuit evaluations)"
+        + bases,
+        (f"shots      {e['shots_per_execution']:,} per execution ({e['shots']:,} per binding"
+         f"{' and basis' if several else ''}); {e['shots_per_image']:,.0f} per image"),
+        (f"per shot   {_us(t['total'])} = circuit {_us(t['circuit'])} + measurement {_us(t['measurement'])} + reset "
+         f"{_us(t['reset'])} + repetition delay {_us(t['rep_delay'])} (durations: {t['durations_from']}; "
+         f"delay: {t['rep_delay_from']})"),
+        f"QPU time   {e['qpu_seconds_per_execution']:.1f} s per execution ({e['job_overhead_seconds']:g} s per job + "
+        f"{e['shots_per_execution']:,} shots × {_us(t['total'])}); {e['qpu_seconds_per_image']:.1f} s per image; "
+        f"{e['qpu_seconds_per_run']:.1f} s per run"
+        + (f"; {e['qpu_seconds']:.1f} s for the {runs} runs" if runs > 1 else "")
+        + f" (the Open Plan allows {OPEN_PLAN_SECONDS} s per 28 days)",
+        f"includes   {'; '.join(e['includes'])}",
+        f"excludes   {'; '.join(e['excludes'])}",
+    ]
+
+
+def write_estimate(estimate: dict, jobs_dir: str | Path = DEFAULT_JOBS_DIR) -> Path:
+    """Save a dry run's estimate as ``<jobs_dir>/dry-runs/<time>-<model>-<backend>.json``: beside the
+    records, but not one of them (``jobs list`` reads only ``<jobs_dir>/*.json``)."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(estimate["model"]).name)
+    path = Path(jobs_dir) / "dry-runs" / f"{stamp}-{name}-{estimate['backend']}-{secrets.token_hex(2)}.json"
+    io.write_json(path, estimate)
+    return path
+
+
 # --- entry points -------------------------------------------------------------------------------
 def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=(0,), resilience_levels=(None,),
            shots: int = 1024, twirling: bool = False, dd: bool = False, mode: str | None = None,
            optimization_level: int = 2, seed_transpiler: int = 0, jobs_dir: str | Path = DEFAULT_JOBS_DIR,
            wait: bool = True, progress: bool = True, poll: float | None = None, log=print,
-           on_event: EventHook | None = None, vae: str | Path | None = None) -> list[JobRecord]:
+           on_event: EventHook | None = None, vae: str | Path | None = None,
+           max_qpu_seconds: float | None = None) -> list[JobRecord]:
     """Create one record per (seed, resilience level) and run them (see the module docstring).
-    ``vae``: the VAE folder, when it is not where the model's checkpoint says (recorded)."""
+    ``vae``: the VAE folder, when it is not where the model's checkpoint says (recorded).
+    ``max_qpu_seconds``: refuse, before anything is written or submitted, runs whose estimated QPU
+    time (:func:`qpu_estimate`, recorded as each record's ``estimate``) exceeds it."""
+    _check_limit(max_qpu_seconds)
+    records, runner, isa = _plan(model, backend, n, steps, seeds, resilience_levels, shots, twirling, dd, mode,
+                                 optimization_level, seed_transpiler, jobs_dir, progress, poll, log, on_event, vae)
+    cost = qpu_estimate(runner, isa, records)
+    check_qpu_budget(cost, max_qpu_seconds)
+    log(f"QPU estimate: {cost['qpu_seconds']:.1f} s for {len(records)} run{'s' if len(records) > 1 else ''} "
+        f"({cost['executions']} jobs × {cost['qpu_seconds_per_execution']:.1f} s; an estimate: 'qhybrid jobs "
+        "submit --dry-run' shows its terms)")
+    latent_shape = (runner.model.cfg.latent_channels, runner.model.cfg.latent_size, runner.model.cfg.latent_size)
+    try:
+        for record in records:
+            runner._lock(record)  # before the first save: a "created" record always has its process
+            for step, t in zip(record.steps, runner.timesteps):
+                step["timestep"] = int(t)
+            gen = torch.Generator().manual_seed(int(record.data["sampling"]["seed"]))
+            record.write_array("initial_latents.npy", torch.randn((n, *latent_shape), generator=gen).numpy())
+            record.data["initial_latents_sha256"] = _sha256((record.folder / "initial_latents.npy").read_bytes())
+            runner.write_circuit(record, isa)
+            record.data["circuit"]["spec"] = runner.model.quantum_block.spec.to_dict()
+            record.data["estimate"] = cost
+            seal(record.data)
+            runner.note_provenance(record)
+            record.save()
+            log(f"run {record.run_id}: record {record.path}")
+    except BaseException:
+        runner._unlock()
+        raise
+    if records[0].data["ignored_locally"]:
+        log(f"note: local testing mode ignores {', '.join(records[0].data['ignored_locally'])} (recorded; "
+            "IBM Quantum applies them)")
+    runner.advance(Advance(submit=True, wait=wait))
+    return records
+
+
+def estimate(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=(0,), resilience_levels=(None,),
+             shots: int = 1024, twirling: bool = False, dd: bool = False, mode: str | None = None,
+             optimization_level: int = 2, seed_transpiler: int = 0, vae: str | Path | None = None,
+             max_qpu_seconds: float | None = None) -> dict:
+    """The dry run of :func:`submit` with the same arguments: what its runs would cost on a QPU
+    (:func:`qpu_estimate`), found as submit finds it (the same checks, model, transpilation and
+    note pass), with no record written and nothing submitted. A ``fake_*`` backend needs no
+    account; an ``ibm_*`` one needs the service for the backend's durations (no account: the
+    usual one-line error). ``max_qpu_seconds`` refuses as submit would."""
+    _check_limit(max_qpu_seconds)
+    records, runner, isa = _plan(model, backend, n, steps, seeds, resilience_levels, shots, twirling, dd, mode,
+                                 optimization_level, seed_transpiler, DEFAULT_JOBS_DIR, False, None, print, None, vae)
+    cost = qpu_estimate(runner, isa, records)
+    check_qpu_budget(cost, max_qpu_seconds)
+    return cost
+
+
+def _plan(model, backend: str, n: int, steps: int, seeds, resilience_levels, shots: int, twirling: bool, dd: bool,
+          mode: str | None, optimization_level: int, seed_transpiler: int, jobs_dir, progress: bool,
+          poll: float | None, log, on_event: EventHook | None, vae) -> tuple[list[JobRecord], JobRunner, IsaCircuit]:
+    """The records (in memory, unwritten) a submit would create, the runner that loaded the model
+    and the transpiled ISA circuit: every check of the arguments happens here, before anything is
+    written, so that submit and its dry run refuse the same things the same way."""
     for name, value in (("n", n), ("steps", steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise InputError(f"{param(name)} must be a positive integer, got {value!r}")
@@ -974,30 +1246,7 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
     # the runner loads the model and transpiles: a classical model, an unknown backend or a
     # circuit wider than the backend fails here, before anything is written
     runner = JobRunner(records, progress, poll, log, on_event)
-    latent_shape = (runner.model.cfg.latent_channels, runner.model.cfg.latent_size, runner.model.cfg.latent_size)
-    isa = runner.estimator.isa(runner.logical, runner.observables)
-    try:
-        for record in records:
-            runner._lock(record)  # before the first save: a "created" record always has its process
-            for step, t in zip(record.steps, runner.timesteps):
-                step["timestep"] = int(t)
-            gen = torch.Generator().manual_seed(int(record.data["sampling"]["seed"]))
-            record.write_array("initial_latents.npy", torch.randn((n, *latent_shape), generator=gen).numpy())
-            record.data["initial_latents_sha256"] = _sha256((record.folder / "initial_latents.npy").read_bytes())
-            runner.write_circuit(record, isa)
-            record.data["circuit"]["spec"] = runner.model.quantum_block.spec.to_dict()
-            seal(record.data)
-            runner.note_provenance(record)
-            record.save()
-            log(f"run {record.run_id}: record {record.path}")
-    except BaseException:
-        runner._unlock()
-        raise
-    if records[0].data["ignored_locally"]:
-        log(f"note: local testing mode ignores {', '.join(records[0].data['ignored_locally'])} (recorded; "
-            "IBM Quantum applies them)")
-    runner.advance(Advance(submit=True, wait=wait))
-    return records
+    return records, runner, runner.estimator.isa(runner.logical, runner.observables)
 
 
 def resume(run_id: str, jobs_dir: str | Path = DEFAULT_JOBS_DIR, wait: bool = True, progress: bool = True,
@@ -1138,9 +1387,25 @@ def _usage_line(record: JobRecord) -> str:
         return f"QPU usage  not reported by the service for the {len(collected)} jobs collected"
     pending = sum(s.get("qpu_usage_status") == "pending" for s in reported)
     missing = len(collected) - len(reported)
-    return (f"QPU usage  {sum(s['qpu_seconds'] for s in reported):.1f} s over {len(reported)} jobs"
+    estimate = record.data.get("estimate") or {}
+    per_job = estimate.get("qpu_seconds_per_execution")
+    measured = sum(s["qpu_seconds"] for s in reported)
+    return (f"QPU usage  {measured:.1f} s over {len(reported)} jobs"
             + (f" ({pending} still being computed when collected)" if pending else "")
-            + (f"; not reported for {missing} jobs" if missing else ""))
+            + (f"; not reported for {missing} jobs" if missing else "")
+            + (f"; estimated {per_job * len(reported):.1f} s for those jobs (measured/estimated "
+               f"{measured / (per_job * len(reported)):.2f})" if per_job else ""))
+
+
+def _estimate_line(record: JobRecord) -> str | None:
+    """The QPU time estimated at submission (:func:`qpu_estimate`), for comparison with the usage."""
+    e = record.data.get("estimate")
+    if not isinstance(e, dict) or not e.get("qpu_seconds_per_execution"):
+        return None  # submitted before qhybrid estimated runs
+    return (f"estimate   {e['qpu_seconds_per_run']:.1f} s QPU time for the run ({len(record.steps)} jobs × "
+            f"{e['qpu_seconds_per_execution']:.1f} s: {e['job_overhead_seconds']:g} s per job + "
+            f"{e['shots_per_execution']:,} shots × {_us(e['seconds_per_shot']['total'])}; "
+            "an estimate made at submission)")
 
 
 def _provenance_lines(record: JobRecord) -> list[str]:
@@ -1185,6 +1450,9 @@ def status_lines(record: JobRecord) -> list[str]:
     cost = _cost_line(record)
     if cost:
         lines.insert(-1, cost)
+    estimate = _estimate_line(record)
+    if estimate:
+        lines.insert(-1, estimate)
     lines.insert(-1, _usage_line(record))
     if d.get("images"):
         lines.append(f"images     {d['images']['count']} in {record.path.parent / d['images']['dir']}/")
