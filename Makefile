@@ -14,10 +14,11 @@ MITIGATION ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# the tested set: pyproject.toml's ranges, narrowed to the exact versions in constraints.txt
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -c constraints.txt
 	@touch $(STAMP)
 
 # --resume: finished stages are kept, so `make demo` twice does not retrain
