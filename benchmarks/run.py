@@ -684,9 +684,10 @@ def bench_runtime(args) -> str:
         "`qhybrid jobs submit` with a `fake_*` backend, or of `sample --target fake:…`), medians of 3 interleaved "
         "rounds. **ibm: (local testing mode)**: qiskit-ibm-runtime's `EstimatorV2` with `mode=` the fake backend, "
         "one PUB per step — the code path of real IBM Quantum runs; it simulates the device's whole noise model "
-        "for every job. **fake:**: qhybrid's compact Aer simulation of the backend's noise as Aer's `NoiseModel.from_backend` "
-        "builds it. Mean |difference| of the outputs: shot noise of both (about 0.02 at 1024 shots) plus the two "
-        "readout models (the runtime uses the fake backend's own asymmetric readout errors, Aer a symmetric average).",
+        "for every job. **fake:**: qhybrid's compact Aer simulation of the backend's noise (Aer's "
+        "`NoiseModel.from_backend` with each qubit's asymmetric readout error put back, as the runtime simulates it). "
+        "Mean |difference| of the outputs: the shot noise of both, about 0.02 at 1024 shots (the two noise models "
+        "agree within shot noise: tests/test_noisy.py).",
         "",
         "| backend | qubits | fake: | ibm: (local testing mode) | ibm: / fake: | mean abs output difference |",
         "|---|---:|---:|---:|---:|---:|",
