@@ -343,3 +343,16 @@ def test_resume_refuses_an_evaluation_made_with_another_noise_model(tiny_models,
     (tmp_path / "ne" / "config.json").write_text(json.dumps(saved))
     with pytest.raises(InputError, match="noise_sha256 differ"):
         run_noisy_eval(model, tmp_path / "ne", cfg, resume=True, progress=False, log=lambda *_: None)
+
+
+def test_the_noise_models_hash_is_the_same_in_every_process():
+    """Aer gives each error a random id and lists errors in string-hash order; neither may change the
+    hash, or a resumed evaluation (a new process) would be refused."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from qhybrid.workflows.noisy_eval import _noise_sha256; print(_noise_sha256('fake_athens'))"
+    hashes = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
+    assert len(hashes) == 1 and len(hashes.pop()) == 64

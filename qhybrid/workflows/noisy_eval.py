@@ -177,8 +177,20 @@ def _noise_sha256(backend: str) -> str:
     must not mix noise models (a new qiskit-ibm-runtime or a change in how qhybrid builds them)."""
     from qhybrid.quantum.primitives.aer import encode_noise, noise_source_for_backend
 
-    noise = encode_noise(noise_source_for_backend(backend).noise)
-    return hashlib.sha256(json.dumps(noise, sort_keys=True, default=str).encode()).hexdigest()
+    def without_ids(value):  # Aer names each error with a random id: not part of the model
+        if isinstance(value, dict):
+            return {k: without_ids(v) for k, v in value.items() if k != "id"}
+        if isinstance(value, list):
+            return [without_ids(v) for v in value]
+        return value
+
+    def canonical(value) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    noise = without_ids(encode_noise(noise_source_for_backend(backend).noise))
+    # the errors' order follows Python's string hashing (it changes from process to process)
+    noise["errors"] = sorted(noise.get("errors", []), key=canonical)
+    return hashlib.sha256(canonical(noise).encode()).hexdigest()
 
 
 def _warnings(cfg: NoisyEvalConfig) -> list[str]:
