@@ -808,3 +808,16 @@ def test_status_shows_the_estimate_beside_the_measured_qpu_seconds(reference, tm
     lines = jobs.status_lines(jobs.JobRecord(tmp_path / "ibm.json", data))
     assert (f"QPU usage  9.5 s over 3 jobs; not reported for 1 jobs; estimated {expected:.1f} s for those jobs "
             f"(measured/estimated {9.5 / expected:.2f})") in lines
+
+
+def test_resilience_level_2_counts_every_shot_once_per_zne_noise_factor(models):
+    """--max-qpu-seconds must not be passed by choosing ZNE: a level-2 run's shot time counts
+    ZNE_NOISE_FACTORS times, the fixed cost per job once."""
+    plain = jobs.estimate(models / "ldm-hybrid", BACKEND, n=2, steps=2, resilience_levels=[0])
+    both = jobs.estimate(models / "ldm-hybrid", BACKEND, n=2, steps=2, resilience_levels=[0, 2])
+    overhead = plain["job_overhead_seconds"] * plain["steps"]
+    shot_time = plain["qpu_seconds"] - overhead
+    assert both["qpu_seconds"] == pytest.approx(2 * overhead + (1 + jobs.ZNE_NOISE_FACTORS) * shot_time)
+    assert both["zne_noise_factors"] == jobs.ZNE_NOISE_FACTORS and plain["zne_noise_factors"] is None
+    with pytest.raises(jobs.InputError, match="resilience level 2 counted at 3 noise factors"):
+        jobs.check_qpu_budget(both, plain["qpu_seconds"] * 2)

@@ -962,13 +962,19 @@ FALLBACK_REP_DELAY = 250e-6
 FALLBACK_SHOT_SECONDS = 100e-6
 #: The Open Plan's allowance: 10 minutes of QPU time per rolling 28 days.
 OPEN_PLAN_SECONDS = 600
+#: Resilience level 2 runs every circuit at this many noise factors (zero-noise extrapolation with
+#: the runtime's default factors 1, 3, 5): its runs' shot time is counted that many times, so that
+#: --max-qpu-seconds cannot be passed by choosing level 2.
+ZNE_NOISE_FACTORS = 3
 ESTIMATE_FORMAT = "qhybrid-qpu-estimate"
 ESTIMATE_INCLUDES = ("a fixed 2 s per job (assumed)",
                      ("per shot: the ISA circuit's duration from the backend's instruction durations, the "
-                      "measurement, the qubit reset and the backend's repetition delay"))
-ESTIMATE_EXCLUDES = (("error-mitigation circuits and repetitions (resilience level 1: TREX's readout learning; "
-                      "level 2: ZNE runs every circuit at 3 noise factors, about 3x or more)"),
+                      "measurement, the qubit reset and the backend's repetition delay"),
+                     f"resilience level 2: every shot {ZNE_NOISE_FACTORS} times (ZNE's noise factors 1, 3, 5)")
+ESTIMATE_EXCLUDES = (("the rest of error mitigation: TREX's readout-learning circuits (levels 1 and 2, and the "
+                      "service default), and ZNE's longer folded circuits"),
                      "shots rounded up to whole twirling randomizations",
+                     "a PUB too large for one sub-job is split, and each sub-job costs the fixed time again",
                      ("queueing, and in session mode the wall-clock time between jobs, which a session is "
                       "charged for (the Open Plan has no sessions: its runs use job mode)"))
 
@@ -1045,6 +1051,9 @@ def qpu_estimate(runner: JobRunner, isa: IsaCircuit, records: list[JobRecord]) -
     per_shot = shot_seconds(isa, runner.estimator.backend)
     shots_per_job = bindings * bases * shots
     per_job = JOB_OVERHEAD_SECONDS + shots_per_job * per_shot["total"]
+    # each run at its own resilience level: level 2 repeats every shot per noise factor
+    factors = [ZNE_NOISE_FACTORS if r.data["options"]["resilience_level"] == 2 else 1 for r in records]
+    per_run = [steps * (JOB_OVERHEAD_SECONDS + f * shots_per_job * per_shot["total"]) for f in factors]
     return {
         "format": ESTIMATE_FORMAT, "format_version": 1, "created": _now(), "estimate": True,
         "model": first["model"]["path"], "backend": runner.backend_name, "local_testing_mode": runner.local,
@@ -1057,7 +1066,8 @@ def qpu_estimate(runner: JobRunner, isa: IsaCircuit, records: list[JobRecord]) -
         "shots_per_execution": shots_per_job, "shots_per_image": shots_per_job * steps / n,
         "seconds_per_shot": per_shot, "job_overhead_seconds": JOB_OVERHEAD_SECONDS,
         "qpu_seconds_per_execution": per_job, "qpu_seconds_per_run": per_job * steps,
-        "qpu_seconds_per_image": per_job * steps / n, "qpu_seconds": per_job * steps * runs,
+        "qpu_seconds_per_image": per_job * steps / n, "qpu_seconds": sum(per_run),
+        "zne_noise_factors": ZNE_NOISE_FACTORS if max(factors) > 1 else None,
         "includes": list(ESTIMATE_INCLUDES), "excludes": list(ESTIMATE_EXCLUDES),
     }
 
@@ -1078,7 +1088,9 @@ def check_qpu_budget(estimate: dict, max_qpu_seconds: float | None) -> None:
         return
     runs = estimate["runs"]
     what = f"{estimate['executions']} jobs × {estimate['qpu_seconds_per_execution']:.1f} s" + (
-        f" over {runs} runs" if runs > 1 else "")
+        f" over {runs} runs" if runs > 1 else "") + (
+        f"; resilience level 2 counted at {estimate['zne_noise_factors']} noise factors"
+        if estimate.get("zne_noise_factors") else "")
     fewer = f"{param('n')}, {param('steps')} or {param('shots')}" + (
         f" (or use fewer {param('seeds')} or {param('resilience_levels')})" if runs > 1 else "")
     raise InputError(f"the estimated QPU time, {estimate['qpu_seconds']:.1f} s ({what}), exceeds "
@@ -1112,7 +1124,8 @@ def estimate_lines(estimate: dict) -> list[str]:
         f"QPU time   {e['qpu_seconds_per_execution']:.1f} s per execution ({e['job_overhead_seconds']:g} s per job + "
         f"{e['shots_per_execution']:,} shots × {_us(t['total'])}); {e['qpu_seconds_per_image']:.1f} s per image; "
         f"{e['qpu_seconds_per_run']:.1f} s per run"
-        + (f"; {e['qpu_seconds']:.1f} s for the {runs} runs" if runs > 1 else "")
+        + (f" (×{e['zne_noise_factors']} shot time at resilience level 2)" if e.get("zne_noise_factors") else "")
+        + (f"; {e['qpu_seconds']:.1f} s for the {runs} runs" if runs > 1 or e.get("zne_noise_factors") else "")
         + f" (the Open Plan allows {OPEN_PLAN_SECONDS} s per 28 days)",
         f"includes   {'; '.join(e['includes'])}",
         f"excludes   {'; '.join(e['excludes'])}",
