@@ -64,6 +64,7 @@ def test_target_rebuilt_from_json_calibration_equals_the_backends(backend):
 
 
 # --- version-2 snapshots: the live layout -------------------------------------------------------
+@pytest.mark.slow  # keeps make test-fast near 3 min; make test runs it
 def test_version_2_snapshot_transpiles_to_the_live_layout_on_fake_kyiv(tmp_path):
     """Version 1 kept only the coupling map and basis gates, so the 8-qubit block landed on other
     qubits than on the live fake backend; version 2 rebuilds the Target and lands on the same ones."""

@@ -236,6 +236,7 @@ def test_sample_cli_on_a_fake_target(tmp_path, tiny_models):
     assert "only apply to a fake" in one_line_error(run("sample", "--model", str(model), "--out", str(out), "--mitigation"))
 
 
+@pytest.mark.slow  # keeps make test-fast near 3 min; make test runs it
 def test_the_fake_target_keeps_each_qubits_asymmetric_readout_error():
     """Aer's from_backend averages P(0|1) and P(1|0); the fake target uses both, as the device reports them."""
     source = noise_source_for_backend("fake_fez")

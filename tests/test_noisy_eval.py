@@ -128,6 +128,7 @@ def test_noisy_eval_writes_floor_sweep_and_per_observable_errors(tiny_models, tm
     assert "shot-noise floor" in (tmp_path / "ne" / "noisy_eval.md").read_text()
 
 
+@pytest.mark.slow  # keeps make test-fast near 3 min; make test runs it
 def test_noisy_eval_killed_after_its_first_backend_resumes_without_recomputing_it(tiny_models, tmp_path):
     model = tiny_models / "ldm-hybrid"
     straight = run_noisy_eval(model, tmp_path / "straight", CFG, progress=False, log=lambda *_: None)
@@ -345,6 +346,7 @@ def test_resume_refuses_an_evaluation_made_with_another_noise_model(tiny_models,
         run_noisy_eval(model, tmp_path / "ne", cfg, resume=True, progress=False, log=lambda *_: None)
 
 
+@pytest.mark.slow  # keeps make test-fast near 3 min; make test runs it
 def test_the_noise_models_hash_is_the_same_in_every_process():
     """Aer gives each error a random id and lists errors in string-hash order; neither may change the
     hash, or a resumed evaluation (a new process) would be refused."""
