@@ -77,13 +77,13 @@ def running_job():
     return job, release
 
 
-def kill_cli_submit_after_step_1(models, jobs_dir, env) -> Path:
+def kill_cli_submit_after_step_1(models, jobs_dir, env, *extra) -> Path:
     """Start 'qhybrid jobs submit' (seed 3, 4 steps) in a process, SIGKILL it once step 1 is done,
     and return its record's path (the record still says "running": the process could not say more)."""
     from cli_helpers import QHYBRID
 
     args = ["jobs", "submit", "--model", str(models / "ldm-hybrid"), "--backend", BACKEND, "--n", "4",
-            "--steps", "4", "--seed", "3", "--jobs-dir", str(jobs_dir)]
+            "--steps", "4", "--seed", "3", "--jobs-dir", str(jobs_dir), *extra]
     proc = subprocess.Popen([QHYBRID, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 120
     path = None
@@ -182,7 +182,10 @@ def test_submit_end_to_end_writes_a_complete_record_and_images(models, reference
     assert data["images"]["count"] == 4
     cost = next(line for line in jobs.status_lines(record) if line.startswith("cost"))
     assert "4 executions (one PUB per step) of 16 bindings (4 chains × 4 circuit evaluations each)" in cost
-    assert f"{1024 * 4 * 4:,} shots per image" in cost and "s per step" in cost
+    # the service's default (level 1: TREX) adds its calibration circuits to the 1024 x 16 bindings per job
+    program_shots = record.steps[0]["program_shots"]
+    assert program_shots > 1024 * 16 and f"{program_shots * 4 / 4:,.0f} shots per image" in cost and "s per step" in cost
+    assert data["runtime"] == {"program": "executor", "mitigation": "the service's default mitigation (level 1: TREX)"}
 
 
 def test_on_event_reports_each_job_id_and_each_step_once_they_are_saved(models, tmp_path):
@@ -265,7 +268,8 @@ def test_several_seeds_and_levels_make_independent_runs_in_one_batch(models, ref
         (3, 0), (3, 1), (4, 0), (4, 1)}
     for r in records:
         assert r.data["mode"]["requested"] == "batch" and r.data["mode"]["used"] == "batch"
-        assert r.data["ignored_locally"] == ["resilience_level", "twirling"]
+        assert r.data["ignored_locally"] == []  # offline, the executor path applies levels and twirling
+        assert r.data["runtime"]["program"] == "executor"
         assert r.data["status"] == "completed"
     latents = {r.data["sampling"]["seed"]: r.read_array("initial_latents.npy") for r in records}
     assert not np.array_equal(latents[3], latents[4])
@@ -319,6 +323,35 @@ def test_cli_run_killed_mid_way_then_resumed_in_a_new_process(models, reference,
         if file.is_file():
             assert TOKEN.encode() not in file.read_bytes(), file
     assert TOKEN not in resumed.stdout + resumed.stderr + status.stdout
+
+
+@pytest.mark.slow  # real processes, killed or offline
+@pytest.mark.parametrize("mitigation", ["trex", "zne"])
+def test_a_mitigated_executor_run_killed_then_resumed_and_fetched_equals_the_uninterrupted_run(
+        models, tmp_path, mitigation):
+    """jobs submit --mitigation X -> SIGKILL after step 1 -> jobs resume -> jobs fetch, offline on
+    the executor path: the record is complete (program, post-processor, mitigation, the circuits and
+    shots each job's program sent) and the images are the uninterrupted run's."""
+    uninterrupted = submit(models, tmp_path / "ref", mitigation=mitigation)[0]
+    env = dict(os.environ)
+    run_id = kill_cli_submit_after_step_1(models, tmp_path / "jobs", env, "--mitigation", mitigation).stem
+    resumed = run_process("jobs", "resume", run_id, "--jobs-dir", str(tmp_path / "jobs"), env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    fetched = run_process("jobs", "fetch", run_id, "--jobs-dir", str(tmp_path / "jobs"), env=env)
+    assert fetched.returncode == 0 and "completed, 4/4 steps" in fetched.stdout, fetched.stderr
+    record = jobs.JobRecord.load(tmp_path / "jobs", run_id)
+    assert record.data["status"] == "completed" and record.data["images"]["count"] == 4
+    assert np.array_equal(final_latents(record), final_latents(uninterrupted))
+    assert record.data["options"]["mitigation"]["kind"] == mitigation and record.program == "executor"
+    for step in record.steps:
+        assert step["status"] == "done" and step["program"] == "executor"
+        assert step["post_processor"] == {"version": "v0.1"}
+        raw = step["bindings"] * step["shots"]
+        # ZNE runs every binding at noise factors 1, 3, 5; TREX adds its calibration circuits
+        assert step["program_shots"] == (3 * raw if mitigation == "zne" else step["program_shots"]) > raw
+    status = run_process("jobs", "status", run_id, "--jobs-dir", str(tmp_path / "jobs"), env=env).stdout
+    label = "ZNE (1, 3, 5; exponential, linear)" if mitigation == "zne" else "TREX"
+    assert f"executor-based Estimator (program 'executor'); mitigation: {label}; post-processor v0.1" in status
 
 
 @pytest.mark.slow  # real processes, killed or offline
@@ -511,6 +544,8 @@ def test_a_record_written_by_qhybrid_0_1_resumes_to_the_old_uninterrupted_result
     resumed = jobs.resume(path.stem, tmp_path / "jobs", progress=False, log=lambda *_: None)
     assert resumed.data["status"] == "completed" and resumed.data["images"]["count"] == 2
     assert resumed.steps[0]["job_id"] == old_job  # the finished step was not run again
+    # a record from before the executor path goes on on the legacy EstimatorV2 it started on
+    assert resumed.program == "estimator" and [s.get("program") for s in resumed.steps] == [None, "estimator", "estimator"]
     expected = np.load(LEGACY / "expected_final_latents_fake_manila_n2_steps3_seed0.npy")
     assert np.array_equal(final_latents(resumed), expected)
 
@@ -747,7 +782,10 @@ def test_dry_run_submits_and_records_nothing_and_counts_what_a_real_submit_of_th
     assert len([s["job_id"] for s in record.steps if s["job_id"]]) == estimate["executions"]
     for step in record.steps:
         assert step["bindings"] == estimate["bindings_per_execution"]
-        assert step["bindings"] * step["shots"] == estimate["shots_per_execution"]
+        # the executor program each job sent (TREX's calibration circuits and all) is what was counted
+        assert step["program_shots"] == estimate["shots_per_execution"] > step["bindings"] * step["shots"]
+        assert step["program_circuits"] == estimate["circuits_per_execution"]
+        assert step["program"] == "executor" and step["post_processor"] == {"version": "v0.1"}
     cost = next(line for line in jobs.status_lines(record) if line.startswith("cost"))
     assert f"{estimate['shots_per_image']:,.0f} shots per image" in cost
     assert {k: v for k, v in record.data["estimate"].items() if k != "created"} == \
@@ -811,13 +849,19 @@ def test_status_shows_the_estimate_beside_the_measured_qpu_seconds(reference, tm
 
 
 def test_resilience_level_2_counts_every_shot_once_per_zne_noise_factor(models):
-    """--max-qpu-seconds must not be passed by choosing ZNE: a level-2 run's shot time counts
-    ZNE_NOISE_FACTORS times, the fixed cost per job once."""
-    plain = jobs.estimate(models / "ldm-hybrid", BACKEND, n=2, steps=2, resilience_levels=[0])
-    both = jobs.estimate(models / "ldm-hybrid", BACKEND, n=2, steps=2, resilience_levels=[0, 2])
-    overhead = plain["job_overhead_seconds"] * plain["steps"]
-    shot_time = plain["qpu_seconds"] - overhead
-    assert both["qpu_seconds"] == pytest.approx(2 * overhead + (1 + jobs.ZNE_NOISE_FACTORS) * shot_time)
-    assert both["zne_noise_factors"] == jobs.ZNE_NOISE_FACTORS and plain["zne_noise_factors"] is None
-    with pytest.raises(jobs.InputError, match="resilience level 2 counted at 3 noise factors"):
+    """--max-qpu-seconds must not be passed by choosing ZNE. Legacy path: a level-2 run's shot time
+    counts ZNE_NOISE_FACTORS times, the fixed cost per job once. Executor path: the runtime's own
+    pre-processing counts the folded circuits, so at least that much (plus TREX's calibration)."""
+    for primitive in ("estimator", "executor"):
+        plain = jobs.estimate(models / "ldm-hybrid", BACKEND, n=2, steps=2, resilience_levels=[0], primitive=primitive)
+        both = jobs.estimate(models / "ldm-hybrid", BACKEND, n=2, steps=2, resilience_levels=[0, 2], primitive=primitive)
+        overhead = plain["job_overhead_seconds"] * plain["steps"]
+        shot_time = plain["qpu_seconds"] - overhead
+        zne_floor = 2 * overhead + (1 + jobs.ZNE_NOISE_FACTORS) * shot_time
+        if primitive == "estimator":
+            assert both["qpu_seconds"] == pytest.approx(zne_floor)
+        else:
+            assert both["qpu_seconds"] > zne_floor * 1.01
+        assert both["zne_noise_factors"] == jobs.ZNE_NOISE_FACTORS and plain["zne_noise_factors"] is None
+    with pytest.raises(jobs.InputError, match="ZNE counted at 3 noise factors"):
         jobs.check_qpu_budget(both, plain["qpu_seconds"] * 2)

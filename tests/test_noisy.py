@@ -248,15 +248,19 @@ def test_the_fake_target_keeps_each_qubits_asymmetric_readout_error():
     assert np.allclose(readout["probabilities"], [[1 - p10, p10], [p01, 1 - p01]])
 
 
-def test_the_fake_target_and_the_runtimes_local_mode_agree_within_shot_noise():
-    """Same circuit, same backend (fake_manila), 100,000 shots each: the two offline paths differ by
-    shot noise only (before the asymmetric readout they differed by 8 standard deviations on average)."""
+@pytest.mark.parametrize("ibm_options", [{"primitive": "estimator"}, {"primitive": "executor", "mitigation": "none"}],
+                         ids=["legacy-local-mode", "executor-offline"])
+def test_the_fake_target_and_the_runtimes_local_mode_agree_within_shot_noise(ibm_options):
+    """Same circuit, same backend (fake_manila), 100,000 shots each, no mitigation: the fake target
+    and the ibm: target offline (the legacy EstimatorV2's local testing mode, or the executor path on
+    the compacted device) differ by shot noise only (before the asymmetric readout the legacy path
+    differed by 8 standard deviations on average)."""
     spec = CircuitSpec(num_qubits=3, reps=1)
     x = torch.rand(24, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
     shots = 100_000
     with torch.no_grad():
         fake = QuantumBlock(spec, target="fake:fake_manila", shots=shots, seed=0)(x).double().numpy()
-        local = QuantumBlock(spec, target="ibm:fake_manila", shots=shots, seed=0)(x).double().numpy()
+        local = QuantumBlock(spec, target="ibm:fake_manila", shots=shots, seed=0, **ibm_options)(x).double().numpy()
         ideal = QuantumBlock(spec, seed=0)(x).double().numpy()
     sigma = np.sqrt(2 * np.clip(1 - ideal**2, 1e-6, None) / shots)  # sd of the difference of two estimates
     z = np.abs(fake - local) / sigma

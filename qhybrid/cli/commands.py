@@ -13,6 +13,8 @@ from pathlib import Path
 
 from qhybrid.cli.usage import UsageError
 
+#: What noisy-eval --mitigation-sweep compares (qhybrid.quantum.mitigation.KINDS).
+MITIGATION_SWEEP = ("none", "readout", "trex", "zne", "twirling")
 #: Shots of a fake: or ibm: target when --shots is not given.
 DEFAULT_SHOTS = 1024
 
@@ -164,18 +166,31 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mitigation(kind, args: argparse.Namespace):
+    """A :class:`~qhybrid.quantum.mitigation.Mitigation` from ``kind`` and the --zne-* flags."""
+    from qhybrid.quantum.mitigation import MitigationError, parse_mitigation
+
+    try:
+        return parse_mitigation(kind, args.zne_factors, args.zne_extrapolator)
+    except MitigationError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _target_options(args: argparse.Namespace) -> dict:
     """Options of the target from the command line: a fake: target's shots, mitigation, ...; the
     ideal target's shots (shot noise only) when --shots is given."""
     if not args.target.startswith("fake:"):
-        given = [flag for flag, v in (("--noise-model", args.noise_model), ("--mitigation", args.mitigation)) if v]
+        given = [flag for flag, v in (("--noise-model", args.noise_model), ("--mitigation", args.mitigation),
+                                      ("--zne-factors", args.zne_factors), ("--zne-extrapolator", args.zne_extrapolator))
+                 if v]
         if given:
-            raise UsageError(f"{', '.join(given)} only apply to a fake:<backend> target")
+            raise UsageError(f"{', '.join(given)} only apply to a fake:<backend> target here (an ibm: target takes "
+                             "them in 'qhybrid jobs submit')")
         if args.target == "ideal" and args.shots is not None:
             return {"shots": args.shots, "seed": args.seed}
         return {}
-    opts = {"shots": args.shots or DEFAULT_SHOTS, "mitigation": args.mitigation, "method": args.method,
-            "optimization_level": args.opt_level, "seed": args.seed}
+    opts = {"shots": args.shots or DEFAULT_SHOTS, "mitigation": _mitigation(args.mitigation, args).to_dict(),
+            "method": args.method, "optimization_level": args.opt_level, "seed": args.seed}
     if args.noise_model:
         opts["noise_model"] = args.noise_model
     return opts
@@ -207,13 +222,17 @@ def _sample_with_jobs(args: argparse.Namespace) -> int:
 
     if args.sampler != "ddim" or args.eta != 0:
         raise UsageError("the ibm: target samples with deterministic DDIM (--sampler ddim --eta 0): one job per step")
-    if args.mitigation or args.noise_model or args.method != "counts":
-        raise UsageError("--mitigation, --method and --noise-model belong to the fake: target; for the ibm: target "
-                         "use 'qhybrid jobs submit' with --resilience-level, --twirling, --dd")
+    if args.noise_model or args.method != "counts":
+        raise UsageError("--method and --noise-model belong to the fake: target; for the ibm: target use "
+                         "'qhybrid jobs submit' with --mitigation, --resilience-level, --twirling, --dd")
+    if args.mitigation == "readout":
+        raise UsageError("--mitigation readout is qhybrid's own inversion on the fake: target; on an ibm: target use "
+                         "--mitigation trex, the runtime's readout mitigation")
+    mitigation = _mitigation(args.mitigation, args).to_dict() if args.mitigation else None
     backend = args.target.split(":", 1)[1]
     records = _jobs_call(submit, args.model, backend, n=args.n, steps=args.steps, seeds=[args.seed],
                          shots=args.shots or DEFAULT_SHOTS, optimization_level=args.opt_level, jobs_dir=args.jobs_dir,
-                         vae=args.vae)
+                         vae=args.vae, mitigation=mitigation)
     record = records[0]
     shutil.copytree(record.folder / "samples", args.out, dirs_exist_ok=True)
     print(f"sampled {args.n} images on {backend} as job run {record.run_id} (record {record.path})")
@@ -449,10 +468,20 @@ def cmd_noisy_eval(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in (args.backends or "").split(",") if b.strip()]
     if not backends and not args.noise_model:
         raise UsageError("give --backends fake_a,fake_b and/or --noise-model FILE")
+    if args.mitigation_sweep and args.mitigation:
+        raise UsageError("--mitigation-sweep runs every mitigation; give it or --mitigation, not both")
+    kinds = list(MITIGATION_SWEEP) if args.mitigation_sweep else (args.mitigation or ["none"])
+    if (args.zne_factors or args.zne_extrapolator) and "zne" not in kinds:
+        raise UsageError("--zne-factors and --zne-extrapolator only apply when zne is among the mitigations")
+    zne = _mitigation("zne", args) if "zne" in kinds else None
+    mitigations = tuple(zne.to_dict() if k == "zne" else {"kind": k} for k in kinds)
+    sweep = args.mitigation_sweep
     try:
-        cfg = NoisyEvalConfig(backends=tuple(backends), snapshots=tuple(args.noise_model), shots=tuple(args.shots),
-                              n=args.n, steps=args.steps, mitigation=args.mitigation, method=args.method,
-                              seed=args.seed, optimization_level=args.opt_level)
+        cfg = NoisyEvalConfig(backends=tuple(backends), snapshots=tuple(args.noise_model),
+                              shots=tuple(args.shots or ([4096] if sweep else [1024])),
+                              n=args.n or (8 if sweep else 32), steps=args.steps or (10 if sweep else 20),
+                              mitigations=mitigations, method=args.method, seed=args.seed,
+                              optimization_level=args.opt_level)
     except ValueError as exc:  # a repeated backend or snapshot
         raise UsageError(str(exc).replace("NoisyEvalConfig.backends", "--backends")
                          .replace("NoisyEvalConfig.snapshots", "--noise-model")) from None
@@ -462,9 +491,11 @@ def cmd_noisy_eval(args: argparse.Namespace) -> int:
         if "block_error_mean" not in e or not e.get("transpiled"):
             continue
         ratio = "–" if e["error_over_floor"] is None else f"{e['error_over_floor']:.2f}"
-        print(f"{e['label']:<30} block error {e['block_error_mean']:.4f} = {ratio} x its shot-noise "
+        print(f"{e['label']:<44} block error {e['block_error_mean']:.4f} = {ratio} x its shot-noise "
               f"floor {e['shot_noise_floor']:.4f}; image change {e['noise_image_change_grey']:.3f} grey levels "
               f"({percent(e['noise_share_of_knockout'])} of the circuit's knock-out); {e['seconds_per_step']:.2f} s/step")
+    for line in summary.get("recommendations", []):
+        print(f"recommended: {line}")
     sources = {describe_noise(e["noise_source"]) for e in summary["targets"].values()
                if e.get("transpiled") and e.get("noise_source")}
     print("noise: " + "; ".join(sorted(sources)))
@@ -493,10 +524,16 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
     if args.json and not args.dry_run:
         raise UsageError("--json prints a dry run's estimate: add --dry-run ('qhybrid jobs status RUN_ID --json' "
                          "prints a record)")
+    if args.mitigation and args.resilience_level:
+        raise UsageError("give --mitigation or --resilience-level, not both (a mitigation sets resilience level 0 plus "
+                         "exactly its technique)")
+    if (args.zne_factors or args.zne_extrapolator) and args.mitigation != "zne":
+        raise UsageError("--zne-factors and --zne-extrapolator only apply with --mitigation zne")
+    mitigation = _mitigation(args.mitigation, args).to_dict() if args.mitigation else None
     common = {"n": args.n, "steps": args.steps, "seeds": args.seed,
               "resilience_levels": args.resilience_level or [None], "shots": args.shots, "twirling": args.twirling,
               "dd": args.dd, "mode": args.mode, "optimization_level": args.opt_level, "vae": args.vae,
-              "max_qpu_seconds": args.max_qpu_seconds}
+              "max_qpu_seconds": args.max_qpu_seconds, "mitigation": mitigation, "primitive": args.primitive}
     if args.dry_run:
         cost = _jobs_call(estimate, args.model, args.backend, **common)
         if args.json:

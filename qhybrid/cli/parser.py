@@ -82,11 +82,34 @@ def _add_target_options(parser) -> None:
     parser.add_argument("--target", default="ideal", help="ideal (default), fake:<backend>, ibm:<backend>")
     parser.add_argument("--shots", type=_shots, default=None,
                         help="fake and ibm targets: shots per evaluation (default 1024); ideal: shot noise only")
-    parser.add_argument("--mitigation", action="store_true", help="fake target: readout-error mitigation")
+    parser.add_argument("--mitigation", nargs="?", const="readout", default=None, choices=MITIGATION_KINDS,
+                        metavar="KIND", help="error mitigation: none, readout (fake: only; the default when the flag "
+                        "has no value), trex, zne, twirling (runtime executor; ibm: targets take them in 'jobs submit')")
+    _add_zne_options(parser)
     parser.add_argument("--method", choices=["counts", "estimator"], default="counts",
                         help="fake target: counts (one execution for all Z observables) or Aer EstimatorV2")
     parser.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2, help="transpiler optimisation level")
     parser.add_argument("--noise-model", default=None, help="fake target: run from a noise-model snapshot JSON")
+
+
+def _add_zne_options(parser) -> None:
+    parser.add_argument("--zne-factors", default=None, metavar="F1,F2,...",
+                        help="with --mitigation zne: noise factors >= 1 (default 1,3,5, the runtime's)")
+    parser.add_argument("--zne-extrapolator", default=None, metavar="NAME[,NAME]",
+                        help="with --mitigation zne: exponential, linear, polynomial_degree_2, ... tried in order "
+                             "(default exponential,linear, the runtime's)")
+
+
+def _kinds(text: str) -> list[str]:
+    """argparse type: comma-separated mitigation kinds (``none,trex,zne``)."""
+    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in MITIGATION_KINDS]
+    if not kinds or bad:
+        raise argparse.ArgumentTypeError(f"unknown mitigation {', '.join(bad) or repr(text)}; allowed: "
+                                         f"{', '.join(MITIGATION_KINDS)}")
+    if len(set(kinds)) != len(kinds):
+        raise argparse.ArgumentTypeError(f"a mitigation repeats in {text!r}")
+    return kinds
 
 
 def _int_list(allowed: tuple[int, ...] | None = None):
@@ -103,6 +126,9 @@ def _int_list(allowed: tuple[int, ...] | None = None):
             raise argparse.ArgumentTypeError(f"{bad[0]} is not one of {', '.join(map(str, allowed))}")
         return values
     return parse
+
+
+MITIGATION_KINDS = ("none", "readout", "trex", "zne", "twirling")  # qhybrid.quantum.mitigation.KINDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,12 +411,19 @@ def _add_quantum(sub) -> None:
     ne.add_argument("--model", required=True, help="hybrid LDM checkpoint folder")
     ne.add_argument("--backends", default="", help="comma-separated fake backends, e.g. fake_torino,fake_brisbane")
     ne.add_argument("--noise-model", action="append", default=[], help="a snapshot JSON (repeatable)")
-    ne.add_argument("--n", type=_number(int, lambda v: v >= 2, "at least 2 samples per target"), default=32,
-                    help="samples per target (default 32)")
-    ne.add_argument("--steps", type=_positive_int, default=20)
-    ne.add_argument("--shots", type=_shots_list, default=[1024],
-                    help="shots per circuit evaluation; several (1024,4096,32768) sweep them (default 1024)")
-    ne.add_argument("--mitigation", action="store_true", help="readout-error mitigation")
+    ne.add_argument("--n", type=_number(int, lambda v: v >= 2, "at least 2 samples per target"), default=None,
+                    help="samples per target (default 32; 8 with --mitigation-sweep)")
+    ne.add_argument("--steps", type=_positive_int, default=None, help="DDIM steps (default 20; 10 with --mitigation-sweep)")
+    ne.add_argument("--shots", type=_shots_list, default=None,
+                    help="shots per circuit evaluation; several (1024,4096,32768) sweep them (default 1024; 4096 "
+                         "with --mitigation-sweep)")
+    ne.add_argument("--mitigation", type=_kinds, nargs="?", const=["readout"], default=None, metavar="KINDS",
+                    help="comma-separated: none, readout, trex, zne, twirling; several compare them (default none; "
+                         "the flag alone: readout)")
+    ne.add_argument("--mitigation-sweep", action="store_true",
+                    help="compare every mitigation (none, readout, trex, zne, twirling) per backend: error against "
+                         "ideal, image change and cost, with a recommendation (default shots 4096, n 8, steps 10)")
+    _add_zne_options(ne)
     ne.add_argument("--method", choices=["counts", "estimator"], default="counts")
     ne.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2)
     ne.add_argument("--seed", type=_seed, default=0)
@@ -417,6 +450,13 @@ def _add_jobs(sub) -> None:
                     help="execution mode (default: session for one run, batch for several)")
     js.add_argument("--resilience-level", type=_int_list((0, 1, 2)), default=None,
                     help="0, 1 or 2; a list (0,1,2) makes one run per level (default: the service's, 1)")
+    js.add_argument("--mitigation", choices=[k for k in MITIGATION_KINDS if k != "readout"], default=None,
+                    help="exactly this mitigation at resilience level 0: none, trex, zne, twirling (instead of "
+                         "--resilience-level; default: the service's level 1)")
+    _add_zne_options(js)
+    js.add_argument("--primitive", choices=["executor", "estimator"], default="executor",
+                    help="executor (default): qiskit-ibm-runtime's client-side Estimator; estimator: the legacy "
+                         "server-side EstimatorV2 (deprecated by the runtime)")
     js.add_argument("--twirling", action="store_true", help="Pauli twirling of gates and measurements")
     js.add_argument("--dd", action="store_true", help="dynamical decoupling (XY4)")
     js.add_argument("--opt-level", type=int, choices=[0, 1, 2, 3], default=2, help="transpiler optimisation level")

@@ -9,10 +9,12 @@ block's weights never depend on the target, so the same checkpoint runs on any o
             shots, the shot-noise floor every noisy figure is set against
 ``fake:X``  Qiskit Aer with the noise model of ``qiskit_ibm_runtime.fake_provider`` backend X
             (:mod:`qhybrid.quantum.primitives.aer`), or of a noise snapshot
-            (:mod:`qhybrid.quantum.noise_snapshots`)
-``ibm:X``   ``qiskit-ibm-runtime``'s V2 Estimator: IBM Quantum backend X, or for X = fake_*
-            the runtime's local testing mode (:mod:`qhybrid.quantum.primitives.runtime`); one
-            job per QNN call. Sampling runs with job records go through
+            (:mod:`qhybrid.quantum.noise_snapshots`); the ``mitigation`` option runs TREX, ZNE
+            or twirling through the runtime's executor on that noise
+            (:mod:`qhybrid.quantum.mitigation`)
+``ibm:X``   ``qiskit-ibm-runtime``'s executor-based Estimator (or, selectable, the legacy
+            EstimatorV2): IBM Quantum backend X, or for X = fake_* offline on the backend's
+            noise (:mod:`qhybrid.quantum.primitives.runtime`); one job per QNN call. Sampling runs with job records go through
             :mod:`qhybrid.workflows.jobs`.
 =========== ==========================================================================
 
@@ -54,11 +56,11 @@ TARGET_KINDS = {"ideal": True, "fake": True, "ibm": True}
 #: Options of the ideal target (see qhybrid.quantum.primitives.exact.ExactEstimator).
 IDEAL_OPTIONS = ("fusion", "simulation_precision", "shots", "seed")
 #: Options of the fake target (see qhybrid.quantum.primitives.aer.NoisyEstimator) and their defaults.
-FAKE_OPTIONS = {"shots": 1024, "method": "counts", "mitigation": False, "optimization_level": 2,
+FAKE_OPTIONS = {"shots": 1024, "method": "counts", "mitigation": "none", "optimization_level": 2,
                 "seed_transpiler": 0, "seed": None, "noise_model": None}
 #: Options of the ibm target (see qhybrid.quantum.primitives.runtime.RuntimeOptions).
 IBM_OPTIONS = ("shots", "resilience_level", "twirling", "dd", "optimization_level", "seed_transpiler",
-               "eager_transpile")
+               "primitive", "mitigation", "eager_transpile")
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,17 @@ from qhybrid.errors import InputError, QHybridError, one_line, param
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.quantum.calibration import calibration_date
 from qhybrid.quantum.circuits import two_qubit_gate_count
+from qhybrid.quantum.mitigation import (
+    Mitigation,
+    post_processor,
+    program_cost,
+    program_counts,
+)
+from qhybrid.quantum.primitives.pubs import measurement_bases
 from qhybrid.quantum.primitives.runtime import (
     FINAL_STATES,
     MODES,
+    PROGRAM_IDS,
     IsaCircuit,
     RuntimeOptions,
     RuntimeTargetError,
@@ -281,7 +289,14 @@ class JobRecord:
 
     @property
     def options(self) -> RuntimeOptions:
-        return RuntimeOptions(**self.data["options"])
+        """The run's runtime options; a record written before the executor path (no ``primitive``)
+        ran on the legacy EstimatorV2 and goes on there."""
+        return RuntimeOptions(**{"primitive": "estimator", **self.data["options"]})
+
+    @property
+    def program(self) -> str:
+        """The runtime program its jobs run as (``executor``, or ``estimator`` on the legacy path)."""
+        return PROGRAM_IDS[self.options.primitive]
 
     def save(self) -> None:
         self.data["updated"] = _now()
@@ -349,7 +364,8 @@ _RECORD_KEYS = {"run_id": str, "status": str, "created": str, "backend": dict, "
 
 
 #: Keys that records written by qhybrid 0.1 lack.
-_OPTIONAL_KEYS = {"fixed": dict, "fixed_sha256": str, "provenance": list, "group": dict, "estimate": dict}
+_OPTIONAL_KEYS = {"fixed": dict, "fixed_sha256": str, "provenance": list, "group": dict, "estimate": dict,
+                  "runtime": dict}
 
 
 def _record_problem(data) -> str | None:
@@ -379,7 +395,7 @@ def _record_problem(data) -> str | None:
         for key, kind in _OPTIONAL_KEYS.items():
             if key in data and not isinstance(data[key], kind):
                 return f"{key!r} is not a {kind.__name__}"
-        RuntimeOptions(**data["options"])
+        RuntimeOptions(**{"primitive": "estimator", **data["options"]})
     except Exception as exc:  # noqa: BLE001 - any surprise in a damaged file is "not a valid record"
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -396,9 +412,11 @@ def list_records(jobs_dir: str | Path) -> list[tuple[Path, dict | None, str | No
     return sorted(rows, key=lambda r: (r[1] or {}).get("created", ""))
 
 
-def _new_run_id(model: Path, backend: str, seed: int, level: int | None) -> str:
+def _new_run_id(model: Path, backend: str, seed: int, level: int | None, mitigation: Mitigation | None = None) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     level_part = "" if level is None else f"-r{level}"
+    if mitigation is not None:
+        level_part += f"-{mitigation.kind}"
     name = re.sub(r"[^A-Za-z0-9._-]", "_", model.name)
     return f"{stamp}-{name}-{backend}-s{seed}{level_part}-{secrets.token_hex(2)}"
 
@@ -718,7 +736,8 @@ class JobRunner:
                      "bindings": int(len(call.values))})
         record.save()
         try:
-            job = submit_pub(mode, record.options, self.local, call.isa.pub(call.values), seed, tags=[tag])
+            job = submit_pub(mode, record.options, self.local, call.isa, call.values, seed, tags=[tag],
+                             backend_name=self.backend_name)
         except Exception as exc:  # noqa: BLE001 - network, plan or validation errors from the service
             raise RuntimeTargetError(
                 f"submitting step {k} of run {record.run_id} failed ({one_line(exc, with_type=True, limit=300)}); "
@@ -730,7 +749,13 @@ class JobRunner:
             step.setdefault("attempts", []).append(previous)
         step.update({"status": "submitted", "job_id": job.job_id(), "job_status": "SUBMITTED",
                      "submitted_at": _now(), "finished_at": None, "note": None, "mode": self._mode_used,
-                     "mode_id": getattr(mode, "session_id", None), "simulator_seed": seed})
+                     "mode_id": getattr(mode, "session_id", None), "simulator_seed": seed,
+                     "program": record.program})
+        if record.program == "executor":
+            # the client-side post-processing fetch re-runs; and, offline, what the program holds
+            cost = program_cost(job)
+            step.update({"post_processor": post_processor(job), "program_circuits": cost.get("circuit_executions"),
+                         "program_shots": cost.get("shots")})
         record.data["status"] = "running"
         record.save()
 
@@ -782,17 +807,37 @@ class JobRunner:
     def _collect(self, job, record: JobRecord, k: int) -> None:
         call = self._pub(record, k)  # the PUB's shape: the job's result must match it
         with service_call(f"could not read the result of job {job.job_id()} (step {k} of {record.run_id})", record):
-            result = job.result()
+            try:
+                result = job.result()
+            except Exception as exc:  # noqa: BLE001 - a post-processor this runtime does not have
+                if record.program == "executor" and "post" in str(exc).lower() and "process" in str(exc).lower():
+                    raise JobRecordError(self._post_processor_problem(record, k, exc)) from None
+                raise
         evs = evs_table(result, len(call.isa.observables), len(call.values))
         step = record.steps[k]
         name = record.write_array(f"step_{k:04d}_evs.npy", evs)
         metadata = dict(result[0].metadata)
+        if record.program == "executor":  # the local simulator's timings per circuit: not worth keeping
+            metadata.pop("executor", None)
+            metadata["shots"] = record.options.shots
         # local testing-mode jobs are not charged (the runtime reports 0 s for them): None, "not reported"
         seconds, usage_status = (None, None) if self.local else job_usage(job)
         step.update({"status": "result", "job_status": "DONE", "result_file": name, "finished_at": _now(),
                      "shots": metadata.get("shots"), "metadata": json.loads(json.dumps(metadata, default=str)),
                      "qpu_seconds": seconds, "qpu_usage_status": usage_status})
         record.save()
+
+    def _post_processor_problem(self, record: JobRecord, k: int, exc: Exception) -> str:
+        """Which runtime an executor job's result needs: fetching re-runs the client-side
+        post-processor the job was prepared for, which the installed runtime may lack."""
+        step = record.steps[k]
+        wanted = (step.get("post_processor") or {}).get("version") or "unknown"
+        versions = [p.get("versions", {}).get("qiskit-ibm-runtime") for p in record.data.get("provenance", [])]
+        submitted_with = next((v for v in reversed(versions) if v), None)
+        return (f"job {step['job_id']} (step {k} of {record.run_id}) needs the executor post-processor {wanted}, "
+                f"which the installed qiskit-ibm-runtime {software_versions().get('qiskit-ibm-runtime')} cannot run "
+                f"({one_line(exc, limit=200)}); install qiskit-ibm-runtime=={submitted_with or '<the version that submitted it>'} "
+                "(the version that submitted it) and fetch again")
 
     def _fail(self, job, record: JobRecord, k: int, status: str) -> str:
         """Mark step k failed; returns the one line that says so and how to go on."""
@@ -970,10 +1015,11 @@ ESTIMATE_FORMAT = "qhybrid-qpu-estimate"
 ESTIMATE_INCLUDES = ("a fixed 2 s per job (assumed)",
                      ("per shot: the ISA circuit's duration from the backend's instruction durations, the "
                       "measurement, the qubit reset and the backend's repetition delay"),
-                     f"resilience level 2: every shot {ZNE_NOISE_FACTORS} times (ZNE's noise factors 1, 3, 5)")
-ESTIMATE_EXCLUDES = (("the rest of error mitigation: TREX's readout-learning circuits (levels 1 and 2, and the "
-                      "service default), and ZNE's longer folded circuits"),
-                     "shots rounded up to whole twirling randomizations",
+                     ("executor path: the circuits and shots of the runtime's own pre-processing (twirling "
+                      "randomisations, ZNE noise factors, TREX calibration circuits); legacy path: resilience "
+                      f"level 2 at {ZNE_NOISE_FACTORS} noise factors"))
+ESTIMATE_EXCLUDES = (("ZNE's folded circuits are longer than the circuit (each shot is counted at its length), "
+                      "and on the legacy path TREX's readout-learning circuits"),
                      "a PUB too large for one sub-job is split, and each sub-job costs the fixed time again",
                      ("queueing, and in session mode the wall-clock time between jobs, which a session is "
                       "charged for (the Open Plan has no sessions: its runs use job mode)"))
@@ -1028,16 +1074,6 @@ def shot_seconds(isa: IsaCircuit, backend) -> dict:
     return {**terms, "total": sum(terms.values()), "durations_from": durations, "rep_delay_from": source}
 
 
-def measurement_bases(observables) -> int:
-    """How many measurement settings the Estimator runs per binding: it measures qubit-wise
-    commuting Pauli terms together (the hybrid block's Z observables: one)."""
-    from qiskit.quantum_info import SparsePauliOp
-
-    terms = SparsePauliOp.sum([SparsePauliOp(o) for o in observables]).simplify()
-    paulis = [p for p in terms.paulis if p.z.any() or p.x.any()]  # the identity needs no measurement
-    return len(SparsePauliOp(paulis).group_commuting(qubit_wise=True)) if paulis else 1
-
-
 def qpu_estimate(runner: JobRunner, isa: IsaCircuit, records: list[JobRecord]) -> dict:
     """What the runs of one submit would cost on the backend's QPU (an estimate; see the notes
     above): jobs ("executions": one per step and run), bindings and shots per job and per image,
@@ -1049,27 +1085,47 @@ def qpu_estimate(runner: JobRunner, isa: IsaCircuit, records: list[JobRecord]) -
     bindings = runner.bindings_per_job(n)
     bases = measurement_bases(isa.observables)
     per_shot = shot_seconds(isa, runner.estimator.backend)
-    shots_per_job = bindings * bases * shots
+    counted = [_job_shots(r.options, isa, bindings, bases) for r in records]
+    circuits_per_job, shots_per_job, counted_by = counted[0]
     per_job = JOB_OVERHEAD_SECONDS + shots_per_job * per_shot["total"]
-    # each run at its own resilience level: level 2 repeats every shot per noise factor
-    factors = [ZNE_NOISE_FACTORS if r.data["options"]["resilience_level"] == 2 else 1 for r in records]
-    per_run = [steps * (JOB_OVERHEAD_SECONDS + f * shots_per_job * per_shot["total"]) for f in factors]
+    per_run = [steps * (JOB_OVERHEAD_SECONDS + c[1] * per_shot["total"]) for c in counted]
+    zne = [r for r in records if r.options.resilience_level == 2 or (r.options.setting or Mitigation()).kind == "zne"]
     return {
-        "format": ESTIMATE_FORMAT, "format_version": 1, "created": _now(), "estimate": True,
+        "format": ESTIMATE_FORMAT, "format_version": 2, "created": _now(), "estimate": True,
         "model": first["model"]["path"], "backend": runner.backend_name, "local_testing_mode": runner.local,
         "mode": first["mode"]["requested"], "runs": runs,
         "seeds": list(dict.fromkeys(r.data["sampling"]["seed"] for r in records)),
         "resilience_levels": list(dict.fromkeys(r.data["options"]["resilience_level"] for r in records)),
+        "program": records[0].program, "mitigation": records[0].options.describe(),
         "n": n, "steps": steps, "shots": shots,
         "executions": steps * runs, "executions_per_run": steps,
         "bindings_per_execution": bindings, "measurement_bases": bases,
+        "circuits_per_execution": circuits_per_job, "shots_counted_by": counted_by,
         "shots_per_execution": shots_per_job, "shots_per_image": shots_per_job * steps / n,
         "seconds_per_shot": per_shot, "job_overhead_seconds": JOB_OVERHEAD_SECONDS,
         "qpu_seconds_per_execution": per_job, "qpu_seconds_per_run": per_job * steps,
         "qpu_seconds_per_image": per_job * steps / n, "qpu_seconds": sum(per_run),
-        "zne_noise_factors": ZNE_NOISE_FACTORS if max(factors) > 1 else None,
+        "zne_noise_factors": (len(Mitigation.of(zne[0].options.mitigation).noise_factors) if zne and zne[0].options.setting
+                              else ZNE_NOISE_FACTORS) if zne else None,
         "includes": list(ESTIMATE_INCLUDES), "excludes": list(ESTIMATE_EXCLUDES),
     }
+
+
+def _job_shots(options: RuntimeOptions, isa: IsaCircuit, bindings: int, bases: int) -> tuple[int, int, str]:
+    """Circuits and shots one step's job sends, and how they were counted. The executor path
+    asks the runtime's own pre-processing (:func:`qhybrid.quantum.mitigation.program_counts`:
+    every twirling randomisation, ZNE factor and TREX calibration circuit); the legacy path
+    prepares on the server, so there it is bindings x measurement bases x shots, times the noise
+    factors at resilience level 2 or with ZNE."""
+    if options.primitive == "executor":
+        values = np.zeros((bindings, isa.circuit.num_parameters))
+        counts = program_counts(options.replace(dd=False).executor_options(), isa.pub(values))
+        return counts["circuit_executions"], counts["shots"], "the runtime's pre-processing (executor)"
+    setting = options.setting
+    factor = (len(setting.noise_factors) if setting is not None and setting.kind == "zne"
+              else ZNE_NOISE_FACTORS if options.resilience_level == 2 else 1)
+    return bindings * bases * factor, bindings * bases * options.shots * factor, (
+        "bindings × bases × shots" + (f" × {factor} noise factors" if factor > 1 else "") + " (legacy EstimatorV2)")
 
 
 def _check_limit(max_qpu_seconds) -> None:
@@ -1089,7 +1145,7 @@ def check_qpu_budget(estimate: dict, max_qpu_seconds: float | None) -> None:
     runs = estimate["runs"]
     what = f"{estimate['executions']} jobs × {estimate['qpu_seconds_per_execution']:.1f} s" + (
         f" over {runs} runs" if runs > 1 else "") + (
-        f"; resilience level 2 counted at {estimate['zne_noise_factors']} noise factors"
+        f"; ZNE counted at {estimate['zne_noise_factors']} noise factors"
         if estimate.get("zne_noise_factors") else "")
     fewer = f"{param('n')}, {param('steps')} or {param('shots')}" + (
         f" (or use fewer {param('seeds')} or {param('resilience_levels')})" if runs > 1 else "")
@@ -1116,15 +1172,17 @@ def estimate_lines(estimate: dict) -> list[str]:
         f"executions {e['executions']} jobs ({e['steps']} steps × {runs} run{'s' if runs > 1 else ''}), one PUB each",
         f"bindings   {e['bindings_per_execution']} per execution ({e['n']} chains × {per_chain:g} circuit evaluations)"
         + bases,
-        (f"shots      {e['shots_per_execution']:,} per execution ({e['shots']:,} per binding"
-         f"{' and basis' if several else ''}); {e['shots_per_image']:,.0f} per image"),
+        f"mitigation {e.get('mitigation', '?')} on the {e.get('program', 'estimator')} program",
+        (f"shots      {e['shots_per_execution']:,} per execution in {e.get('circuits_per_execution', '?'):,} circuits "
+         f"({e['shots']:,} per binding{' and basis' if several else ''}; counted by "
+         f"{e.get('shots_counted_by', 'bindings × bases × shots')}); {e['shots_per_image']:,.0f} per image"),
         (f"per shot   {_us(t['total'])} = circuit {_us(t['circuit'])} + measurement {_us(t['measurement'])} + reset "
          f"{_us(t['reset'])} + repetition delay {_us(t['rep_delay'])} (durations: {t['durations_from']}; "
          f"delay: {t['rep_delay_from']})"),
         f"QPU time   {e['qpu_seconds_per_execution']:.1f} s per execution ({e['job_overhead_seconds']:g} s per job + "
         f"{e['shots_per_execution']:,} shots × {_us(t['total'])}); {e['qpu_seconds_per_image']:.1f} s per image; "
         f"{e['qpu_seconds_per_run']:.1f} s per run"
-        + (f" (×{e['zne_noise_factors']} shot time at resilience level 2)" if e.get("zne_noise_factors") else "")
+        + (f" (ZNE: {e['zne_noise_factors']} noise factors counted)" if e.get("zne_noise_factors") else "")
         + (f"; {e['qpu_seconds']:.1f} s for the {runs} runs" if runs > 1 or e.get("zne_noise_factors") else "")
         + f" (the Open Plan allows {OPEN_PLAN_SECONDS} s per 28 days)",
         f"includes   {'; '.join(e['includes'])}",
@@ -1148,14 +1206,15 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
            optimization_level: int = 2, seed_transpiler: int = 0, jobs_dir: str | Path = DEFAULT_JOBS_DIR,
            wait: bool = True, progress: bool = True, poll: float | None = None, log=print,
            on_event: EventHook | None = None, vae: str | Path | None = None,
-           max_qpu_seconds: float | None = None) -> list[JobRecord]:
+           max_qpu_seconds: float | None = None, mitigation=None, primitive: str = "executor") -> list[JobRecord]:
     """Create one record per (seed, resilience level) and run them (see the module docstring).
     ``vae``: the VAE folder, when it is not where the model's checkpoint says (recorded).
     ``max_qpu_seconds``: refuse, before anything is written or submitted, runs whose estimated QPU
     time (:func:`qpu_estimate`, recorded as each record's ``estimate``) exceeds it."""
     _check_limit(max_qpu_seconds)
     records, runner, isa = _plan(model, backend, n, steps, seeds, resilience_levels, shots, twirling, dd, mode,
-                                 optimization_level, seed_transpiler, jobs_dir, progress, poll, log, on_event, vae)
+                                 optimization_level, seed_transpiler, jobs_dir, progress, poll, log, on_event, vae,
+                                 mitigation, primitive)
     cost = qpu_estimate(runner, isa, records)
     check_qpu_budget(cost, max_qpu_seconds)
     log(f"QPU estimate: {cost['qpu_seconds']:.1f} s for {len(records)} run{'s' if len(records) > 1 else ''} "
@@ -1190,7 +1249,7 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
 def estimate(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=(0,), resilience_levels=(None,),
              shots: int = 1024, twirling: bool = False, dd: bool = False, mode: str | None = None,
              optimization_level: int = 2, seed_transpiler: int = 0, vae: str | Path | None = None,
-             max_qpu_seconds: float | None = None) -> dict:
+             max_qpu_seconds: float | None = None, mitigation=None, primitive: str = "executor") -> dict:
     """The dry run of :func:`submit` with the same arguments: what its runs would cost on a QPU
     (:func:`qpu_estimate`), found as submit finds it (the same checks, model, transpilation and
     note pass), with no record written and nothing submitted. A ``fake_*`` backend needs no
@@ -1198,7 +1257,8 @@ def estimate(model: str | Path, backend: str, n: int = 16, steps: int = 20, seed
     usual one-line error). ``max_qpu_seconds`` refuses as submit would."""
     _check_limit(max_qpu_seconds)
     records, runner, isa = _plan(model, backend, n, steps, seeds, resilience_levels, shots, twirling, dd, mode,
-                                 optimization_level, seed_transpiler, DEFAULT_JOBS_DIR, False, None, print, None, vae)
+                                 optimization_level, seed_transpiler, DEFAULT_JOBS_DIR, False, None, print, None, vae,
+                                 mitigation, primitive)
     cost = qpu_estimate(runner, isa, records)
     check_qpu_budget(cost, max_qpu_seconds)
     return cost
@@ -1206,7 +1266,8 @@ def estimate(model: str | Path, backend: str, n: int = 16, steps: int = 20, seed
 
 def _plan(model, backend: str, n: int, steps: int, seeds, resilience_levels, shots: int, twirling: bool, dd: bool,
           mode: str | None, optimization_level: int, seed_transpiler: int, jobs_dir, progress: bool,
-          poll: float | None, log, on_event: EventHook | None, vae) -> tuple[list[JobRecord], JobRunner, IsaCircuit]:
+          poll: float | None, log, on_event: EventHook | None, vae, mitigation=None,
+          primitive: str = "executor") -> tuple[list[JobRecord], JobRunner, IsaCircuit]:
     """The records (in memory, unwritten) a submit would create, the runner that loaded the model
     and the transpiled ISA circuit: every check of the arguments happens here, before anything is
     written, so that submit and its dry run refuse the same things the same way."""
@@ -1221,8 +1282,13 @@ def _plan(model, backend: str, n: int, steps: int, seeds, resilience_levels, sho
         mode = "batch" if len(seeds) * len(levels) > 1 else "session"
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    setting = None if mitigation is None else Mitigation.of(mitigation).to_dict()
+    if setting is not None and levels != [None]:
+        raise InputError(f"give {param('mitigation')} or {param('resilience_levels')}, not both (a mitigation sets "
+                         "resilience level 0 plus exactly its technique)")
     options = [RuntimeOptions(shots=shots, resilience_level=level, twirling=twirling, dd=dd,
-                              optimization_level=optimization_level, seed_transpiler=seed_transpiler)
+                              optimization_level=optimization_level, seed_transpiler=seed_transpiler,
+                              primitive=primitive, mitigation=setting)
                for level in levels]
     if is_local(backend):
         from qhybrid.quantum.primitives.aer import fake_backend
@@ -1238,7 +1304,7 @@ def _plan(model, backend: str, n: int, steps: int, seeds, resilience_levels, sho
     records = []
     group: dict = {"id": None, "runs": []}  # the runs of this call: one id, filled in below
     for seed, opts in itertools.product(seeds, options):
-        run_id = _new_run_id(model, backend, seed, opts.resilience_level)
+        run_id = _new_run_id(model, backend, seed, opts.resilience_level, opts.setting)
         group["runs"].append(run_id)
         data = {
             "format": RECORD_FORMAT, "format_version": RECORD_VERSION, "run_id": run_id,
@@ -1246,6 +1312,7 @@ def _plan(model, backend: str, n: int, steps: int, seeds, resilience_levels, sho
             "backend": {"name": backend, "local_testing_mode": is_local(backend)},
             "mode": {"requested": mode, "used": None, "id": None, "note": None},
             "options": opts.to_dict(),
+            "runtime": {"program": PROGRAM_IDS[opts.primitive], "mitigation": opts.describe()},
             "ignored_locally": opts.ignored_locally() if is_local(backend) else [],
             "sampling": {"n": n, "steps": steps, "seed": seed, "sampler": "ddim", "eta": 0.0},
             "model": {"path": str(model.resolve()), "sha256": header.get("weights_sha256"),
@@ -1383,8 +1450,13 @@ def _cost_line(record: JobRecord) -> str | None:
             with suppress(ValueError, TypeError):
                 seconds.append((dt.datetime.fromisoformat(s["finished_at"])
                                 - dt.datetime.fromisoformat(s["submitted_at"])).total_seconds())
+    program_shots = [s["program_shots"] for s in record.steps if s.get("program_shots")]
+    if program_shots:  # the executor's program: randomisations, noise factors, calibration circuits counted
+        per_image = f"{program_shots[0] * steps / chains:,.0f} shots per image (as the executor program sends them)"
+    else:
+        per_image = f"{shots * per_chain * steps:,.0f} shots per image"
     return (f"cost       {steps} executions (one PUB per step) of {bindings[0]} bindings ({chains} chains × "
-            f"{per_chain:g} circuit evaluations each); {shots * per_chain * steps:,.0f} shots per image"
+            f"{per_chain:g} circuit evaluations each); {per_image}"
             + (f"; {sum(seconds) / len(seconds):.1f} s per step (submitted to finished)" if seconds else ""))
 
 
@@ -1435,6 +1507,18 @@ def _provenance_lines(record: JobRecord) -> list[str]:
     return lines
 
 
+def _runtime_line(record: JobRecord) -> str:
+    """The program the run's jobs run as, its mitigation and the client-side post-processor."""
+    options = record.options
+    versions = sorted({(s.get("post_processor") or {}).get("version") for s in record.steps} - {None})
+    if record.program == "executor":
+        where = "executor-based Estimator (program 'executor')"
+    else:
+        where = "legacy server-side EstimatorV2 (program 'estimator')"
+    return (f"runtime    {where}; mitigation: {options.describe()}"
+            + (f"; post-processor {', '.join(versions)}" if versions else ""))
+
+
 def status_lines(record: JobRecord) -> list[str]:
     """A readable summary of a record (no service calls)."""
     d = record.data
@@ -1450,6 +1534,7 @@ def status_lines(record: JobRecord) -> list[str]:
         f"options    shots {opts['shots']}, resilience level {level}, twirling {opts['twirling']}, "
         f"dd {opts['dd']}, optimisation level {opts['optimization_level']}"
         + (f"; ignored locally: {', '.join(d['ignored_locally'])}" if d.get("ignored_locally") else ""),
+        _runtime_line(record),
         f"sampling   {d['sampling']['n']} chains, {d['sampling']['steps']} DDIM steps, seed {d['sampling']['seed']}",
         f"model      {d['model']['path']} (sha256 {str(d['model']['sha256'])[:12]})",
         (f"circuit    {d['circuit'].get('num_qubits')} qubits, depth {d['circuit'].get('depth')}, "

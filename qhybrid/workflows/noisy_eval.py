@@ -66,14 +66,20 @@ class NoisyEvalConfig(Config):
     shots: tuple[int, ...] = (1024, 4096, 32768)
     n: int = 32
     steps: int = 20
-    mitigation: bool = False
+    mitigations: tuple[dict, ...] = ({"kind": "none"},)  # qhybrid.quantum.mitigation.Mitigation dicts
     method: str = "counts"
     seed: int = 0
     optimization_level: int = 2
 
     def __post_init__(self):
+        from qhybrid.quantum.mitigation import Mitigation
+
         for name in ("backends", "snapshots", "shots"):
             self._fill(name, tuple(getattr(self, name)))
+        settings = [Mitigation.of(m) for m in self.mitigations]
+        if not settings or len({m.key for m in settings}) != len(settings):
+            raise ValueError(f"NoisyEvalConfig.mitigations must be distinct, got {[m.key for m in settings]}")
+        self._fill("mitigations", tuple(m.to_dict() for m in settings))
         if not self.backends and not self.snapshots:
             raise ValueError("NoisyEvalConfig needs at least one backend or snapshot")
         if not self.shots or len(set(self.shots)) != len(self.shots):
@@ -92,7 +98,9 @@ def default_out(model_dir: str | Path, cfg: NoisyEvalConfig) -> Path:
     meets another's folder."""
     model_dir = Path(model_dir)
     sources = list(cfg.backends) + [Path(s).stem for s in cfg.snapshots]
-    name = f"{model_dir.name}-{'+'.join(sources)}-{'+'.join(map(str, cfg.shots))}" + ("-mitigated" if cfg.mitigation else "")
+    kinds = [m["kind"] for m in cfg.mitigations]
+    name = f"{model_dir.name}-{'+'.join(sources)}-{'+'.join(map(str, cfg.shots))}" + (
+        "" if kinds == ["none"] else "-" + "+".join(kinds))
     name = re.sub(r"[^A-Za-z0-9._+-]", "_", name)[:90]
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     return model_dir.parent / "noisy-eval" / f"{name}-{digest}"
@@ -103,10 +111,11 @@ def default_out(model_dir: str | Path, cfg: NoisyEvalConfig) -> Path:
 class _Planned:
     key: str  # folder-safe, unique
     label: str  # what a reader sees
-    source: str  # the noise source alone (the label without the shots)
+    source: str  # the noise source alone (the label without the shots and the mitigation)
     target: str
     options: dict
     shots: int | None
+    mitigation: str = "none"  # the mitigation's label ("no mitigation", "TREX", ...)
 
 
 def plan_targets(cfg: NoisyEvalConfig) -> list[_Planned]:
@@ -118,20 +127,30 @@ def plan_targets(cfg: NoisyEvalConfig) -> list[_Planned]:
     for shots in cfg.shots:
         planned.append(_Planned(f"shots-{shots}", f"shot noise only, {shots:,} shots", "shot noise only", "ideal",
                                 {"shots": shots, "seed": cfg.seed}, shots))
-    noisy = {"mitigation": cfg.mitigation, "seed": cfg.seed, "method": cfg.method,
-             "optimization_level": cfg.optimization_level}
+    from qhybrid.quantum.mitigation import Mitigation
+
+    noisy = {"seed": cfg.seed, "method": cfg.method, "optimization_level": cfg.optimization_level}
+    settings = [Mitigation.of(m) for m in cfg.mitigations]
+
+    def variants(key: str, label: str, source: str, target: str, options: dict, shots: int):
+        for m in settings:
+            suffix = "" if m.kind == "none" else f"-{m.key}"
+            shown = label if m.kind == "none" else f"{label}, {m.label}"
+            planned.append(_Planned(key + suffix, shown, source, target,
+                                    {**noisy, **options, "shots": shots, "mitigation": m.to_dict()}, shots,
+                                    m.label))
+
     for backend in cfg.backends:
         noise_source_for_backend(backend)  # fails early, listing the valid names
         for shots in cfg.shots:
-            planned.append(_Planned(f"{backend}-{shots}", f"{backend}, {shots:,} shots", backend, f"fake:{backend}",
-                                    {**noisy, "shots": shots}, shots))
+            variants(f"{backend}-{shots}", f"{backend}, {shots:,} shots", backend, f"fake:{backend}", {}, shots)
     for path in cfg.snapshots:
         source = load_snapshot(path)
         tag = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:6]  # two files may share a name
         for shots in cfg.shots:
             name = f"{source.name} snapshot {Path(path).name}"
-            planned.append(_Planned(f"snapshot-{Path(path).stem}-{tag}-{shots}", f"{name}, {shots:,} shots", name,
-                                    f"fake:{source.name}", {**noisy, "shots": shots, "noise_model": str(path)}, shots))
+            variants(f"snapshot-{Path(path).stem}-{tag}-{shots}", f"{name}, {shots:,} shots", name,
+                     f"fake:{source.name}", {"noise_model": str(path)}, shots)
     return planned
 
 
@@ -270,6 +289,7 @@ class _Study:
                 captured.append(inputs[0].detach().clone())
 
         handle = self.block.register_forward_hook(hook)
+        estimator = self.block.qnn.estimator
         try:
             t0 = time.perf_counter()
             z = sample_latents(self.model, self.scheduler, self.cfg.n, self.cfg.steps, seed=self.cfg.seed,
@@ -277,6 +297,11 @@ class _Study:
             seconds = time.perf_counter() - t0
         finally:
             handle.remove()
+        # what a device would run for these images (the fake target counts every circuit and shot,
+        # randomisations, noise factors and calibration circuits included)
+        device_cost = ({"circuits_per_image": estimator.circuit_executions / self.cfg.n,
+                        "shots_per_image": estimator.shots_run // self.cfg.n}
+                       if hasattr(estimator, "circuit_executions") else {})
         if item.key == "ideal":  # the block inputs of the first, middle and last step
             probe = torch.cat([captured[0], captured[len(captured) // 2], captured[-1]])
             _save_arrays(self.out / "probe.npz", probe=probe.numpy())
@@ -287,8 +312,10 @@ class _Study:
         rows = sum(calls)
         entry = {"label": item.label, "source": item.source, "target": item.target, "options": item.options, "noise_source": source,
                  "shots": item.shots, "seconds": seconds, "seconds_per_step": seconds / self.cfg.steps,
-                 "executions": len(calls), "bindings_per_execution": max(calls, default=0),
-                 "shots_per_image": (item.shots or 0) * rows // self.cfg.n}
+                 "mitigation": item.mitigation, "executions": len(calls),
+                 "bindings_per_execution": max(calls, default=0),
+                 "circuits_per_image": rows / self.cfg.n if item.shots else 0,
+                 "shots_per_image": (item.shots or 0) * rows // self.cfg.n, **device_cost}
         if item.target.startswith("fake:"):
             entry["transpiled"] = _transpiled(self.block)
         if item.key == "ideal":
@@ -405,11 +432,16 @@ def write_reports(out: Path, identity: dict, model_dir: Path, planned: list[_Pla
                "evaluated": any("gradable" in e for e in entries.values()),
                "warnings": _warnings(cfg),
                "targets": entries}
+    if len(cfg.mitigations) > 1:
+        summary["mitigation_sweep"] = mitigation_sweep(entries)
+        summary["recommendations"] = [r["line"] for r in summary["mitigation_sweep"]["recommendations"]]
     io.write_json(out / "noisy_eval.json", summary)
+    if len(cfg.mitigations) > 1 and summary["mitigation_sweep"]["rows"]:
+        save_mitigation_plot(out / "mitigation.png", summary)
     if "ideal" in arrays:
         save_sample_panels(out / "samples.png", arrays["ideal"]["images"],
                            [(entries[k], arrays[k]["images"]) for k in entries if entries[k].get("transpiled") is not None])
-    if any(e.get("transpiled") for e in entries.values()):
+    if any(e.get("transpiled") and "block_error_mean" in e for e in entries.values()):
         save_backend_plot(out / "backends.png", summary)
     io.write_text(out / "noisy_eval.md", markdown(summary))
     return summary
@@ -461,7 +493,7 @@ def markdown(summary: dict) -> str:
         ("" if summary["complete"] else f"**Incomplete**: {', '.join(summary['pending'])} not finished yet "
          "(continue with `--resume`).\n"),
         f"{summary['n']} samples per target, {summary['steps']} DDIM steps, seed {summary['seed']}, method "
-        f"`{summary['method']}`, readout mitigation {'on' if summary['mitigation'] else 'off'}, transpiler "
+        f"`{summary['method']}`, mitigation: {', '.join(_labels(summary))}, transpiler "
         f"optimisation level {summary['optimization_level']}. Every target starts from the same noise, so "
         "differences come from the quantum block alone.\n",
         *(f"**Warning**: {w}.\n" for w in summary["warnings"]),
@@ -472,8 +504,8 @@ def markdown(summary: dict) -> str:
         "rows measure it" + (" (the `estimator` method's floor is sqrt(2/pi) / sqrt(shots): it adds Gaussian noise of "
                               "that size)" if summary["method"] == "estimator" else "")
         + ". **error / floor** near 1: the figure is sampling error; well above 1: device noise"
-        + (" (with readout mitigation the floor is a lower bound: inverting the readout errors amplifies shot "
-           "noise)." if summary["mitigation"] else "."),
+        + (" (with mitigation the floor is a lower bound: inverting readout errors or extrapolating to zero "
+           "noise amplifies shot noise)." if _labels(summary) != ["no mitigation"] else "."),
         "- **Image change**: mean absolute difference from the ideal samples in grey levels (0-255); **share of "
         "knock-out**: that change over the change the circuit's knock-out (its output replaced by its mean) "
         "makes to the same samples" + (f" ({knockout:.2f} grey levels)." if knockout is not None else "."),
@@ -491,6 +523,8 @@ def markdown(summary: dict) -> str:
                  "| target | physical qubits | " + " | ".join(f"⟨Z{j}⟩" for j in range(k)) + " |",
                  "|---|---|" + "---:|" * k,
                  *per_obs, ""]
+    if summary.get("mitigation_sweep"):
+        text += sweep_markdown(summary["mitigation_sweep"])
     text.append("![samples: ideal first, then each noisy target](samples.png)")
     if any(e.get("transpiled") for e in summary["targets"].values()):
         text.append("\n![block error against the transpiled circuit and the device's two-qubit error](backends.png)")
@@ -505,6 +539,8 @@ def save_backend_plot(path: Path, summary: dict) -> Path:
     plt = io.pyplot()
     summary = json.loads(json.dumps(summary))  # the plot adds a field; the summary stays as written
     noisy = [e for e in summary["targets"].values() if e.get("transpiled") and "block_error_mean" in e]
+    labels = _labels(summary)  # the first mitigation only (no mitigation, when it is there): the device's own error
+    noisy = [e for e in noisy if e.get("mitigation", "no mitigation") == labels[0]]
     axes_spec = [("two_qubit_gates", "two-qubit gates (transpiled)"), ("depth", "depth (transpiled)"),
                  ("median_two_qubit_error", "median error of its two-qubit gates"),
                  ("estimated_infidelity", "1 - estimated fidelity (calibration)")]
@@ -533,7 +569,7 @@ def save_backend_plot(path: Path, summary: dict) -> Path:
     axes[0].set_ylabel("block error vs ideal (mean |Δ⟨Z⟩|)")
     axes[0].set_ylim(bottom=0)
     axes[0].legend(fontsize=8, title="dashed: shot-noise floor", title_fontsize=7)
-    fig.suptitle("Noisy block error per backend" + (" (readout mitigation on)" if summary["mitigation"] else ""))
+    fig.suptitle("Noisy block error per backend" + ("" if labels == ["no mitigation"] else f" ({labels[0]})"))
     fig.tight_layout()
     io.save_figure(fig, path)
     plt.close(fig)
@@ -542,14 +578,15 @@ def save_backend_plot(path: Path, summary: dict) -> Path:
 
 def save_sample_panels(path: Path, ideal: np.ndarray, noisy: list[tuple[dict, np.ndarray]]) -> list[str]:
     """The first 16 samples of each target: the exact ideal samples first, then one row per noise
-    source with one panel per shot count, so that columns compare shots and rows compare devices.
-    Returns the panels' titles, in order."""
+    source with one panel per shot count and mitigation, so that columns compare shots (or
+    mitigations) and rows compare devices. Returns the panels' titles, in order."""
     from qhybrid.plots import grid_array
 
     plt = io.pyplot()
     sources = list(dict.fromkeys(e["source"] for e, _ in noisy))
-    shots = sorted({e["shots"] for e, _ in noisy})
-    nrows, ncols = 1 + len(sources), max(1, len(shots))
+    columns = sorted({(e["shots"], e.get("mitigation", "no mitigation")) for e, _ in noisy},
+                     key=lambda c: (c[0], c[1] != "no mitigation"))
+    nrows, ncols = 1 + len(sources), max(1, len(columns))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 3.2 * nrows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -557,7 +594,8 @@ def save_sample_panels(path: Path, ideal: np.ndarray, noisy: list[tuple[dict, np
     axes[0][0].imshow(grid_array(ideal[:16], ncols=4))
     axes[0][0].set_title(titles[0], fontsize=9)
     for entry, images in noisy:
-        r, c = 1 + sources.index(entry["source"]), shots.index(entry["shots"])
+        r = 1 + sources.index(entry["source"])
+        c = columns.index((entry["shots"], entry.get("mitigation", "no mitigation")))
         titles.append(f"{entry['label']}\nchange {entry.get('noise_image_change_grey', 0):.2f} grey levels")
         axes[r][c].imshow(grid_array(images[:16], ncols=4))
         axes[r][c].set_title(titles[-1], fontsize=8)
@@ -565,6 +603,127 @@ def save_sample_panels(path: Path, ideal: np.ndarray, noisy: list[tuple[dict, np
     io.save_figure(fig, path)
     plt.close(fig)
     return titles
+
+
+def _labels(summary: dict) -> list[str]:
+    """The mitigations of an evaluation as reports name them, "no mitigation" first."""
+    from qhybrid.quantum.mitigation import Mitigation
+
+    labels = [Mitigation.of(m).label for m in summary.get("mitigations", [{"kind": "none"}])]
+    return sorted(labels, key=lambda label: label != "no mitigation")
+
+
+#: A mitigation is recommended over no mitigation only if it lowers the block error by at least
+#: this share; between options within this share of the best, the one with fewer shots per image.
+MEANINGFUL_GAIN = 0.10
+
+
+def mitigation_sweep(entries: dict) -> dict:
+    """Per noise source and shot count, each mitigation's block error, its change against no
+    mitigation, image change and cost (circuits and shots per image, seconds per step), and the
+    option the data recommend: the cheapest among those within :data:`MEANINGFUL_GAIN` of the
+    lowest error, and no mitigation unless one beats it by that much."""
+    rows, groups = [], {}
+    for e in entries.values():
+        if "block_error_mean" not in e or not e.get("transpiled"):
+            continue
+        groups.setdefault((e["source"], e["shots"]), []).append(e)
+    recommendations = []
+    for (source, shots), group in groups.items():
+        base = next((e for e in group if e.get("mitigation") == "no mitigation"), None)
+        for e in group:
+            rows.append({
+                "source": source, "shots": shots, "mitigation": e.get("mitigation", "no mitigation"),
+                "block_error": e["block_error_mean"], "error_over_floor": e.get("error_over_floor"),
+                "error_vs_none": (e["block_error_mean"] / base["block_error_mean"] - 1) if base else None,
+                "image_change_grey": e.get("noise_image_change_grey"),
+                "share_of_knockout": e.get("noise_share_of_knockout"),
+                "circuits_per_image": e.get("circuits_per_image"), "shots_per_image": e.get("shots_per_image"),
+                "shots_vs_none": (e["shots_per_image"] / base["shots_per_image"]) if base and base.get("shots_per_image") else None,
+                "seconds_per_step": e.get("seconds_per_step")})
+        best = min(group, key=lambda e: e["block_error_mean"])
+        close = [e for e in group if e["block_error_mean"] <= best["block_error_mean"] * (1 + MEANINGFUL_GAIN)]
+        choice = min(close, key=lambda e: (e.get("shots_per_image") or 0, e["block_error_mean"]))
+        if base is not None and choice is not base and choice["block_error_mean"] > base["block_error_mean"] * (1 - MEANINGFUL_GAIN):
+            choice = base
+        name = choice.get("mitigation", "no mitigation")
+        if base is None or choice is base:
+            why = (f"no option lowers the block error by {MEANINGFUL_GAIN:.0%} or more (best: {best.get('mitigation')}, "
+                   f"{best['block_error_mean']:.4f} vs {base['block_error_mean']:.4f})" if base is not None and best is not base
+                   else "it has the lowest block error")
+        else:
+            gain = 1 - choice["block_error_mean"] / base["block_error_mean"]
+            cost = choice["shots_per_image"] / base["shots_per_image"] if base.get("shots_per_image") else float("nan")
+            why = (f"block error {choice['block_error_mean']:.4f} vs {base['block_error_mean']:.4f} unmitigated "
+                   f"({gain:.0%} lower) for {cost:.2f}x the shots per image")
+        recommendations.append({"source": source, "shots": shots, "mitigation": name,
+                                "line": f"{source} at {shots:,} shots: {name}: {why}"})
+    return {"rows": rows, "recommendations": recommendations, "meaningful_gain": MEANINGFUL_GAIN}
+
+
+def sweep_markdown(sweep: dict) -> list[str]:
+    lines = ["## Mitigation sweep", "",
+             "Per backend and shot count: the block's error against ideal with each mitigation, its change against "
+             "no mitigation, the image change, and what a device would run for it (circuits and shots per image: "
+             "every twirling randomisation, ZNE noise factor and calibration circuit counted). The floor is a lower "
+             "bound for mitigated rows (mitigation amplifies shot noise). Seconds are this machine's simulation time, "
+             "not QPU time.", "",
+             "| backend | shots | mitigation | block error | vs none | error / floor | image change (grey) | share of "
+             "knock-out | circuits / image | shots / image | shots vs none | s / step |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sweep["rows"]:
+        vs = "–" if r["error_vs_none"] is None else f"{r['error_vs_none']:+.0%}"
+        ratio = "–" if r["error_over_floor"] is None else f"{r['error_over_floor']:.2f}"
+        shots_vs = "–" if r["shots_vs_none"] is None else f"{r['shots_vs_none']:.2f}×"
+        lines.append(f"| {r['source']} | {r['shots']:,} | {r['mitigation']} | {r['block_error']:.4f} | {vs} | {ratio} | "
+                     f"{r['image_change_grey']:.3f} | {percent(r['share_of_knockout'])} | "
+                     f"{r['circuits_per_image'] or 0:,.0f} | {r['shots_per_image'] or 0:,} | {shots_vs} | "
+                     f"{r['seconds_per_step']:.2f} |")
+    lines += ["", f"**Recommended** (the cheapest option within {sweep['meaningful_gain']:.0%} of the lowest error; no "
+              f"mitigation unless an option lowers the error by {sweep['meaningful_gain']:.0%} or more):", ""]
+    lines += [f"- {r['line']}" for r in sweep["recommendations"]]
+    lines += ["", "![block error against shots per image, per backend and mitigation](mitigation.png)", ""]
+    return lines
+
+
+def save_mitigation_plot(path: Path, summary: dict) -> Path:
+    """Block error against shots per image (the cost), one colour per backend and one marker per
+    mitigation, each backend's options joined in cost order, the shot-noise floor dashed."""
+    plt = io.pyplot()
+    rows = summary["mitigation_sweep"]["rows"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    groups = list(dict.fromkeys((r["source"], r["shots"]) for r in rows))
+    kinds = list(dict.fromkeys(r["mitigation"] for r in rows))
+    markers = {k: "osD^v<>P*X"[i % 10] for i, k in enumerate(kinds)}
+    for g, (source, shots) in enumerate(groups):
+        mine = sorted((r for r in rows if (r["source"], r["shots"]) == (source, shots)), key=lambda r: r["shots_per_image"] or 0)
+        colour = cycle[g % len(cycle)]
+        ax.plot([r["shots_per_image"] for r in mine], [r["block_error"] for r in mine], color=colour, alpha=0.4)
+        for r in mine:
+            ax.scatter(r["shots_per_image"], r["block_error"], color=colour, marker=markers[r["mitigation"]], s=46,
+                       zorder=3)
+        ax.annotate(source.removeprefix("fake_") + (f" {shots:,}" if len({s for _, s in groups}) > 1 else ""),
+                    (mine[-1]["shots_per_image"], mine[-1]["block_error"]), textcoords="offset points", xytext=(5, 0),
+                    fontsize=8, color=colour)
+    floors = {e["shots"]: e["shot_noise_floor"] for k, e in summary["targets"].items() if k.startswith("shots-")}
+    for shots, floor in floors.items():
+        ax.axhline(floor, color="grey", linestyle="--", linewidth=0.8)
+        ax.annotate(f"shot-noise floor, {shots:,} shots", (ax.get_xlim()[0], floor), textcoords="offset points",
+                    xytext=(4, 3), fontsize=7, color="grey")
+    for k in kinds:
+        ax.scatter([], [], color="black", marker=markers[k], label=k)
+    ax.set_xscale("log")
+    ax.set_xlabel("shots per image a device would run (log)")
+    ax.set_ylabel("block error vs ideal (mean |Δ⟨Z⟩|)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="mitigation", title_fontsize=8)
+    ax.set_title("Mitigation: block error against cost, per backend")
+    fig.tight_layout()
+    io.save_figure(fig, path)
+    plt.close(fig)
+    return path
 
 
 def strip_timings(summary: dict) -> dict:

@@ -37,8 +37,15 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import CouplingMap, generate_preset_pass_manager
 
 from qhybrid.errors import InputError
+from qhybrid.quantum.mitigation import Mitigation
 from qhybrid.quantum.primitives.compiled import CompiledObservables
-from qhybrid.quantum.primitives.pubs import clip_to_spectrum, group_pubs, pub_evs, run_inline
+from qhybrid.quantum.primitives.pubs import (
+    clip_to_spectrum,
+    group_pubs,
+    measurement_bases,
+    pub_evs,
+    run_inline,
+)
 
 COUNTS, ESTIMATOR = "counts", "estimator"
 DENSITY_MATRIX_MAX_QUBITS = 12
@@ -250,15 +257,9 @@ class IsaProgram:
         self.isa = source.pass_manager(optimization_level, seed).run(circuit)
         layout = self.isa.layout
         self.physical = list(layout.final_index_layout()) if layout is not None else list(range(circuit.num_qubits))
-        touched = {self.isa.find_bit(q).index for ins in self.isa.data for q in ins.qubits}
-        self.active = sorted(touched | set(self.physical))
+        compact, self.active = compact_circuit(self.isa, self.physical)
+        qr = compact.qregs[0]
         index = {q: i for i, q in enumerate(self.active)}
-        qr = QuantumRegister(len(self.active), "q")
-        compact = QuantumCircuit(qr, global_phase=self.isa.global_phase)
-        for ins in self.isa.data:
-            if ins.operation.name == "barrier":
-                continue
-            compact.append(ins.operation, [qr[index[self.isa.find_bit(q).index]] for q in ins.qubits])
         self.compact = compact
         measured = compact.copy()
         creg = ClassicalRegister(circuit.num_qubits, "c")
@@ -269,11 +270,12 @@ class IsaProgram:
         self.compact_noise = noise_model_from_dict(restrict_noise(source.noise, self.active))
         self._calibration: dict[int, np.ndarray] = {}
         self.simulator = None  # built by the estimator on first use
+        self.executor_simulator = None  # the same noise for the runtime's executor (built on first use)
 
     def map_observable(self, observable: SparsePauliOp) -> SparsePauliOp:
         """Observable on the logical qubits -> ISA layout (apply_layout) -> compact qubits."""
         mapped = observable.apply_layout(self.isa.layout) if self.isa.layout is not None else observable
-        return SparsePauliOp(_take_qubits(mapped, self.active), mapped.coeffs)
+        return SparsePauliOp(take_qubits(mapped, self.active), mapped.coeffs)
 
     def binds(self, values: np.ndarray) -> list[dict]:
         """Parameter values (rows, P) in ``circuit.parameters`` order -> Aer parameter_binds."""
@@ -281,7 +283,23 @@ class IsaProgram:
         return [{p: values[:, by_name[p.name]].tolist() for p in self.isa.parameters}]
 
 
-def _take_qubits(op: SparsePauliOp, qubits) -> list[str]:
+def compact_circuit(isa: QuantumCircuit, physical) -> tuple[QuantumCircuit, list[int]]:
+    """``isa`` on only the physical qubits it touches (and the layout's ``physical`` ones), in
+    ascending order, barriers dropped: the circuit a simulator can hold; returns it and those
+    qubits (compact qubit i is physical qubit ``active[i]``)."""
+    touched = {isa.find_bit(q).index for ins in isa.data for q in ins.qubits}
+    active = sorted(touched | set(physical))
+    index = {q: i for i, q in enumerate(active)}
+    qr = QuantumRegister(len(active), "q")
+    compact = QuantumCircuit(qr, global_phase=isa.global_phase)
+    for ins in isa.data:
+        if ins.operation.name == "barrier":
+            continue
+        compact.append(ins.operation, [qr[index[isa.find_bit(q).index]] for q in ins.qubits])
+    return compact, active
+
+
+def take_qubits(op: SparsePauliOp, qubits) -> list[str]:
     """Labels of ``op`` restricted to ``qubits`` (the others must be identities)."""
     labels = []
     for label in op.paulis.to_labels():
@@ -297,7 +315,7 @@ def _take_qubits(op: SparsePauliOp, qubits) -> list[str]:
 class NoisyEstimator(BaseEstimatorV2):
     """``BaseEstimatorV2`` on Aer with a fake backend's noise (see the module docstring)."""
 
-    def __init__(self, source: NoiseSource, shots: int = 1024, method: str = COUNTS, mitigation: bool = False,
+    def __init__(self, source: NoiseSource, shots: int = 1024, method: str = COUNTS, mitigation=None,
                  optimization_level: int = 2, seed_transpiler: int | None = 0, seed: int | None = None,
                  calibration_shots: int = 8192):
         if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots <= 0:
@@ -309,14 +327,16 @@ class NoisyEstimator(BaseEstimatorV2):
         self.source = source
         self.shots = int(shots)
         self.method = method
-        self.mitigation = bool(mitigation)
+        self.mitigation = Mitigation.of(mitigation)
         self.optimization_level = optimization_level
         self.seed_transpiler = seed_transpiler
         self.seed = seed
         self.calibration_shots = calibration_shots
         self._programs: OrderedDict[int, tuple[QuantumCircuit, IsaProgram]] = OrderedDict()
         self._rng = np.random.default_rng(seed)
-        self.executions = 0
+        self.executions = 0  # primitive executions (one per PUB group)
+        self.circuit_executions = 0  # circuits a device would run (bindings x randomisations x factors)
+        self.shots_run = 0  # shots a device would take over all of them
 
     def program(self, circuit: QuantumCircuit) -> IsaProgram:
         """The cached ISA program of ``circuit`` (transpiled once)."""
@@ -351,7 +371,10 @@ class NoisyEstimator(BaseEstimatorV2):
             program = self.program(group.circuit)
             diagonal = all(not np.any(o.paulis.x) for o in group.observables)
             group.method = self.method if diagonal else ESTIMATOR
-            if group.method == COUNTS:
+            if self.mitigation.uses_executor:
+                group.method = "executor"
+                group.table = self._executor_values(program, group.values, group.observables)
+            elif group.method == COUNTS:
                 probs = self._probabilities(program, group.values)
                 group.table = _z_expectations(probs, group.observables, group.circuit.num_qubits)
             else:
@@ -364,7 +387,8 @@ class NoisyEstimator(BaseEstimatorV2):
             stds = np.sqrt(np.clip(1 - evs**2, 0, None) / self.shots)
             results.append(PubResult(DataBin(evs=evs, stds=stds, shape=evs.shape), metadata={
                 "target_precision": pub.precision, "shots": self.shots, "method": group.method,
-                "backend": self.source.name, "readout_mitigation": self.mitigation and group.method == COUNTS,
+                "backend": self.source.name, "mitigation": self.mitigation.to_dict(),
+                "readout_mitigation": self.mitigation.kind == "readout" and group.method == COUNTS,
                 "clipped_values": group.clipped, "circuit_metadata": pub.circuit.metadata}))
         return PrimitiveResult(results, metadata={"version": 2, "simulator": f"aer+{self.source.name}"})
 
@@ -379,12 +403,13 @@ class NoisyEstimator(BaseEstimatorV2):
         else:
             result = sim.run([program.measured] * len(values), shots=self.shots, seed_simulator=self._seed()).result()
         self.executions += 1
+        self._count(len(values), len(values) * self.shots)
         probs = np.zeros((len(values), 2**n))
         for r in range(len(values)):
             for key, count in result.get_counts(r).items():
                 probs[r, int(key.replace(" ", ""), 2)] += count
         probs /= self.shots
-        if self.mitigation:
+        if self.mitigation.kind == "readout":
             probs = _unfold(probs, self.readout_matrices(program))
         return probs
 
@@ -403,6 +428,7 @@ class NoisyEstimator(BaseEstimatorV2):
                 circ.measure(program.active.index(p), v)
         sim = self._simulator(program)
         result = sim.run([zeros, ones], shots=self.calibration_shots, seed_simulator=self._seed()).result()
+        self._count(2, 2 * self.calibration_shots)
         matrices = np.zeros((n, 2, 2))
         for prepared, counts in enumerate((result.get_counts(0), result.get_counts(1))):
             for key, count in counts.items():
@@ -427,7 +453,32 @@ class NoisyEstimator(BaseEstimatorV2):
         pub = (program.compact, [[m] for m in mapped], compact_values)
         result = estimator.run([pub], precision=1 / np.sqrt(self.shots)).result()[0]
         self.executions += 1
+        self._count(len(values) * measurement_bases(mapped), len(values) * measurement_bases(mapped) * self.shots)
         return np.asarray(result.data.evs).reshape(len(mapped), len(values)).T
+
+    # -- executor path: the runtime's client-side mitigation, offline --------------------------
+    def _executor_values(self, program: IsaProgram, values: np.ndarray, observables) -> np.ndarray:
+        """TREX, ZNE or twirling through qiskit-ibm-runtime's executor-based Estimator, run
+        locally on the compact circuit with the device's (compacted) noise model: the code path
+        a submission to IBM Quantum takes, minus the QPU."""
+        from qhybrid.quantum.mitigation import local_simulator, program_cost, submit
+
+        if program.executor_simulator is None:
+            program.executor_simulator = local_simulator(program.compact_noise, len(program.active))
+        mapped = [program.map_observable(o) for o in observables]
+        pub = (program.compact, [[m] for m in mapped], _compact_values(program, values))
+        job = submit(program.executor_simulator, self.mitigation.estimator_options(self.shots, seed_simulator=self._seed()),
+                     pub)
+        evs = np.asarray(job.result()[0].data.evs, dtype=np.float64).reshape(len(mapped), len(values))
+        self.executions += 1
+        cost = program_cost(job)
+        self._count(cost.get("circuit_executions", 0), cost.get("shots", 0))
+        return evs.T
+
+    def _count(self, circuits: int, shots: int) -> None:
+        self.circuit_executions += int(circuits)
+        self.shots_run += int(shots)
+
 
 
 def _compact_values(program: IsaProgram, values: np.ndarray) -> np.ndarray:

@@ -160,3 +160,11 @@ def clip_to_spectrum(table: np.ndarray, observables) -> tuple[np.ndarray, int]:
     bound = np.array([float(np.sum(np.abs(o.coeffs))) for o in observables])
     clipped = np.clip(table, -bound, bound)
     return clipped, int(np.count_nonzero(clipped != table))
+
+
+def measurement_bases(observables) -> int:
+    """How many measurement settings the Estimator runs per binding: it measures qubit-wise
+    commuting Pauli terms together (the hybrid block's Z observables: one)."""
+    terms = SparsePauliOp.sum([SparsePauliOp(o) for o in observables]).simplify()
+    paulis = [p for p in terms.paulis if p.z.any() or p.x.any()]  # the identity needs no measurement
+    return len(SparsePauliOp(paulis).group_commuting(qubit_wise=True)) if paulis else 1

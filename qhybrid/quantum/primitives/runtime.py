@@ -1,17 +1,28 @@
-"""The ``ibm:<backend>`` target: qiskit-ibm-runtime's V2 Estimator on IBM Quantum hardware, or,
-for ``fake_*`` backend names, in the runtime's *local testing mode* (``mode=`` a fake backend).
+"""The ``ibm:<backend>`` target: qiskit-ibm-runtime's Estimator on IBM Quantum hardware, or, for
+``fake_*`` backend names, offline in the runtime's *local testing mode*.
 
-Both go through the same code: the circuit is transpiled once for the backend into an ISA circuit
-(``generate_preset_pass_manager``), observables are mapped with ``apply_layout``, and every call of
-the QNN becomes **one PUB**: the ISA circuit, the K observables as a (K, 1) array and the parameter
-rows (one per chain) as an (n, P) array, so the result is a (K, n) table from one job.
+The circuit is transpiled once for the backend into an ISA circuit (``generate_preset_pass_manager``),
+observables are mapped with ``apply_layout``, and every call of the QNN becomes **one PUB**: the
+ISA circuit, the K observables as a (K, 1) array and the parameter rows (one per chain) as an
+(n, P) array, so the result is a (K, n) table from one job.
 
-What local testing mode honours: shots (``default_shots``) and ``simulator.seed_simulator``. It
-ignores resilience level, twirling and dynamical decoupling (the runtime warns; qhybrid records
-them as ``ignored_locally``). It simulates the backend's whole noise model for every job, which is
-slow on 127-156-qubit devices (about 12 s per job on fake_torino); qhybrid's own ``fake:`` target
-compacts the circuit and is the fast way to study noise. Local mode is for rehearsing the
-submission, records, fetch and resume offline.
+Two primitives (``RuntimeOptions.primitive``):
+
+* ``executor`` (default): ``qiskit_ibm_runtime.executor_estimator.Estimator``, the client-side
+  Estimator of qiskit-ibm-runtime >= 0.50. Mitigation (TREX, ZNE, twirling:
+  :mod:`qhybrid.quantum.mitigation`) is prepared on this machine and the circuits go out as one
+  ``QuantumProgram`` through the ``Executor`` (program ``executor``); fetching the job later
+  re-runs the client-side post-processing, whose version a job record keeps. Offline, on a
+  ``fake_*`` backend, the program runs on Aer with the backend's noise model, the ISA circuit
+  compacted to the qubits it touches (:class:`LocalDevice`): the runtime's own local mode would
+  measure all 133-156 qubits of the full-width circuit, which no simulator can hold. Everything
+  before the simulator (options, boxing, twirling, folding, TREX circuits, post-processing) is
+  the runtime's code, as on hardware.
+* ``estimator`` (legacy): the server-side ``EstimatorV2`` that qiskit-ibm-runtime 0.50
+  deprecated; kept selectable until the runtime removes it, and what records written before the
+  executor path use. Its local testing mode honours shots and ``simulator.seed_simulator`` only
+  (resilience, twirling and dynamical decoupling are recorded as ``ignored_locally``) and
+  simulates the whole device (about 12 s per job on fake_torino).
 
 Credentials come only from the runtime's own account discovery (saved account or the
 ``QISKIT_IBM_*`` environment variables); qhybrid never reads, prints or writes a token.
@@ -34,9 +45,21 @@ from qiskit.transpiler import generate_preset_pass_manager
 
 from qhybrid.config import Config
 from qhybrid.errors import InputError, QHybridError, one_line, redact
-from qhybrid.quantum.primitives.pubs import group_pubs, pub_evs, run_inline
+from qhybrid.quantum.mitigation import Mitigation, MitigationError
+from qhybrid.quantum.primitives.pubs import (
+    clip_to_spectrum,
+    group_pubs,
+    pub_evs,
+    run_inline,
+)
 
 MODES = ("session", "batch", "job")
+#: The runtime primitives the ibm: target can submit through (see the module docstring).
+PRIMITIVES = ("executor", "estimator")
+#: The runtime program each primitive's jobs run as (what IBM Quantum lists them under).
+PROGRAM_IDS = {"executor": "executor", "estimator": "estimator"}
+#: The first qiskit-ibm-runtime release with the executor-based Estimator.
+EXECUTOR_SINCE = "0.50"
 FINAL_STATES = ("DONE", "ERROR", "CANCELLED")
 ACCOUNT_HELP = (
     "save one with QiskitRuntimeService.save_account(token=..., instance=..., set_as_default=True) "
@@ -144,7 +167,12 @@ def get_backend(name: str):
 # --- options ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RuntimeOptions(Config):
-    """What a run sends to the runtime Estimator, plus how the circuit is transpiled."""
+    """What a run sends to the runtime Estimator, plus how the circuit is transpiled.
+
+    ``mitigation`` (a :class:`~qhybrid.quantum.mitigation.Mitigation` as a dict) names exactly the
+    techniques to use; without it, ``resilience_level`` picks the runtime's preset (None: the
+    service's default, level 1: TREX). ``twirling`` and ``dd`` add gate-and-measurement twirling
+    and XY4 dynamical decoupling to either."""
 
     shots: int = 1024
     resilience_level: int | None = None  # None: the service's default (1: readout mitigation, TREX)
@@ -152,6 +180,8 @@ class RuntimeOptions(Config):
     dd: bool = False
     optimization_level: int = 2
     seed_transpiler: int = 0
+    primitive: str = "executor"
+    mitigation: dict | None = None
 
     def __post_init__(self):
         if isinstance(self.shots, bool) or not isinstance(self.shots, (int, np.integer)) or self.shots <= 0:
@@ -160,12 +190,59 @@ class RuntimeOptions(Config):
             raise InputError(f"resilience level must be 0, 1 or 2, got {self.resilience_level!r}")
         if self.optimization_level not in (0, 1, 2, 3):
             raise InputError(f"optimization level must be 0-3, got {self.optimization_level!r}")
+        if self.primitive not in PRIMITIVES:
+            raise InputError(f"unknown runtime primitive {self.primitive!r}; allowed: {', '.join(PRIMITIVES)} "
+                             "(executor: the client-side Estimator; estimator: the legacy server-side EstimatorV2)")
+        if self.mitigation is not None:
+            setting = Mitigation.of(self.mitigation)
+            if setting.kind == "readout":
+                raise MitigationError("'readout' is qhybrid's own inversion on the fake: target; on IBM Quantum use "
+                                      "'trex', the runtime's readout mitigation")
+            if self.resilience_level is not None:
+                raise InputError("give a mitigation or a resilience level, not both (a mitigation sets resilience "
+                                 "level 0 plus exactly its technique)")
+            self._fill("mitigation", setting.to_dict())
+
+    @property
+    def setting(self) -> Mitigation | None:
+        """The explicit mitigation, or None (the resilience level's preset)."""
+        return None if self.mitigation is None else Mitigation.of(self.mitigation)
+
+    def describe(self) -> str:
+        """One phrase: ``TREX``, ``resilience level 1``, ``the service's default mitigation``."""
+        if self.setting is not None:
+            what = self.setting.label
+        elif self.resilience_level is not None:
+            what = f"resilience level {self.resilience_level}"
+        else:
+            what = "the service's default mitigation (level 1: TREX)"
+        extras = [name for name, on in (("twirling", self.twirling), ("XY4 dynamical decoupling", self.dd)) if on]
+        return " + ".join([what, *extras])
+
+    def executor_options(self, seed_simulator: int | None = None, tags: list[str] | None = None) -> dict:
+        """The options of the executor-based Estimator."""
+        if self.setting is not None:
+            opts = self.setting.estimator_options(self.shots, seed_simulator=seed_simulator, tags=tags)
+        else:
+            opts = {"default_shots": int(self.shots), "resilience_level": 1 if self.resilience_level is None
+                    else int(self.resilience_level)}
+            if seed_simulator is not None:
+                opts["simulator"] = {"seed_simulator": int(seed_simulator)}
+            if tags:
+                opts["environment"] = {"job_tags": list(tags)}
+        if self.twirling:
+            opts["twirling"] = {**opts.get("twirling", {}), "enable_gates": True, "enable_measure": True}
+        if self.dd:
+            opts["dynamical_decoupling"] = {"enable": True, "sequence_type": "XY4"}
+        return opts
 
     def primitive_options(self, local: bool, seed_simulator: int | None = None) -> dict:
-        """The ``EstimatorV2`` options dict (the local simulator's seed only in local mode)."""
+        """The legacy ``EstimatorV2`` options dict (the local simulator's seed only in local mode)."""
         opts: dict[str, Any] = {"default_shots": int(self.shots)}
         if self.resilience_level is not None:
             opts["resilience_level"] = int(self.resilience_level)
+        if self.setting is not None:
+            opts.update(self.setting.legacy_options())
         if self.twirling:
             opts["twirling"] = {"enable_gates": True, "enable_measure": True}
         if self.dd:
@@ -175,16 +252,21 @@ class RuntimeOptions(Config):
         return opts
 
     def ignored_locally(self) -> list[str]:
-        """The options the runtime's local testing mode has no effect on."""
+        """The options that have no effect offline: on the legacy path the runtime's local mode
+        ignores every mitigation option; on the executor path only dynamical decoupling, which
+        needs the device's timing (the compact simulator has none)."""
+        if self.primitive == "executor":
+            return ["dynamical_decoupling"] if self.dd else []
         names = []
         if self.resilience_level is not None:
             names.append("resilience_level")
+        if self.setting is not None and self.setting.kind != "none":
+            names.append(f"mitigation ({self.setting.kind})")
         if self.twirling:
             names.append("twirling")
         if self.dd:
             names.append("dynamical_decoupling")
         return names
-
 
 
 # --- ISA circuits -------------------------------------------------------------------------------
@@ -258,28 +340,122 @@ def evs_table(result, num_observables: int, rows: int) -> np.ndarray:
 
 def estimator_for(mode, options: RuntimeOptions, local: bool, seed_simulator: int | None = None,
                   tags: list[str] | None = None):
-    """A runtime ``EstimatorV2`` on ``mode`` (backend, Session or Batch) with ``options``."""
-    from qiskit_ibm_runtime import EstimatorV2
+    """The legacy server-side ``EstimatorV2`` on ``mode`` (backend, Session or Batch) with ``options``."""
+    try:
+        from qiskit_ibm_runtime import EstimatorV2
+    except ImportError:  # a runtime release that removed it
+        raise RuntimeTargetError(f"this run uses the legacy EstimatorV2, which the installed qiskit-ibm-runtime "
+                                 f"{_runtime_version()} no longer has; install 'qiskit-ibm-runtime>=0.50,<1' to "
+                                 "continue it, or start a new run on the executor path") from None
 
     opts = options.primitive_options(local, seed_simulator)
     if tags and not local:
         opts["environment"] = {"job_tags": list(tags)}
     with warnings.catch_warnings():
-        # qiskit-ibm-runtime 0.50 deprecates the server-side EstimatorV2 in favour of a client-side
-        # executor-based Estimator; qhybrid keeps EstimatorV2 because a job fetched by id days
-        # later returns finished expectation values (see ARCHITECTURE.md)
+        # qiskit-ibm-runtime 0.50 deprecates the server-side EstimatorV2 in favour of the
+        # executor-based Estimator; it stays selectable (primitive="estimator") for runs recorded
+        # on it, until the runtime removes it
         warnings.simplefilter("ignore", DeprecationWarning)
         return EstimatorV2(mode=mode, options=opts)
 
 
-def submit_pub(mode, options: RuntimeOptions, local: bool, pub: tuple, seed_simulator: int | None = None,
-               tags: list[str] | None = None):
-    """Submit one PUB; local testing mode's "no effect" warnings are expected and silenced (the
+def _runtime_version() -> str:
+    from qhybrid.versions import software_versions
+
+    return software_versions().get("qiskit-ibm-runtime") or "?"
+
+
+def require_executor() -> None:
+    """A clear line when the installed runtime predates the executor-based Estimator."""
+    try:
+        import qiskit_ibm_runtime.executor_estimator  # noqa: F401
+    except ImportError:
+        raise RuntimeTargetError(f"the executor-based Estimator needs qiskit-ibm-runtime >= {EXECUTOR_SINCE}; the "
+                                 f"installed one is {_runtime_version()}: pip install 'qiskit-ibm-runtime>="
+                                 f"{EXECUTOR_SINCE},<1'") from None
+
+
+class LocalDevice:
+    """A fake backend for the executor path offline: the ISA circuit compacted to the physical
+    qubits it touches, and the device's noise model (qhybrid's, with the asymmetric readout of
+    :func:`qhybrid.quantum.primitives.aer.with_asymmetric_readout`) restricted to them, on the
+    Aer simulator of :func:`qhybrid.quantum.mitigation.local_simulator`. The same gates, layout,
+    gate and readout errors as on the full-width circuit (Aer's noise models have no crosstalk)."""
+
+    def __init__(self, backend_name: str, isa_circuit: QuantumCircuit, backend=None):
+        from qhybrid.quantum.mitigation import local_simulator
+        from qhybrid.quantum.primitives.aer import compact_circuit, restrict_noise
+
+        layout = isa_circuit.layout
+        physical = list(layout.final_index_layout()) if layout is not None else list(range(isa_circuit.num_qubits))
+        self.isa_circuit = isa_circuit
+        self.compact, self.active = compact_circuit(isa_circuit, physical)
+        self.simulator = local_simulator(restrict_noise(_local_noise(backend_name, backend), self.active),
+                                         len(self.active))
+
+    def pub(self, isa: IsaCircuit, values: np.ndarray) -> tuple:
+        """The compact form of ``isa.pub(values)``: observables restricted to the active qubits,
+        values reordered to the compact circuit's parameters."""
+        from qhybrid.quantum.primitives.aer import take_qubits
+
+        observables = [[SparsePauliOp(take_qubits(o, self.active), o.coeffs)] for o in isa.observables]
+        column = {p.name: k for k, p in enumerate(isa.circuit.parameters)}
+        order = [column[p.name] for p in self.compact.parameters]
+        return (self.compact, observables, np.asarray(values, dtype=float)[:, order])
+
+
+def _local_noise(backend_name: str, backend) -> dict:
+    """The noise-model dict of a fake backend by name, or of any other backend object."""
+    from qhybrid.quantum.primitives.aer import noise_source_for_backend
+
+    if backend is None:
+        return noise_source_for_backend(backend_name).noise
+    from qiskit_aer.noise import NoiseModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return NoiseModel.from_backend(backend).to_dict()
+
+
+_LOCAL_DEVICES: dict[tuple[str, int], tuple[QuantumCircuit, LocalDevice]] = {}
+
+
+def local_device(backend_name: str, isa_circuit: QuantumCircuit, backend=None) -> LocalDevice:
+    """The cached :class:`LocalDevice` of an ISA circuit (built once per circuit object)."""
+    key = (backend_name, id(isa_circuit))
+    hit = _LOCAL_DEVICES.get(key)
+    if hit is None or hit[0] is not isa_circuit:
+        if len(_LOCAL_DEVICES) > 16:
+            _LOCAL_DEVICES.clear()
+        hit = _LOCAL_DEVICES[key] = (isa_circuit, LocalDevice(backend_name, isa_circuit, backend))
+    return hit[1]
+
+
+def submit_pub(mode, options: RuntimeOptions, local: bool, isa: IsaCircuit, values: np.ndarray,
+               seed_simulator: int | None = None, tags: list[str] | None = None, backend_name: str | None = None,
+               backend=None):
+    """Submit one PUB (``isa`` with ``values``) through ``options.primitive``; returns the job.
+
+    Offline (``local``) the executor path runs on the :class:`LocalDevice` of the backend
+    (``backend_name``, or ``backend`` when it is not a fake backend by name); the legacy path on
+    the runtime's local testing mode, whose "no effect" warnings are expected and silenced (the
     record lists the ignored options)."""
+    if options.primitive == "executor":
+        require_executor()
+        from qhybrid.quantum.mitigation import submit as executor_submit
+
+        opts = options if not (local and options.dd) else options.replace(dd=False)
+        if local:
+            device = local_device(backend_name or "", isa.circuit, backend)
+            mode, pub = device.simulator, device.pub(isa, values)
+        else:
+            pub = isa.pub(values)
+        return executor_submit(mode, opts.executor_options(seed_simulator if local else None, None if local else tags),
+                               pub)
     estimator = estimator_for(mode, options, local, seed_simulator, tags)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*no effect in local testing mode.*")
-        return estimator.run([pub])
+        return estimator.run([isa.pub(values)])
 
 
 # --- the estimator behind the ibm: target ------------------------------------------------------
@@ -320,7 +496,8 @@ class RuntimeEstimator(BaseEstimatorV2):
         self._isa[id(circuit)] = (circuit, IsaCircuit(isa_circuit))
 
     def _submit_and_wait(self, isa: IsaCircuit, values: np.ndarray) -> np.ndarray:
-        job = submit_pub(self.backend, self.options, self.local, isa.pub(values))
+        job = submit_pub(self.backend, self.options, self.local, isa, values, backend_name=self.backend_name,
+                         backend=None if is_local(self.backend_name) else self.backend)
         self.jobs.append(job.job_id())
         try:
             result = job.result()
@@ -339,10 +516,15 @@ class RuntimeEstimator(BaseEstimatorV2):
             isa = self.isa(group.circuit, group.observables)
             values = isa.values(group.circuit, group.values)
             group.table = np.asarray(self.executor(isa, values)).T  # (rows, K)
+            if self.options.primitive == "executor":
+                # mitigated estimates (ZNE above all) can leave the observables' range: clipped, as
+                # the fake: target does (legacy-path records replay as they were recorded)
+                group.table, group.clipped = clip_to_spectrum(group.table, group.observables)
         results = []
         for entry in prepared:
             evs = pub_evs(entry)
             stds = np.sqrt(np.clip(1 - evs**2, 0, None) / self.options.shots)
             results.append(PubResult(DataBin(evs=evs, stds=stds, shape=evs.shape), metadata={
-                "shots": self.options.shots, "backend": self.backend_name, "local": self.local}))
+                "shots": self.options.shots, "backend": self.backend_name, "local": self.local,
+                "primitive": self.options.primitive, "clipped_values": entry[1].clipped}))
         return PrimitiveResult(results, metadata={"version": 2})
