@@ -7,10 +7,10 @@ STAMP  := $(VENV)/.installed
 RUN    ?= runs/demo
 BACKENDS ?= fake_torino,fake_fez,fake_kyiv
 SHOTS    ?= 1024,4096,32768
-# MITIGATION=--mitigation adds readout-error mitigation (the shot-noise floor is then a lower bound)
+# MITIGATION="--mitigation trex" (or readout, zne, twirling; a comma list compares them): the floor is then a lower bound
 MITIGATION ?=
 
-.PHONY: setup demo demo-quick noisy-eval test test-fast bench clean
+.PHONY: setup demo demo-quick noisy-eval mitigation-sweep test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ demo-quick: $(STAMP)
 noisy-eval: $(STAMP)
 	@test -f $(RUN)/ldm-hybrid/config.json || $(MAKE) demo
 	$(VENV)/bin/qhybrid noisy-eval --model $(RUN)/ldm-hybrid --backends $(BACKENDS) --shots $(SHOTS) $(MITIGATION) --resume
+
+# every mitigation (none, readout, TREX, ZNE, twirling) per backend at 4,096 shots: error, cost, a recommendation
+mitigation-sweep: $(STAMP)
+	@test -f $(RUN)/ldm-hybrid/config.json || $(MAKE) demo
+	$(VENV)/bin/qhybrid noisy-eval --model $(RUN)/ldm-hybrid --backends $(BACKENDS) --mitigation-sweep --resume
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -18,6 +18,7 @@ from cli_helpers import one_line_error, run, run_process
 
 from qhybrid.quantum import CircuitSpec, QuantumBlock
 from qhybrid.quantum.primitives.aer import fake_backend
+from qhybrid.versions import software_versions
 from qhybrid.workflows import jobs
 
 BACKEND = "fake_manila"
@@ -259,6 +260,28 @@ def test_fetch_collects_finished_jobs_submits_nothing_and_decodes_at_the_end(mod
     fetched = jobs.fetch(run_id, tmp_path, progress=False, log=lambda *_: None)
     assert fetched.data["status"] == "completed" and fetched.data["images"]["count"] == 4
     assert np.array_equal(final_latents(fetched), final_latents(reference))
+
+
+def test_fetching_a_job_whose_post_processor_the_runtime_lacks_names_the_version_and_keeps_the_record(
+        models, tmp_path, monkeypatch):
+    """Fetching an executor job re-runs the client-side post-processor it was prepared for. A runtime
+    without that version (here: the installed one's table emptied) gets one line naming it and the
+    release that submitted the job; the record is left as it was."""
+    from qiskit_ibm_runtime.decoders.executor_estimator.decoder import ClientSideEstimatorDecoder
+
+    with pytest.raises(jobs.Interrupted):
+        submit(models, tmp_path, on_event=stop_after("submitted", 1))
+    (path,) = tmp_path.glob("*.json")
+    record = jobs.JobRecord.load(tmp_path, path.stem)
+    assert record.steps[1]["post_processor"] == {"version": "v0.1"} and record.steps[1]["status"] == "submitted"
+    monkeypatch.setattr(ClientSideEstimatorDecoder, "SUPPORTED_POST_PROCESSORS", {})
+    with pytest.raises(jobs.JobRecordError) as caught:
+        jobs.fetch(path.stem, tmp_path, progress=False, log=lambda *_: None)
+    line = str(caught.value)
+    runtime = software_versions()["qiskit-ibm-runtime"]
+    assert "\n" not in line and f"step 1 of {path.stem}) needs the executor post-processor v0.1" in line
+    assert f"install qiskit-ibm-runtime=={runtime} (the version that submitted it)" in line
+    assert jobs.JobRecord.load(tmp_path, path.stem).steps[1]["status"] == "submitted"
 
 
 def test_several_seeds_and_levels_make_independent_runs_in_one_batch(models, reference, tmp_path):

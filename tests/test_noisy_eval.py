@@ -358,3 +358,44 @@ def test_the_noise_models_hash_is_the_same_in_every_process():
     hashes = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
     assert len(hashes) == 1 and len(hashes.pop()) == 64
+
+
+# --- issue 17: the mitigation sweep --------------------------------------------------------------------
+def test_the_mitigation_sweep_reports_error_cost_and_a_recommendation_per_backend(tiny_models, tmp_path):
+    """Every mitigation on one backend: block error against ideal, its change against none, the
+    circuits and shots a device would run (ZNE: three times the shots; TREX: more than none), a
+    recommendation and the error-against-cost plot, from the CLI's --mitigation-sweep."""
+    out = tmp_path / "sweep"
+    done = run("noisy-eval", "--model", tiny_models / "ldm-hybrid", "--backends", "fake_athens", "--mitigation-sweep",
+               "--n", "3", "--steps", "2", "--shots", "512", "--out", out)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "noisy_eval.json").read_text())
+    assert [m["kind"] for m in summary["mitigations"]] == ["none", "readout", "trex", "zne", "twirling"]
+    rows = {r["mitigation"]: r for r in summary["mitigation_sweep"]["rows"]}
+    assert set(rows) == {"no mitigation", "readout inversion", "TREX", "ZNE (1, 3, 5; exponential, linear)", "twirling"}
+    none, zne, trex = rows["no mitigation"], rows["ZNE (1, 3, 5; exponential, linear)"], rows["TREX"]
+    assert none["error_vs_none"] == 0 and none["shots_vs_none"] == 1
+    assert zne["shots_per_image"] == 3 * none["shots_per_image"] and trex["shots_per_image"] > none["shots_per_image"]
+    assert none["circuits_per_image"] == 2 * 4  # 2 steps x 4 patches per image, one circuit each
+    for r in rows.values():
+        assert r["block_error"] > 0 and r["image_change_grey"] >= 0
+    (line,) = summary["recommendations"]
+    assert line.startswith("fake_athens at 512 shots: ") and f"recommended: {line}" in done.stdout
+    assert summary["mitigation_sweep"]["recommendations"][0]["mitigation"] in rows
+    assert (out / "mitigation.png").exists() and "## Mitigation sweep" in (out / "noisy_eval.md").read_text()
+    # the device's own error (no mitigation) is what the backend plot shows
+    assert (out / "backends.png").exists()
+
+
+def test_a_recommendation_needs_a_meaningful_gain_and_prefers_the_cheaper_of_two_close_options():
+    def entry(label, error, shots):
+        return {"source": "fake_x", "shots": 1000, "mitigation": label, "block_error_mean": error,
+                "shots_per_image": shots, "transpiled": {"depth": 1}}
+
+    def pick(*entries):
+        return noisy_eval.mitigation_sweep({e["mitigation"]: e for e in entries})["recommendations"][0]["mitigation"]
+
+    assert pick(entry("no mitigation", 0.050, 100), entry("TREX", 0.047, 110)) == "no mitigation"  # 6%: not enough
+    assert pick(entry("no mitigation", 0.050, 100), entry("TREX", 0.020, 110)) == "TREX"
+    # ZNE a little better than TREX but at three times the shots: TREX is within 10% and cheaper
+    assert pick(entry("no mitigation", 0.050, 100), entry("TREX", 0.021, 110), entry("ZNE", 0.020, 300)) == "TREX"

@@ -471,10 +471,11 @@ def cmd_noisy_eval(args: argparse.Namespace) -> int:
     if args.mitigation_sweep and args.mitigation:
         raise UsageError("--mitigation-sweep runs every mitigation; give it or --mitigation, not both")
     kinds = list(MITIGATION_SWEEP) if args.mitigation_sweep else (args.mitigation or ["none"])
-    if (args.zne_factors or args.zne_extrapolator) and "zne" not in kinds:
-        raise UsageError("--zne-factors and --zne-extrapolator only apply when zne is among the mitigations")
-    zne = _mitigation("zne", args) if "zne" in kinds else None
-    mitigations = tuple(zne.to_dict() if k == "zne" else {"kind": k} for k in kinds)
+    zne_kinds = [k for k in kinds if k in ("zne", "trex+zne")]
+    if (args.zne_factors or args.zne_extrapolator) and not zne_kinds:
+        raise UsageError("--zne-factors and --zne-extrapolator only apply when zne (or trex+zne) is among the "
+                         "mitigations")
+    mitigations = tuple(_mitigation(k, args).to_dict() if k in zne_kinds else {"kind": k} for k in kinds)
     sweep = args.mitigation_sweep
     try:
         cfg = NoisyEvalConfig(backends=tuple(backends), snapshots=tuple(args.noise_model),
@@ -527,8 +528,8 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
     if args.mitigation and args.resilience_level:
         raise UsageError("give --mitigation or --resilience-level, not both (a mitigation sets resilience level 0 plus "
                          "exactly its technique)")
-    if (args.zne_factors or args.zne_extrapolator) and args.mitigation != "zne":
-        raise UsageError("--zne-factors and --zne-extrapolator only apply with --mitigation zne")
+    if (args.zne_factors or args.zne_extrapolator) and args.mitigation not in ("zne", "trex+zne"):
+        raise UsageError("--zne-factors and --zne-extrapolator only apply with --mitigation zne (or trex+zne)")
     mitigation = _mitigation(args.mitigation, args).to_dict() if args.mitigation else None
     common = {"n": args.n, "steps": args.steps, "seeds": args.seed,
               "resilience_levels": args.resilience_level or [None], "shots": args.shots, "twirling": args.twirling,

@@ -84,7 +84,7 @@ def _add_target_options(parser) -> None:
                         help="fake and ibm targets: shots per evaluation (default 1024); ideal: shot noise only")
     parser.add_argument("--mitigation", nargs="?", const="readout", default=None, choices=MITIGATION_KINDS,
                         metavar="KIND", help="error mitigation: none, readout (fake: only; the default when the flag "
-                        "has no value), trex, zne, twirling (runtime executor; ibm: targets take them in 'jobs submit')")
+                        "has no value), trex, zne, twirling, trex+zne (runtime executor; ibm: targets take them in 'jobs submit')")
     _add_zne_options(parser)
     parser.add_argument("--method", choices=["counts", "estimator"], default="counts",
                         help="fake target: counts (one execution for all Z observables) or Aer EstimatorV2")
@@ -94,9 +94,9 @@ def _add_target_options(parser) -> None:
 
 def _add_zne_options(parser) -> None:
     parser.add_argument("--zne-factors", default=None, metavar="F1,F2,...",
-                        help="with --mitigation zne: noise factors >= 1 (default 1,3,5, the runtime's)")
+                        help="with --mitigation zne or trex+zne: noise factors >= 1 (default 1,3,5, the runtime's)")
     parser.add_argument("--zne-extrapolator", default=None, metavar="NAME[,NAME]",
-                        help="with --mitigation zne: exponential, linear, polynomial_degree_2, ... tried in order "
+                        help="with --mitigation zne or trex+zne: exponential, linear, polynomial_degree_2, ... tried in order "
                              "(default exponential,linear, the runtime's)")
 
 
@@ -128,7 +128,7 @@ def _int_list(allowed: tuple[int, ...] | None = None):
     return parse
 
 
-MITIGATION_KINDS = ("none", "readout", "trex", "zne", "twirling")  # qhybrid.quantum.mitigation.KINDS
+MITIGATION_KINDS = ("none", "readout", "trex", "zne", "twirling", "trex+zne")  # qhybrid.quantum.mitigation.KINDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -418,7 +418,7 @@ def _add_quantum(sub) -> None:
                     help="shots per circuit evaluation; several (1024,4096,32768) sweep them (default 1024; 4096 "
                          "with --mitigation-sweep)")
     ne.add_argument("--mitigation", type=_kinds, nargs="?", const=["readout"], default=None, metavar="KINDS",
-                    help="comma-separated: none, readout, trex, zne, twirling; several compare them (default none; "
+                    help="comma-separated: none, readout, trex, zne, twirling, trex+zne; several compare them (default none; "
                          "the flag alone: readout)")
     ne.add_argument("--mitigation-sweep", action="store_true",
                     help="compare every mitigation (none, readout, trex, zne, twirling) per backend: error against "
@@ -451,7 +451,7 @@ def _add_jobs(sub) -> None:
     js.add_argument("--resilience-level", type=_int_list((0, 1, 2)), default=None,
                     help="0, 1 or 2; a list (0,1,2) makes one run per level (default: the service's, 1)")
     js.add_argument("--mitigation", choices=[k for k in MITIGATION_KINDS if k != "readout"], default=None,
-                    help="exactly this mitigation at resilience level 0: none, trex, zne, twirling (instead of "
+                    help="exactly this mitigation at resilience level 0: none, trex, zne, twirling, trex+zne (instead of "
                          "--resilience-level; default: the service's level 1)")
     _add_zne_options(js)
     js.add_argument("--primitive", choices=["executor", "estimator"], default="executor",

@@ -14,6 +14,8 @@ One setting, :class:`Mitigation`, for the ``fake:`` and ``ibm:`` targets, ``samp
              ``extrapolator`` (tried in order; the runtime keeps the first that fits)
 ``twirling`` Pauli twirling of gates and measurements, no mitigation: it turns coherent errors
              into stochastic ones and spreads the shots over random circuit instances
+``trex+zne`` both: TREX for the readout, ZNE for the gates (resilience level 2 without its
+             gate twirling)
 ============ ===================================================================================
 
 ``trex``, ``zne`` and ``twirling`` run through ``qiskit_ibm_runtime.executor_estimator.Estimator``,
@@ -36,9 +38,9 @@ from qhybrid.config import Config
 from qhybrid.errors import InputError
 
 #: What a user can ask for, in the order the mitigation sweep runs them.
-KINDS = ("none", "readout", "trex", "zne", "twirling")
+KINDS = ("none", "readout", "trex", "zne", "twirling", "trex+zne")
 #: Kinds that run through the runtime's executor-based Estimator.
-EXECUTOR_KINDS = ("trex", "zne", "twirling")
+EXECUTOR_KINDS = ("trex", "zne", "twirling", "trex+zne")
 #: The runtime's ZNE extrapolators (``ZneOptions.extrapolator``).
 EXTRAPOLATORS = ("exponential", "linear", "double_exponential", "polynomial_degree_1", "polynomial_degree_2",
                  "polynomial_degree_3", "polynomial_degree_4", "polynomial_degree_5", "polynomial_degree_6",
@@ -57,8 +59,8 @@ class Mitigation(Config):
     """An error-mitigation setting (see the module docstring for the kinds)."""
 
     kind: str = "none"
-    noise_factors: tuple[float, ...] = DEFAULT_NOISE_FACTORS  # zne only
-    extrapolator: tuple[str, ...] = DEFAULT_EXTRAPOLATOR  # zne only, tried in order
+    noise_factors: tuple[float, ...] = DEFAULT_NOISE_FACTORS  # zne and trex+zne only
+    extrapolator: tuple[str, ...] = DEFAULT_EXTRAPOLATOR  # zne and trex+zne only, tried in order
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -77,7 +79,7 @@ class Mitigation(Config):
         if not extrapolator or unknown:
             raise MitigationError(f"unknown ZNE extrapolator {', '.join(unknown) or '(none)'}; allowed: "
                                   f"{', '.join(EXTRAPOLATORS)}")
-        if self.kind == "zne":
+        if self.uses_zne:
             needed = max(_parameters(e) for e in extrapolator)
             if len(self.noise_factors) < needed:
                 raise MitigationError(f"the {'/'.join(extrapolator)} extrapolation needs at least {needed} noise "
@@ -101,6 +103,10 @@ class Mitigation(Config):
         raise MitigationError(f"mitigation must be one of {', '.join(KINDS)}, got {value!r}")
 
     @property
+    def uses_zne(self) -> bool:
+        return self.kind in ("zne", "trex+zne")
+
+    @property
     def uses_executor(self) -> bool:
         """Whether it runs through the runtime's executor-based Estimator."""
         return self.kind in EXECUTOR_KINDS
@@ -108,22 +114,23 @@ class Mitigation(Config):
     @property
     def label(self) -> str:
         """How reports name it: ``ZNE (1, 3, 5; exponential, linear)``."""
-        if self.kind == "zne":
-            return (f"ZNE ({', '.join(f'{f:g}' for f in self.noise_factors)}; {', '.join(self.extrapolator)})")
+        if self.uses_zne:
+            zne = f"ZNE ({', '.join(f'{f:g}' for f in self.noise_factors)}; {', '.join(self.extrapolator)})"
+            return zne if self.kind == "zne" else f"TREX + {zne}"
         return {"none": "no mitigation", "readout": "readout inversion", "trex": "TREX",
                 "twirling": "twirling"}[self.kind]
 
     @property
     def key(self) -> str:
         """A folder-safe name: ``zne-1-3-5-exponential-linear``."""
-        if self.kind != "zne" or (self.noise_factors, self.extrapolator) == (DEFAULT_NOISE_FACTORS, DEFAULT_EXTRAPOLATOR):
+        if not self.uses_zne or (self.noise_factors, self.extrapolator) == (DEFAULT_NOISE_FACTORS, DEFAULT_EXTRAPOLATOR):
             return self.kind
-        return "-".join(["zne", *(f"{f:g}".replace(".", "p") for f in self.noise_factors), *self.extrapolator])
+        return "-".join([self.kind, *(f"{f:g}".replace(".", "p") for f in self.noise_factors), *self.extrapolator])
 
     def to_dict(self) -> dict:
         """Only the fields that matter for the kind (a ``trex`` setting does not list ZNE's)."""
         data = super().to_dict()
-        return data if self.kind == "zne" else {"kind": self.kind}
+        return data if self.uses_zne else {"kind": self.kind}
 
     def estimator_options(self, shots: int, *, seed_simulator: int | None = None, tags=None) -> dict:
         """The options of ``qiskit_ibm_runtime.executor_estimator.Estimator`` for this setting:
@@ -133,11 +140,11 @@ class Mitigation(Config):
             raise MitigationError("'readout' is qhybrid's own inversion on the fake: target; on IBM Quantum use "
                                   "'trex', the runtime's readout mitigation")
         opts: dict[str, Any] = {"default_shots": int(shots), "resilience_level": 0,
-                                "resilience": {"measure_mitigation": self.kind == "trex",
-                                               "zne_mitigation": self.kind == "zne"},
+                                "resilience": {"measure_mitigation": self.kind in ("trex", "trex+zne"),
+                                               "zne_mitigation": self.uses_zne},
                                 "twirling": {"enable_gates": self.kind == "twirling",
-                                             "enable_measure": self.kind in ("twirling", "trex")}}
-        if self.kind == "zne":
+                                             "enable_measure": self.kind in ("twirling", "trex", "trex+zne")}}
+        if self.uses_zne:
             opts["resilience"]["zne"] = {"noise_factors": list(self.noise_factors),
                                          "extrapolator": list(self.extrapolator)}
         if seed_simulator is not None:
@@ -151,13 +158,13 @@ class Mitigation(Config):
         if self.kind == "readout":
             raise MitigationError("'readout' is qhybrid's own inversion on the fake: target; on IBM Quantum use 'trex'")
         opts: dict[str, Any] = {"resilience_level": 0}
-        if self.kind == "trex":
+        if self.kind in ("trex", "trex+zne"):
             opts["resilience"] = {"measure_mitigation": True}
             opts["twirling"] = {"enable_measure": True}
-        elif self.kind == "zne":
-            opts["resilience"] = {"zne_mitigation": True, "zne": {"noise_factors": list(self.noise_factors),
-                                                                   "extrapolator": list(self.extrapolator)}}
-        elif self.kind == "twirling":
+        if self.uses_zne:
+            opts.setdefault("resilience", {}).update({"zne_mitigation": True, "zne": {
+                "noise_factors": list(self.noise_factors), "extrapolator": list(self.extrapolator)}})
+        if self.kind == "twirling":
             opts["twirling"] = {"enable_gates": True, "enable_measure": True}
         return opts
 
@@ -179,8 +186,8 @@ def parse_mitigation(kind: str | None, noise_factors: str | None = None, extrapo
             raise MitigationError(f"ZNE noise factors must be comma-separated numbers (1,3,5), got {noise_factors!r}") from None
     if extrapolator is not None:
         fields["extrapolator"] = tuple(v.strip() for v in extrapolator.split(",") if v.strip())
-    if fields["kind"] != "zne" and len(fields) > 1:
-        raise MitigationError("--zne-factors and --zne-extrapolator only apply with --mitigation zne")
+    if fields["kind"] not in ("zne", "trex+zne") and len(fields) > 1:
+        raise MitigationError("--zne-factors and --zne-extrapolator only apply with --mitigation zne (or trex+zne)")
     return Mitigation(**fields)
 
 

@@ -137,7 +137,7 @@ def service_call(what: str, record: JobRecord, retry: str = "fetch"):
     unchanged, and the command that retries."""
     try:
         yield
-    except RuntimeTargetError:
+    except (RuntimeTargetError, JobRecordError):  # already one line naming the problem
         raise
     except Exception as exc:  # noqa: BLE001 - network, authentication and API errors
         raise RuntimeTargetError(f"{what} ({one_line(exc, with_type=True, limit=300)}); the record is "
@@ -416,7 +416,7 @@ def _new_run_id(model: Path, backend: str, seed: int, level: int | None, mitigat
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     level_part = "" if level is None else f"-r{level}"
     if mitigation is not None:
-        level_part += f"-{mitigation.kind}"
+        level_part += f"-{mitigation.kind.replace('+', '-')}"
     name = re.sub(r"[^A-Za-z0-9._-]", "_", model.name)
     return f"{stamp}-{name}-{backend}-s{seed}{level_part}-{secrets.token_hex(2)}"
 
@@ -1089,7 +1089,7 @@ def qpu_estimate(runner: JobRunner, isa: IsaCircuit, records: list[JobRecord]) -
     circuits_per_job, shots_per_job, counted_by = counted[0]
     per_job = JOB_OVERHEAD_SECONDS + shots_per_job * per_shot["total"]
     per_run = [steps * (JOB_OVERHEAD_SECONDS + c[1] * per_shot["total"]) for c in counted]
-    zne = [r for r in records if r.options.resilience_level == 2 or (r.options.setting or Mitigation()).kind == "zne"]
+    zne = [r for r in records if r.options.resilience_level == 2 or (r.options.setting or Mitigation()).uses_zne]
     return {
         "format": ESTIMATE_FORMAT, "format_version": 2, "created": _now(), "estimate": True,
         "model": first["model"]["path"], "backend": runner.backend_name, "local_testing_mode": runner.local,
@@ -1122,7 +1122,7 @@ def _job_shots(options: RuntimeOptions, isa: IsaCircuit, bindings: int, bases: i
         counts = program_counts(options.replace(dd=False).executor_options(), isa.pub(values))
         return counts["circuit_executions"], counts["shots"], "the runtime's pre-processing (executor)"
     setting = options.setting
-    factor = (len(setting.noise_factors) if setting is not None and setting.kind == "zne"
+    factor = (len(setting.noise_factors) if setting is not None and setting.uses_zne
               else ZNE_NOISE_FACTORS if options.resilience_level == 2 else 1)
     return bindings * bases * factor, bindings * bases * options.shots * factor, (
         "bindings × bases × shots" + (f" × {factor} noise factors" if factor > 1 else "") + " (legacy EstimatorV2)")

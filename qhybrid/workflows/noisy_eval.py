@@ -278,7 +278,8 @@ class _Study:
         from qhybrid.workflows.sampling import decode_images
 
         source = noise_source(item.target, item.options)
-        self.log(f"sampling {self.cfg.n} images on {item.target} ({describe_noise(source)})")
+        self.log(f"sampling {self.cfg.n} images on {item.target} ({describe_noise(source)})"
+                 + ("" if item.mitigation == "no mitigation" else f" with {item.mitigation}"))
         self.model.to_target(item.target, **item.options)
         captured: list[torch.Tensor] = []
         calls: list[int] = []

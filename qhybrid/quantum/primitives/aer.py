@@ -431,8 +431,8 @@ class NoisyEstimator(BaseEstimatorV2):
         self._count(2, 2 * self.calibration_shots)
         matrices = np.zeros((n, 2, 2))
         for prepared, counts in enumerate((result.get_counts(0), result.get_counts(1))):
-            for key, count in counts.items():
-                bits = int(key.replace(" ", ""), 2)
+            for outcome, count in counts.items():
+                bits = int(outcome.replace(" ", ""), 2)
                 for v in range(n):
                     matrices[v, (bits >> v) & 1, prepared] += count
         matrices /= self.calibration_shots
