@@ -18,6 +18,12 @@ block's evaluation. Reported per target:
   it uses), the cost (executions, bindings per execution, shots per image, seconds per step) and,
   when the run folder has them, the gradable share and FD against real images.
 
+With several mitigations (``mitigations``; ``--mitigation-sweep`` takes none, readout, TREX, ZNE
+and twirling) every noise source and shot count runs once per mitigation, and the report adds a
+sweep table (error, its change against no mitigation, image change, circuits and shots per image
+a device would run), ``mitigation.png`` (error against shots per image) and a recommendation per
+backend (:func:`mitigation_sweep`).
+
 The evaluation is incremental: each target's result is written to ``targets/`` as soon as it is
 done, and the report files (``noisy_eval.json``, ``noisy_eval.md``, ``samples.png``,
 ``backends.png``) are rewritten from those after each target. ``resume=True`` continues a killed
@@ -710,8 +716,8 @@ def save_mitigation_plot(path: Path, summary: dict) -> Path:
     floors = {e["shots"]: e["shot_noise_floor"] for k, e in summary["targets"].items() if k.startswith("shots-")}
     for shots, floor in floors.items():
         ax.axhline(floor, color="grey", linestyle="--", linewidth=0.8)
-        ax.annotate(f"shot-noise floor, {shots:,} shots", (ax.get_xlim()[0], floor), textcoords="offset points",
-                    xytext=(4, 3), fontsize=7, color="grey")
+        ax.text(0.01, floor, f" shot-noise floor, {shots:,} shots", transform=ax.get_yaxis_transform(),
+                va="bottom", fontsize=7, color="grey")
     for k in kinds:
         ax.scatter([], [], color="black", marker=markers[k], label=k)
     ax.set_xscale("log")
