@@ -591,8 +591,9 @@ def save_sample_panels(path: Path, ideal: np.ndarray, noisy: list[tuple[dict, np
 
     plt = io.pyplot()
     sources = list(dict.fromkeys(e["source"] for e, _ in noisy))
-    columns = sorted({(e["shots"], e.get("mitigation", "no mitigation")) for e, _ in noisy},
-                     key=lambda c: (c[0], c[1] != "no mitigation"))
+    # by shots, then in the evaluation's order of mitigations (no mitigation first)
+    columns = sorted(dict.fromkeys((e["shots"], e.get("mitigation", "no mitigation")) for e, _ in noisy),
+                     key=lambda c: c[0])
     nrows, ncols = 1 + len(sources), max(1, len(columns))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 3.2 * nrows), squeeze=False)
     for ax in axes.ravel():
