@@ -121,7 +121,7 @@ class _Planned:
     target: str
     options: dict
     shots: int | None
-    mitigation: str = "none"  # the mitigation's label ("no mitigation", "TREX", ...)
+    mitigation: str = "no mitigation"  # the mitigation's label ("TREX", ...)
 
 
 def plan_targets(cfg: NoisyEvalConfig) -> list[_Planned]:

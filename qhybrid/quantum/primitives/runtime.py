@@ -1,5 +1,5 @@
 """The ``ibm:<backend>`` target: qiskit-ibm-runtime's Estimator on IBM Quantum hardware, or, for
-``fake_*`` backend names, offline in the runtime's *local testing mode*.
+``fake_*`` backend names, offline on the fake backend's noise (see below for how).
 
 The circuit is transpiled once for the backend into an ISA circuit (``generate_preset_pass_manager``),
 observables are mapped with ``apply_layout``, and every call of the QNN becomes **one PUB**: the
