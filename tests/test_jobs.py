@@ -564,6 +564,10 @@ def test_a_record_written_by_qhybrid_0_1_resumes_to_the_old_uninterrupted_result
     data["model"]["path"] = str(tmp_path / "ldm-hybrid")
     path.write_text(json.dumps(data))
     old_job = data["steps"][0]["job_id"]
+    # fetch first (submits nothing, notes this process's provenance), then resume: the old record is
+    # sealed as found on first use, not mistaken for a sealed record whose seal was removed
+    fetched = jobs.fetch(path.stem, tmp_path / "jobs", progress=False, log=lambda *_: None)
+    assert fetched.completed_steps() == 1 and fetched.data["sealed_late"] and fetched.data["provenance"]
     resumed = jobs.resume(path.stem, tmp_path / "jobs", progress=False, log=lambda *_: None)
     assert resumed.data["status"] == "completed" and resumed.data["images"]["count"] == 2
     assert resumed.steps[0]["job_id"] == old_job  # the finished step was not run again

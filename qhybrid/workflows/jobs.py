@@ -476,6 +476,12 @@ class JobRunner:
         self._locks: dict = {}  # open lock files by run id, taken by submit() and advance()
         for record in records:
             check_fixed(record)
+            if "fixed_sha256" not in record.data and record.data.get("circuit"):
+                # a record from before records were sealed (qhybrid 0.1): sealed as found, so that the
+                # provenance this runner adds does not make it look like a sealed record stripped of its
+                # seal; saved with the record's next change
+                seal(record.data)
+                record.data["sealed_late"] = _now()
         first = records[0].data
         self.backend_name = first["backend"]["name"]
         self.local = is_local(self.backend_name)
@@ -1523,7 +1529,8 @@ def status_lines(record: JobRecord) -> list[str]:
     """A readable summary of a record (no service calls)."""
     d = record.data
     opts = d["options"]
-    level = "service default" if opts["resilience_level"] is None else opts["resilience_level"]
+    level = ("0 (set by the mitigation)" if opts.get("mitigation") else
+             "service default" if opts["resilience_level"] is None else opts["resilience_level"])
     status, note = effective_status(record.path, d)
     group = d.get("group") or {}
     lines = [
