@@ -233,7 +233,8 @@ def test_sample_cli_on_a_fake_target(tmp_path, tiny_models):
     assert "invalid choice" in one_line_error(run("sample", "--model", str(model), "--out", str(out), "--opt-level", "7"))
     assert "shot count from 32" in one_line_error(
         run("sample", "--model", str(model), "--out", str(out), "--target", "fake:fake_athens", "--shots", "0"))
-    assert "only apply to a fake" in one_line_error(run("sample", "--model", str(model), "--out", str(out), "--mitigation"))
+    assert "--mitigation applies only to a fake" in one_line_error(
+        run("sample", "--model", str(model), "--out", str(out), "--mitigation"))
 
 
 @pytest.mark.slow  # keeps make test-fast near 3 min; make test runs it

@@ -184,8 +184,9 @@ def _target_options(args: argparse.Namespace) -> dict:
                                       ("--zne-factors", args.zne_factors), ("--zne-extrapolator", args.zne_extrapolator))
                  if v]
         if given:
-            raise UsageError(f"{', '.join(given)} only apply to a fake:<backend> target here (an ibm: target takes "
-                             "them in 'qhybrid jobs submit')")
+            verb = "applies" if len(given) == 1 else "apply"
+            raise UsageError(f"{', '.join(given)} {verb} only to a fake:<backend> target here (an ibm: target takes "
+                             "mitigations in 'qhybrid jobs submit')")
         if args.target == "ideal" and args.shots is not None:
             return {"shots": args.shots, "seed": args.seed}
         return {}
