@@ -22,7 +22,7 @@ One setting, :class:`Mitigation`, for the ``fake:`` and ``ibm:`` targets, ``samp
 the client-side Estimator that qiskit-ibm-runtime 0.50 introduced: its pre-processing (boxing,
 twirling, folding, TREX calibration circuits) and post-processing (extrapolation, rescaling)
 happen on the user's machine, and the circuits go out as one ``QuantumProgram`` through the
-``Executor``. Given a local simulator (:func:`local_simulator`) the same code path runs offline:
+``Executor``. Given a local simulator (:func:`qhybrid.quantum.primitives.aer.local_simulator`) the same code path runs offline:
 that is how the ``fake:`` target and ``ibm:fake_*`` rehearse what a mitigation would buy before
 any QPU time is spent. :func:`program_cost` counts what a submission sends (circuit executions
 and shots, from the runtime's own pre-processing), the figure the QPU bills.
@@ -194,31 +194,15 @@ def parse_mitigation(kind: str | None, noise_factors: str | None = None, extrapo
 # --- the executor path ------------------------------------------------------------------------------
 def submit(mode, options: dict, pub: tuple):
     """Submit one PUB through ``qiskit_ibm_runtime.executor_estimator.Estimator`` on ``mode`` (an
-    IBM backend, Session or Batch; offline, a local ``BackendV2`` such as :func:`local_simulator`'s)
-    with ``options`` (:meth:`Mitigation.estimator_options`); returns the job."""
+    IBM backend, Session or Batch; offline, a local ``BackendV2`` such as
+    :func:`qhybrid.quantum.primitives.aer.local_simulator`'s) with ``options``
+    (:meth:`Mitigation.estimator_options`); returns the job."""
     from qiskit_ibm_runtime.executor_estimator import Estimator
 
     estimator = Estimator(mode=mode, options=options)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*no effect in local testing mode.*")
         return estimator.run([pub])
-
-
-def local_simulator(noise, num_qubits: int):
-    """The Aer simulator the executor runs on offline: the (compacted) device's noise model, the
-    density-matrix method for small circuits (every shot of a binding from one simulation), and
-    the bindings of one execution in parallel (see :data:`qhybrid.quantum.primitives.aer.PARALLEL_BINDINGS`)."""
-    from qiskit_aer import AerSimulator
-
-    from qhybrid.quantum.primitives.aer import (
-        DENSITY_MATRIX_MAX_QUBITS,
-        PARALLEL_BINDINGS,
-        noise_model_from_dict,
-    )
-
-    method = "density_matrix" if num_qubits <= DENSITY_MATRIX_MAX_QUBITS else "automatic"
-    model = noise_model_from_dict(noise) if isinstance(noise, dict) else noise
-    return AerSimulator(noise_model=model, method=method, **PARALLEL_BINDINGS)
 
 
 def post_processor(job) -> dict:

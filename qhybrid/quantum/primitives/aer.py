@@ -242,6 +242,23 @@ def with_asymmetric_readout(noise: dict, backend) -> dict:
     return {**noise, "errors": errors}
 
 
+def local_simulator(noise, num_qubits: int):
+    """The Aer simulator the executor runs on offline: the (compacted) device's noise model, the
+    density-matrix method for small circuits (every shot of a binding from one simulation), and
+    the bindings of one execution in parallel (see :data:`PARALLEL_BINDINGS`)."""
+    from qiskit_aer import AerSimulator
+
+    from qhybrid.quantum.primitives.aer import (
+        DENSITY_MATRIX_MAX_QUBITS,
+        PARALLEL_BINDINGS,
+        noise_model_from_dict,
+    )
+
+    method = "density_matrix" if num_qubits <= DENSITY_MATRIX_MAX_QUBITS else "automatic"
+    model = noise_model_from_dict(noise) if isinstance(noise, dict) else noise
+    return AerSimulator(noise_model=model, method=method, **PARALLEL_BINDINGS)
+
+
 # --- transpiled programs ------------------------------------------------------------------------
 class IsaProgram:
     """One circuit transpiled for one backend, plus its compact simulation form."""
@@ -461,7 +478,7 @@ class NoisyEstimator(BaseEstimatorV2):
         """TREX, ZNE or twirling through qiskit-ibm-runtime's executor-based Estimator, run
         locally on the compact circuit with the device's (compacted) noise model: the code path
         a submission to IBM Quantum takes, minus the QPU."""
-        from qhybrid.quantum.mitigation import local_simulator, program_cost, submit
+        from qhybrid.quantum.mitigation import program_cost, submit
 
         if program.executor_simulator is None:
             program.executor_simulator = local_simulator(program.compact_noise, len(program.active))

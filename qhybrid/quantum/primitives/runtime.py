@@ -379,12 +379,11 @@ class LocalDevice:
     """A fake backend for the executor path offline: the ISA circuit compacted to the physical
     qubits it touches, and the device's noise model (qhybrid's, with the asymmetric readout of
     :func:`qhybrid.quantum.primitives.aer.with_asymmetric_readout`) restricted to them, on the
-    Aer simulator of :func:`qhybrid.quantum.mitigation.local_simulator`. The same gates, layout,
+    Aer simulator of :func:`qhybrid.quantum.primitives.aer.local_simulator`. The same gates, layout,
     gate and readout errors as on the full-width circuit (Aer's noise models have no crosstalk)."""
 
     def __init__(self, backend_name: str, isa_circuit: QuantumCircuit, backend=None):
-        from qhybrid.quantum.mitigation import local_simulator
-        from qhybrid.quantum.primitives.aer import compact_circuit, restrict_noise
+        from qhybrid.quantum.primitives.aer import compact_circuit, local_simulator, restrict_noise
 
         layout = isa_circuit.layout
         physical = list(layout.final_index_layout()) if layout is not None else list(range(isa_circuit.num_qubits))
