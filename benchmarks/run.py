@@ -487,7 +487,6 @@ def bench_diffusion(args) -> str:
     from qhybrid.diffusion.sampling import sample_latents
     from qhybrid.diffusion.scheduler import NoiseScheduler
     from qhybrid.models.denoiser import DenoiserConfig, LatentDenoiser
-
     from qhybrid.training.loop import CIRCUIT_LR, circuit_param_groups
 
     batch, rounds, steps, n_samples, sample_steps = 64, 4, 5, 64, 50

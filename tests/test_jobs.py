@@ -267,7 +267,9 @@ def test_fetching_a_job_whose_post_processor_the_runtime_lacks_names_the_version
     """Fetching an executor job re-runs the client-side post-processor it was prepared for. A runtime
     without that version (here: the installed one's table emptied) gets one line naming it and the
     release that submitted the job; the record is left as it was."""
-    from qiskit_ibm_runtime.decoders.executor_estimator.decoder import ClientSideEstimatorDecoder
+    from qiskit_ibm_runtime.decoders.executor_estimator.decoder import (
+        ClientSideEstimatorDecoder,
+    )
 
     with pytest.raises(jobs.Interrupted):
         submit(models, tmp_path, on_event=stop_after("submitted", 1))

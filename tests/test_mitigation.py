@@ -13,7 +13,13 @@ import torch
 from cli_helpers import one_line_error, run
 
 from qhybrid.quantum import CircuitSpec, QuantumBlock, build_circuit, build_observables
-from qhybrid.quantum.mitigation import KINDS, Mitigation, MitigationError, parse_mitigation, program_counts
+from qhybrid.quantum.mitigation import (
+    KINDS,
+    Mitigation,
+    MitigationError,
+    parse_mitigation,
+    program_counts,
+)
 from qhybrid.quantum.primitives.aer import NoisyEstimator, noise_source_for_backend
 from qhybrid.quantum.primitives.exact import ExactEstimator
 from qhybrid.quantum.primitives.runtime import RuntimeOptions
@@ -65,7 +71,9 @@ def test_settings_travel_as_small_dicts_and_read_qhybrid_01s_boolean_option():
 
 def test_each_kind_switches_on_exactly_its_technique_in_the_runtimes_own_options():
     """Resilience level 0 plus the technique: the runtime's finalised options (its own code) agree."""
-    from qiskit_ibm_runtime.executor_estimator.finalize_options import finalize_estimator_options
+    from qiskit_ibm_runtime.executor_estimator.finalize_options import (
+        finalize_estimator_options,
+    )
     from qiskit_ibm_runtime.options_models.estimator import EstimatorOptions
 
     def final(kind):

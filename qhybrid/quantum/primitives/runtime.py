@@ -383,7 +383,11 @@ class LocalDevice:
     gate and readout errors as on the full-width circuit (Aer's noise models have no crosstalk)."""
 
     def __init__(self, backend_name: str, isa_circuit: QuantumCircuit, backend=None):
-        from qhybrid.quantum.primitives.aer import compact_circuit, local_simulator, restrict_noise
+        from qhybrid.quantum.primitives.aer import (
+            compact_circuit,
+            local_simulator,
+            restrict_noise,
+        )
 
         layout = isa_circuit.layout
         physical = list(layout.final_index_layout()) if layout is not None else list(range(isa_circuit.num_qubits))
