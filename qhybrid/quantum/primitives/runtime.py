@@ -22,7 +22,7 @@ Two primitives (``RuntimeOptions.primitive``):
   deprecated; kept selectable until the runtime removes it, and what records written before the
   executor path use. Its local testing mode honours shots and ``simulator.seed_simulator`` only
   (resilience, twirling and dynamical decoupling are recorded as ``ignored_locally``) and
-  simulates the whole device (about 12 s per job on fake_torino).
+  simulates the whole device (about 9 s per job on fake_torino, 20-30x the executor path: BENCHMARKS.md).
 
 Credentials come only from the runtime's own account discovery (saved account or the
 ``QISKIT_IBM_*`` environment variables); qhybrid never reads, prints or writes a token.
