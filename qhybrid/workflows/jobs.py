@@ -107,6 +107,9 @@ from qhybrid.quantum.targets import Target
 from qhybrid.versions import software_versions
 
 RECORD_FORMAT = "qhybrid-job-record"
+#: The QPY version ISA circuits are stored in: qiskit 2.4's, the oldest qiskit qhybrid supports, so
+#: that a run recorded under a newer qiskit resumes under any supported one.
+RECORD_QPY_VERSION = 17
 RECORD_VERSION = 1
 DEFAULT_JOBS_DIR = "jobs"
 STEP_STATES = ("pending", "submitting", "submitted", "result", "done", "failed")
@@ -551,7 +554,7 @@ class JobRunner:
         from qiskit import qasm3, qpy
 
         buffer = _io.BytesIO()
-        qpy.dump(isa.circuit, buffer)
+        qpy.dump(isa.circuit, buffer, version=min(qpy.QPY_VERSION, RECORD_QPY_VERSION))
         qpy_bytes = buffer.getvalue()
         io.write_bytes(record.folder / "circuit.qpy", qpy_bytes)
         qasm = qasm3.dumps(isa.circuit)
@@ -580,7 +583,15 @@ class JobRunner:
         if _sha256(data) != info["qpy_sha256"]:
             raise JobRecordError(f"{path} does not match the hash in the record; run {record.run_id} cannot "
                                  "continue; start a new run")
-        circuit = qpy.load(_io.BytesIO(data))[0]
+        try:
+            circuit = qpy.load(_io.BytesIO(data))[0]
+        except Exception as exc:  # noqa: BLE001 - QiskitError: a QPY version this qiskit cannot read
+            written = data[6] if len(data) > 6 and data[:6] == b"QISKIT" else "unknown"
+            raise JobRecordError(
+                f"{path} cannot be read by the installed qiskit {software_versions().get('qiskit')} (it reads QPY "
+                f"up to version {qpy.QPY_VERSION}; the file is version {written}: "
+                f"{one_line(exc, limit=150)}); install the qiskit recorded in the run's provenance "
+                f"('qhybrid jobs status {record.run_id}') to continue it") from None
         self.estimator.use_isa(self.logical, circuit)
         mapped = self.estimator.isa(self.logical, self.observables).observables
         recorded = [sorted(map(tuple, obs)) for obs in info["observables"]]
