@@ -289,6 +289,7 @@ def test_fetching_a_job_whose_post_processor_the_runtime_lacks_names_the_version
     assert jobs.JobRecord.load(tmp_path, path.stem).steps[1]["status"] == "submitted"
 
 
+@pytest.mark.slow  # keeps make test-fast under 3 min; make test runs it
 def test_several_seeds_and_levels_make_independent_runs_in_one_batch(models, reference, tmp_path):
     records = submit(models, tmp_path, steps=2, seeds=[3, 4], resilience_levels=[0, 1], twirling=True)
     assert len(records) == 4
@@ -522,6 +523,7 @@ def test_damaged_records_are_named_not_crashed_on(reference, tmp_path, damage, p
     assert jobs.list_records(tmp_path)[0][1] is None  # listed as damaged, no exception
 
 
+@pytest.mark.slow  # keeps make test-fast under 3 min; make test runs it
 def test_when_one_of_two_runs_fails_the_other_completes(models, reference, tmp_path):
     failed = {}
 

@@ -106,6 +106,7 @@ def test_runtime_options_take_a_mitigation_or_a_resilience_level_not_both():
 
 
 # --- behaviour on a fake backend --------------------------------------------------------------------------
+@pytest.mark.slow  # keeps make test-fast under 3 min; make test runs it
 def test_trex_removes_most_of_a_readout_dominated_error_and_zne_does_not():
     pub = block_pub()
     source = noise_source_for_backend("fake_manila")
@@ -144,6 +145,7 @@ def test_the_fake_target_counts_every_circuit_and_shot_a_device_would_run():
     assert counted["trex"][1] > 8000  # the calibration circuits cost shots too
 
 
+@pytest.mark.slow  # keeps make test-fast under 3 min; make test runs it
 def test_the_fake_target_and_the_ibm_target_offline_run_the_same_mitigation_code():
     """TREX on fake:fake_manila and on ibm:fake_manila (the executor path, compacted device): the same
     result up to shot noise, both far below the unmitigated error."""

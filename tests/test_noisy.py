@@ -183,6 +183,7 @@ def test_snapshot_errors(tmp_path):
 # --- CLI --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # keeps make test-fast under 3 min; make test runs it
 def test_backends_snapshot_and_inspect_cli(tmp_path):
     proc = run("backends")
     assert proc.returncode == 0
@@ -249,8 +250,9 @@ def test_the_fake_target_keeps_each_qubits_asymmetric_readout_error():
     assert np.allclose(readout["probabilities"], [[1 - p10, p10], [p01, 1 - p01]])
 
 
-@pytest.mark.parametrize("ibm_options", [{"primitive": "estimator"}, {"primitive": "executor", "mitigation": "none"}],
-                         ids=["legacy-local-mode", "executor-offline"])
+@pytest.mark.parametrize("ibm_options", [
+    pytest.param({"primitive": "estimator"}, id="legacy-local-mode", marks=pytest.mark.slow),  # test-fast < 3 min
+    pytest.param({"primitive": "executor", "mitigation": "none"}, id="executor-offline")])
 def test_the_fake_target_and_the_runtimes_local_mode_agree_within_shot_noise(ibm_options):
     """Same circuit, same backend (fake_manila), 100,000 shots each, no mitigation: the fake target
     and the ibm: target offline (the legacy EstimatorV2's local testing mode, or the executor path on

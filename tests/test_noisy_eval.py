@@ -306,6 +306,7 @@ def test_every_setting_gets_its_own_default_folder_and_repeated_sources_are_refu
                                                       "--n", "1"))
 
 
+@pytest.mark.slow  # keeps make test-fast under 3 min; make test runs it
 def test_a_target_whose_arrays_are_missing_is_computed_again_on_resume(tiny_models, tmp_path):
     cfg = NoisyEvalConfig(backends=("fake_athens",), shots=(256,), n=3, steps=2)
     model = tiny_models / "ldm-hybrid"
@@ -361,6 +362,7 @@ def test_the_noise_models_hash_is_the_same_in_every_process():
 
 
 # --- issue 17: the mitigation sweep --------------------------------------------------------------------
+@pytest.mark.slow  # keeps make test-fast under 3 min; make test runs it
 def test_the_mitigation_sweep_reports_error_cost_and_a_recommendation_per_backend(tiny_models, tmp_path):
     """Every mitigation on one backend: block error against ideal, its change against none, the
     circuits and shots a device would run (ZNE: three times the shots; TREX: more than none), a
