@@ -273,7 +273,9 @@ def test_fetching_a_job_whose_post_processor_the_runtime_lacks_names_the_version
     record = jobs.JobRecord.load(tmp_path, path.stem)
     assert record.steps[1]["post_processor"] == {"version": "v0.1"} and record.steps[1]["status"] == "submitted"
     try:  # qiskit-ibm-runtime 0.51: a table per decoder class
-        from qiskit_ibm_runtime.decoders.executor_estimator.decoder import ClientSideEstimatorDecoder
+        from qiskit_ibm_runtime.decoders.executor_estimator.decoder import (
+            ClientSideEstimatorDecoder,
+        )
 
         monkeypatch.setattr(ClientSideEstimatorDecoder, "SUPPORTED_POST_PROCESSORS", {})
     except ImportError:  # 0.50: one table by semantic role

@@ -235,10 +235,12 @@ def program_cost(job) -> dict:
     """Circuit executions and shots of a local executor job's ``QuantumProgram`` (what a QPU
     would run: every randomisation, noise factor and TREX calibration circuit)."""
     program = getattr(job, "inputs", None)
-    items = getattr(program, "items", None)
-    if items is None:
-        return {}
-    executions = int(sum(item.size() for item in items))
+    return _counts(program) if getattr(program, "items", None) is not None else {}
+
+
+def _counts(program) -> dict:
+    """Circuit executions (every item's bindings x randomisations) and shots of a ``QuantumProgram``."""
+    executions = int(sum(item.size() for item in program.items))
     return {"circuit_executions": executions, "shots": int(program.shots) * executions}
 
 
@@ -253,5 +255,4 @@ def program_counts(options: dict, pub: tuple) -> dict:
     from qiskit_ibm_runtime.options_models.estimator import EstimatorOptions
 
     program, _ = prepare([pub], EstimatorOptions(**options))
-    executions = int(sum(item.size() for item in program.items))
-    return {"circuit_executions": executions, "shots": int(program.shots) * executions}
+    return _counts(program)

@@ -1102,7 +1102,12 @@ def qpu_estimate(runner: JobRunner, isa: IsaCircuit, records: list[JobRecord]) -
     bindings = runner.bindings_per_job(n)
     bases = measurement_bases(isa.observables)
     per_shot = shot_seconds(isa, runner.estimator.backend)
-    counted = [_job_shots(r.options, isa, bindings, bases) for r in records]
+    by_options: dict[str, tuple[int, int, str]] = {}  # runs that differ only in their seed cost the same
+    for r in records:
+        key = json.dumps(r.data["options"], sort_keys=True)
+        if key not in by_options:
+            by_options[key] = _job_shots(r.options, isa, bindings, bases)
+    counted = [by_options[json.dumps(r.data["options"], sort_keys=True)] for r in records]
     circuits_per_job, shots_per_job, counted_by = counted[0]
     per_job = JOB_OVERHEAD_SECONDS + shots_per_job * per_shot["total"]
     per_run = [steps * (JOB_OVERHEAD_SECONDS + c[1] * per_shot["total"]) for c in counted]
