@@ -52,6 +52,7 @@ def small(epochs):
     return VAETrainConfig(n=24, epochs=epochs, batch=8, lr=3e-3)
 
 
+@pytest.mark.slow  # 5 s; resume stays covered in the fast suite by the interruption tests
 def test_a_vae_resumed_with_more_epochs_trains_on_the_longer_schedule(tmp_path):
     """Resuming with more epochs used to train at the floor of the finished one-cycle schedule
     (about 1e-8): the extra epochs left the weights where they were."""
@@ -73,6 +74,7 @@ def test_a_vae_resumed_with_more_epochs_trains_on_the_longer_schedule(tmp_path):
     assert ckpt.read_header(tmp_path / "run", "vae")["extra"]["epoch"] == 3
 
 
+@pytest.mark.slow  # 5 s; resume stays covered in the fast suite by the interruption tests
 def test_a_denoiser_resumed_with_more_steps_follows_the_longer_schedule(tmp_path):
     vae = tmp_path / "vae"
     train_vae(vae, VAEConfig(size=32), VAETrainConfig(n=16, epochs=1, batch=8), progress=False)
@@ -211,5 +213,10 @@ def test_training_configs_are_frozen_and_round_trip_with_the_saved_keys():
     old = {k: v for k, v in cfg.to_dict().items() if k != "circuit_lr"}
     assert VAETrainConfig.from_dict(old) == cfg  # a 0.1 or 0.2 run resumes with the default circuit LR
     assert cfg.replace(epochs=3).epochs == 3 and cfg.epochs == 2
+    # noise-aware training (issue 18) adds its fields after save_every; older runs resume without them
     assert list(DiffusionTrainConfig().to_dict()) == ["data", "n", "steps", "batch", "lr", "circuit_lr", "ema_decay",
-                                                       "seed", "save_every"]
+                                                       "seed", "save_every", "noise_aware", "noise_shots",
+                                                       "noise_consistency", "surrogate", "init_from"]
+    saved_before = {k: v for k, v in DiffusionTrainConfig().to_dict().items()
+                    if k not in ("noise_aware", "noise_shots", "noise_consistency", "surrogate", "init_from")}
+    assert DiffusionTrainConfig.from_dict(saved_before) == DiffusionTrainConfig()

@@ -198,15 +198,33 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         return self
 
     def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb, h0, h = self._down(z, t)
+        h = self.mid(h, temb)
+        if self.branch is not None:
+            h = self.branch(h, temb)
+        return self._up(h, h0, temb)
+
+    def forward_pair(self, z: torch.Tensor, t: torch.Tensor, noise: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prediction with the exact quantum layer and with its core's outputs through ``noise``
+        (a backend's noise surrogate: noise-aware training). The layers before the middle block and
+        the circuit run once; the layers after it run on both versions as one batch."""
+        if not isinstance(self.mid, QResBlock) or self.quantum_block is None:
+            raise InputError(f"a paired (noise-aware) prediction needs a circuit in the qresblock placement; this "
+                             f"denoiser is {self.cfg.kind} ({self.cfg.placement})")
+        temb, h0, h = self._down(z, t)
+        exact, noisy = self.mid.forward_pair(h, temb, noise)
+        out = self._up(torch.cat([exact, noisy]), torch.cat([h0, h0]), torch.cat([temb, temb]))
+        return out.chunk(2)
+
+    def _down(self, z: torch.Tensor, t: torch.Tensor):
         shape = (self.cfg.latent_channels, self.cfg.latent_size, self.cfg.latent_size)
         if z.dim() != 4 or tuple(z.shape[1:]) != shape:
             raise ValueError(f"denoiser expects latents of shape (batch, {', '.join(map(str, shape))}), got {tuple(z.shape)}")
         temb = self.time_mlp(timestep_embedding(t, self.cfg.time_dim))
         h0 = self.down1(self.conv_in(z), temb)
-        h = self.down2(self.downsample(h0), temb)
-        h = self.mid(h, temb)
-        if self.branch is not None:
-            h = self.branch(h, temb)
+        return temb, h0, self.down2(self.downsample(h0), temb)
+
+    def _up(self, h: torch.Tensor, h0: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         h = self.mid2(h, temb)
         h = self.up1(torch.cat([self.upsample(h), h0], dim=1), temb)
         return self.conv_out(F.silu(self.norm_out(h)))

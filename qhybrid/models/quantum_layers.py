@@ -144,6 +144,10 @@ class QuantumConv2d(nn.Module):
        call (one estimator evaluation on every target);
     4. ``back``: a transposed convolution of the same kernel and stride maps each patch's outputs back
        to ``cout`` channels at each of its ``patch**2`` positions.
+
+    :meth:`forward_pair` (noise-aware training) returns the output twice: with the core's outputs
+    and with the same outputs through a backend's noise surrogate between steps 3 and 4. The
+    surrogate is never part of the module, so a trained model samples on ``ideal`` exactly.
     """
 
     def __init__(self, cin: int, cout: int, cond_dim: int, spec: CircuitSpec, core: str = "quantum",
@@ -172,10 +176,22 @@ class QuantumConv2d(nn.Module):
         return self.angle_scale * a
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        out, shape = self._core_outputs(h, cond)
+        return self._back(out, shape)
+
+    def forward_pair(self, h: torch.Tensor, cond: torch.Tensor | None, noise: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's output with the exact core outputs and with the same outputs through ``noise``
+        (noise-aware training): the core runs once."""
+        out, shape = self._core_outputs(h, cond)
+        return self._back(out, shape), self._back(noise(out), shape)
+
+    def _core_outputs(self, h: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, tuple]:
         a = self.angles(h, cond)
         b, n, hp, wp = a.shape
-        rows = a.permute(0, 2, 3, 1).reshape(b * hp * wp, n)
-        out = self.core(rows)
+        return self.core(a.permute(0, 2, 3, 1).reshape(b * hp * wp, n)), (b, hp, wp)
+
+    def _back(self, out: torch.Tensor, shape: tuple) -> torch.Tensor:
+        b, hp, wp = shape
         return self.back(out.reshape(b, hp, wp, -1).permute(0, 3, 1, 2))
 
     def extra_repr(self) -> str:
@@ -198,6 +214,13 @@ class QResBlock(ResBlock):
 
     def residual(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.qconv(F.silu(self.features(x, cond)), cond)
+
+    def forward_pair(self, x: torch.Tensor, cond: torch.Tensor | None, noise: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block's output with the exact circuit and with its outputs through ``noise``; everything
+        before the circuit, and the circuit itself, computed once."""
+        skip = self.skip(x)
+        exact, noisy = self.qconv.forward_pair(F.silu(self.features(x, cond)), cond, noise)
+        return skip + exact, skip + noisy
 
 
 #: State-dict names of qhybrid 0.1's VAE ``QuantumBottleneck`` (the same branch without conditioning).

@@ -5,6 +5,19 @@ images of each other), then each step draws a batch of latents, a timestep and n
 the scheduler's target. The checkpoint (``kind: ldm``) stores the EMA weights as the model, the
 denoiser and scheduler configs, and the VAE's path and hash; ``training_state.pt`` holds the raw
 weights, optimiser and EMA for ``resume=True``. It is written every ``save_every`` steps and at the end.
+
+Noise-aware training (``noise_aware="fake:<backend>"``) puts the backend's
+:class:`~qhybrid.quantum.noise_surrogate.NoiseSurrogate` between the exact block and the rest of the
+model while training. Each batch is predicted twice, with everything up to the circuit and the
+circuit itself evaluated once (:meth:`LatentDenoiser.forward_pair`): with the exact block outputs
+and with the same outputs through the surrogate; the loss is the mean of both task losses plus ``noise_consistency`` times the squared
+difference of the two predictions, so the model learns to give the same answer with and without
+the device's noise. (Showing the surrogate to half of the samples instead, with no pairing, moved
+noisy samples by 0.94x of plain training's on fake_torino: the difference is too small a part of
+the diffusion loss's own noise to learn from.) The surrogate is fitted at the start on the model's
+own block inputs (or read from ``surrogate``) and saved as ``noise_surrogate.json`` next to the
+checkpoint; the saved weights load and sample exactly like any other. ``init_from`` starts from
+another hybrid checkpoint's weights: the fine-tune mode.
 """
 
 from __future__ import annotations
@@ -43,7 +56,7 @@ from qhybrid.training.loop import (
     save_run,
 )
 
-__all__ = ["DiffusionTrainConfig", "TrainingError", "encode_dataset", "train_diffusion"]
+__all__ = ["DiffusionTrainConfig", "TrainingError", "block_inputs", "encode_dataset", "train_diffusion"]
 
 
 @dataclass(frozen=True)
@@ -62,16 +75,38 @@ class DiffusionTrainConfig(Config):
     ema_decay: float = 0.995
     seed: int = 0
     save_every: int = 500
+    #: noise-aware training: ``fake:<backend>`` whose noise surrogate sits after the circuit
+    noise_aware: str | None = None
+    #: the shot count the noise-aware model is trained for (the surrogate's shot noise)
+    noise_shots: int = 4096
+    #: weight of the consistency term |noisy - exact|^2 of the predictions (every batch runs with
+    #: the exact block and with the same block outputs through the surrogate)
+    noise_consistency: float = 4.0
+    #: a fitted surrogate file to use instead of fitting one at the start
+    surrogate: str | None = None
+    #: fine-tune: start from this hybrid LDM checkpoint's (EMA) weights
+    init_from: str | None = None
 
     def __post_init__(self):
         check_data(self)
-        check_positive_int(self, "steps", "batch", "save_every")
+        check_positive_int(self, "steps", "batch", "save_every", "noise_shots")
         check_lr(self)
         check_lr(self, "circuit_lr")
         check_seed(self)
         if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) \
                 or not 0 <= self.ema_decay < 1:
             raise ValueError(f"DiffusionTrainConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if self.noise_aware is not None and (not isinstance(self.noise_aware, str)
+                                             or not self.noise_aware.startswith("fake:") or len(self.noise_aware) < 6):
+            raise ValueError(f"DiffusionTrainConfig.noise_aware must be a fake target such as 'fake:fake_torino', "
+                             f"got {self.noise_aware!r}")
+        if isinstance(self.noise_consistency, bool) or not isinstance(self.noise_consistency, (int, float)) \
+                or not 0 <= self.noise_consistency < 1e6:
+            raise ValueError(f"DiffusionTrainConfig.noise_consistency must be a number >= 0 (0: the noisy pass "
+                             f"only adds its task loss), got {self.noise_consistency!r}")
+        if self.surrogate is not None and self.noise_aware is None:
+            raise ValueError("DiffusionTrainConfig.surrogate is used by noise-aware training only; "
+                             "give noise_aware too (e.g. 'fake:fake_torino')")
 
 
 @torch.no_grad()
@@ -122,6 +157,8 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
         dcfg = config or DenoiserConfig.for_kind(denoiser, c, s, num_qubits=num_qubits, reps=reps, ansatz=ansatz,
                                        placement=placement, patch=patch, encoding=encoding)
         scheduler_cfg = scheduler_cfg or SchedulerConfig()
+        if train_cfg.init_from is not None:
+            dcfg, scheduler_cfg, start = _fine_tune_start(train_cfg.init_from, denoiser, vae_header)
     scheduler = NoiseScheduler(scheduler_cfg)
 
     torch.manual_seed(train_cfg.seed)
@@ -129,11 +166,18 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
     latents = encode_dataset(vae.to(device), data.tensor())
 
     model = LatentDenoiser(dcfg)
+    if run is None and train_cfg.init_from is not None:
+        model.load_state_dict(start)
     initial_circuit = [w.detach().clone() for w in circuit_weights(model, trainable=False)]  # the same on resume: seeded
     layer = model.quantum_layer  # its core's initial state, for the contribution metrics' "reset"
     initial_core = {k: v.tolist() for k, v in layer.core.state_dict().items()} if layer is not None else None
     gen = torch.Generator().manual_seed(train_cfg.seed)
     T = scheduler.num_train_timesteps
+    surrogate = None
+    if train_cfg.noise_aware is not None:
+        surrogate = _noise_surrogate(out, model, scheduler, latents, train_cfg, resumed=run is not None,
+                                     write=parallel is None or parallel.is_main, progress=progress)
+        noisy_view = surrogate.to(device).train()  # the second pass of each batch
 
     def batches(_epoch: int):
         """Endless: latents, timesteps and noise, drawn from the run's generator."""
@@ -147,7 +191,14 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
     def loss_fn(batch):
         z0, t, eps = batch
         z_t = scheduler.add_noise(z0, eps, t)
-        loss = torch.mean((model(z_t, t) - scheduler.target(z0, eps, t)) ** 2)
+        target = scheduler.target(z0, eps, t)
+        if surrogate is not None:
+            exact, noisy = model.forward_pair(z_t, t, noisy_view)
+            task = 0.5 * (torch.mean((exact - target) ** 2) + torch.mean((noisy - target) ** 2))
+            consistency = torch.mean((noisy - exact) ** 2)
+            loss = task + train_cfg.noise_consistency * consistency
+            return loss, {"loss": task.item(), "consistency": consistency.item()}
+        loss = torch.mean((model(z_t, t) - target) ** 2)
         return loss, {"loss": loss.item()}
 
     def save(trainer: Trainer) -> None:
@@ -161,7 +212,8 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
         }
         extra = {"step": trainer.step, "train": train_cfg.to_dict(), "parameters": model.parameter_counts(),
                  "circuit_travel_rad": circuit_travel(model, initial_circuit), "initial_core": initial_core,
-                 "final_loss": float(np.mean(losses[-50:])) if losses else None, "weights": "ema"}
+                 "final_loss": float(np.mean(losses[-50:])) if losses else None, "weights": "ema",
+                 **({"noise_aware": _noise_record(train_cfg, surrogate)} if surrogate is not None else {})}
         save_run(out, "ldm", config, trainer.ema.model.state_dict(), extra, trainer, train_cfg)
 
     def save_every(trainer: Trainer) -> None:
@@ -188,4 +240,84 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
         "parameters": model.parameter_counts(), "latents": len(latents),
         "circuit_travel_rad": circuit_travel(model, initial_circuit),
         "device": str(device), "processes": 1 if parallel is None else parallel.world_size,
+        **({"noise_aware": _noise_record(train_cfg, surrogate)} if surrogate is not None else {}),
     }
+
+
+def _fine_tune_start(folder: str, denoiser: str, vae_header: dict) -> tuple[DenoiserConfig, SchedulerConfig, dict]:
+    """The denoiser config, scheduler config and (EMA) weights of the checkpoint a fine-tune starts
+    from; it must be a ``denoiser`` trained on this very VAE."""
+    header = ckpt.read_header(folder, "ldm")
+    saved = header["config"]
+    if saved["denoiser"]["kind"] != denoiser:
+        raise TrainingError(f"{folder} holds a {saved['denoiser']['kind']} denoiser, not {denoiser}; "
+                            f"fine-tune it with --denoiser {saved['denoiser']['kind']}")
+    if saved.get("vae_sha256") != vae_header.get("weights_sha256"):
+        raise TrainingError(f"{folder} was trained on another VAE ({saved.get('vae_path')}); fine-tune it on that VAE")
+    weights = LatentDenoiser.from_checkpoint(folder).state_dict()
+    return DenoiserConfig.from_dict(saved["denoiser"]), SchedulerConfig.from_dict(saved["scheduler"]), weights
+
+
+def _noise_surrogate(out: Path, model: LatentDenoiser, scheduler: NoiseScheduler, latents: torch.Tensor,
+                     train_cfg: DiffusionTrainConfig, *, resumed: bool, write: bool, progress: bool):
+    """The noise surrogate of the run: the saved one on resume, the given file, or a new fit on the
+    block inputs the model meets on training batches (drawn from a generator of their own, so the
+    run's data order is the same as plain training's)."""
+    from qhybrid.models.quantum_layers import QuantumConv2d
+    from qhybrid.quantum.noise_surrogate import (
+        FILE_NAME,
+        NoiseSurrogate,
+        fit_surrogate,
+        quality_line,
+    )
+
+    layer, block = model.quantum_layer, model.quantum_block
+    if not isinstance(layer, QuantumConv2d) or block is None:
+        raise TrainingError(f"noise-aware training needs a hybrid denoiser with a circuit in the qresblock placement; "
+                            f"this one is {model.cfg.kind} ({model.cfg.placement})")
+    target = train_cfg.noise_aware
+    if resumed:
+        surrogate = NoiseSurrogate.from_file(out / FILE_NAME)
+    elif train_cfg.surrogate is not None:
+        surrogate = NoiseSurrogate.from_file(train_cfg.surrogate)
+        surrogate.check_fits(block.spec.to_dict(), target)
+        surrogate = surrogate.for_shots(train_cfg.noise_shots)
+    else:
+        surrogate = fit_surrogate(block, target.partition(":")[2], block_inputs(model, scheduler, latents, train_cfg.seed + 1),
+                                  shots=train_cfg.noise_shots, seed=train_cfg.seed,
+                                  log=print if progress else None)
+    if progress:
+        print(f"noise surrogate: {quality_line(surrogate)}")
+    if write and not resumed:
+        out.mkdir(parents=True, exist_ok=True)
+        surrogate.save(out / FILE_NAME)
+    return surrogate
+
+
+@torch.no_grad()
+def block_inputs(model: LatentDenoiser, scheduler: NoiseScheduler, latents: torch.Tensor, seed: int,
+                 rows: int = 2048) -> torch.Tensor:
+    """``rows`` circuit inputs the model produces on training batches (noisy latents at random
+    timesteps), drawn from a generator seeded with ``seed`` (not the run's own)."""
+    gen = torch.Generator().manual_seed(seed)
+    captured: list[torch.Tensor] = []
+    handle = model.quantum_block.register_forward_hook(lambda m, inputs, output: captured.append(inputs[0].detach()))
+    try:
+        while sum(len(c) for c in captured) < rows:
+            idx = torch.randint(0, len(latents), (16,), generator=gen)
+            z0 = latents[idx]
+            t = torch.randint(0, scheduler.num_train_timesteps, (len(z0),), generator=gen)
+            eps = torch.randn(z0.shape, generator=gen)
+            model(scheduler.add_noise(z0, eps, t), t)
+    finally:
+        handle.remove()
+    return torch.cat(captured)[:rows].cpu()
+
+
+def _noise_record(train_cfg: DiffusionTrainConfig, surrogate) -> dict:
+    """What the checkpoint header says of noise-aware training."""
+    from qhybrid.quantum.noise_surrogate import FILE_NAME
+
+    return {"target": train_cfg.noise_aware, "shots": surrogate.shots, "consistency": train_cfg.noise_consistency,
+            "surrogate": FILE_NAME, "calibration_date": surrogate.info.get("calibration_date"),
+            "quality": surrogate.info.get("quality")}
