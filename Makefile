@@ -10,7 +10,7 @@ SHOTS    ?= 1024,4096,32768
 # MITIGATION="--mitigation trex" (or readout, zne, twirling; a comma list compares them): the floor is then a lower bound
 MITIGATION ?=
 
-.PHONY: setup demo demo-quick noisy-eval mitigation-sweep test test-fast bench clean
+.PHONY: setup demo demo-quick noisy-eval mitigation-sweep surrogates noise-aware test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,17 @@ noisy-eval: $(STAMP)
 mitigation-sweep: $(STAMP)
 	@test -f $(RUN)/ldm-hybrid/config.json || $(MAKE) demo
 	$(VENV)/bin/qhybrid noisy-eval --model $(RUN)/ldm-hybrid --backends $(BACKENDS) --mitigation-sweep --resume
+
+# the noise surrogate of each backend on the demo's hybrid: how well it reproduces Aer on held-out inputs
+surrogates: $(STAMP)
+	@test -f $(RUN)/ldm-hybrid/config.json || $(MAKE) demo
+	$(VENV)/bin/qhybrid noise surrogate --model $(RUN)/ldm-hybrid --backends $(BACKENDS) --out $(RUN)/surrogates
+
+# plain against noise-aware (fake_torino) training, 3 seeds each on the demo's VAE, evaluated on
+# fake_torino and the unseen fake_fez (finished models and evaluations are kept)
+noise-aware: $(STAMP)
+	@test -f $(RUN)/vae/config.json || $(MAKE) demo
+	$(VENV)/bin/qhybrid noise-aware --vae $(RUN)/vae --backend fake_torino --unseen fake_fez --out runs/noise-aware
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -147,8 +147,30 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
     if args.patch < 1 or (latent_size // 2) % args.patch:
         raise UsageError(f"--patch {args.patch} does not divide the {latent_size // 2}x{latent_size // 2} bottleneck of "
                          f"this VAE's {latent_size}x{latent_size} latents; use a divisor such as 1 or 2")
+    noise_flags = [f for f, given in (("--surrogate", args.surrogate), ("--noise-shots", args.noise_shots),
+                                      ("--noise-consistency", args.noise_consistency)) if given is not None]
+    if noise_flags and not args.noise_aware:
+        raise UsageError(f"{', '.join(noise_flags)} {'apply' if len(noise_flags) > 1 else 'applies'} only with "
+                         "--noise-aware fake:BACKEND")
+    if args.noise_aware:
+        if args.denoiser != "hybrid":
+            raise UsageError(f"--noise-aware trains a circuit for a backend's noise; the {args.denoiser} denoiser "
+                             "has none to train (use --denoiser hybrid)")
+        if not args.noise_aware.startswith("fake:"):
+            raise UsageError(f"--noise-aware takes a fake target such as fake:fake_torino, got {args.noise_aware!r} "
+                             "(its surrogate is fitted on Aer with that backend's noise)")
+        from qhybrid.quantum.targets import parse_target
+
+        try:
+            parse_target(args.noise_aware)
+        except ValueError as exc:
+            raise UsageError(f"--noise-aware: {exc}") from None
     cfg = DiffusionTrainConfig(data=args.data, n=args.n, steps=args.steps, batch=args.batch, lr=args.lr,
-                               seed=args.seed, **({"circuit_lr": args.circuit_lr} if args.circuit_lr else {}))
+                               seed=args.seed, noise_aware=args.noise_aware, noise_shots=args.noise_shots or 4096,
+                               noise_consistency=4.0 if args.noise_consistency is None else args.noise_consistency,
+                               surrogate=args.surrogate,
+                               init_from=args.init_from,
+                               **({"circuit_lr": args.circuit_lr} if args.circuit_lr else {}))
     summary = train_diffusion(args.out, args.vae, args.denoiser, cfg, sched, num_qubits=args.qubits,
                               reps=args.reps, ansatz=args.ansatz, placement=args.placement, patch=args.patch,
                               encoding=args.encoding, resume=args.resume, device=args.device)
@@ -162,7 +184,13 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
         + (f"; circuit weights moved {summary['circuit_travel_rad']:.3f} rad on average"
            if summary.get("circuit_travel_rad") is not None else "")
     )
-    print(f"results: {args.out}/ (config.json, model.safetensors, loss.png)")
+    if summary.get("noise_aware"):
+        na = summary["noise_aware"]
+        q = na.get("quality") or {}
+        print(f"noise-aware for {na['target']} at {na['shots']:,} shots (consistency weight {na['consistency']:g}); surrogate "
+              f"held-out error {q.get('error_over_floor', float('nan')):.2f}x the shot-noise floor")
+    print(f"results: {args.out}/ (config.json, model.safetensors, loss.png"
+          + (", noise_surrogate.json)" if summary.get("noise_aware") else ")"))
     return 0
 
 
@@ -410,6 +438,65 @@ def cmd_noise_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_noise_surrogate(args: argparse.Namespace) -> int:
+    from qhybrid.workflows.noise_aware import fit_surrogates
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not backends:
+        raise UsageError("give --backends fake_a,fake_b")
+    _check_backends(backends)
+    rows = fit_surrogates(args.model, backends, shots=args.shots, seed=args.seed, out=args.out)
+    print(f"results: {Path(args.out) / (Path(args.model).name + '-surrogates.md')} and one "
+          f"<model>-<backend>-surrogate.json per backend ({len(rows)}); train with --noise-aware fake:BACKEND "
+          "--surrogate FILE")
+    return 0
+
+
+def cmd_noise_aware(args: argparse.Namespace) -> int:
+    from qhybrid.workflows.noise_aware import NoiseAwareStudyConfig, noise_aware_study
+
+    unseen = tuple(b.strip() for b in args.unseen.split(",") if b.strip())
+    try:
+        cfg = NoiseAwareStudyConfig(backend=args.backend, unseen=unseen, seeds=tuple(args.seeds), steps=args.steps,
+                                    n_train=args.n_train, prediction=args.prediction, noise_shots=args.shots,
+                                    noise_consistency=args.noise_consistency, n=args.n, sample_steps=args.sample_steps)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("NoiseAwareStudyConfig.", "--")) from None
+    _check_backends([cfg.backend, *cfg.unseen])
+    result = noise_aware_study(args.out, args.vae, cfg)
+    _print_comparison(result)
+    print(f"results: {Path(args.out) / 'comparison'}/noise_aware.md (noise_aware.json, noise_aware.png)")
+    return 0
+
+
+def _check_backends(backends: list[str]) -> None:
+    from qhybrid.quantum.primitives.aer import fake_backend
+
+    for name in backends:
+        try:
+            fake_backend(name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def _print_comparison(result: dict) -> None:
+    """Per backend: the sample change and block error of plain and noise-aware weights (means)."""
+    s = result["summary"]
+    for backend in result["backends"]:
+        p, a = s["plain"].get(backend, {}), s["noise-aware"].get(backend, {})
+        if "noise_image_change_grey" not in p or "noise_image_change_grey" not in a:
+            continue
+        print(f"{backend:<14} image change {p['noise_image_change_grey']['mean']:.3f} -> "
+              f"{a['noise_image_change_grey']['mean']:.3f} grey levels "
+              f"({s['ratio'][backend]['noise_image_change_grey']:.2f}x); block error "
+              f"{p['block_error_mean']['mean']:.4f} -> {a['block_error_mean']['mean']:.4f} (plain -> noise-aware, "
+              "means over seeds)")
+    for group in ("plain", "noise-aware"):
+        g = s[group].get("ideal", {}).get("gradable")
+        if g:
+            print(f"ideal, {group:<12} gradable {g['mean']:.1%} [{g['min']:.1%}, {g['max']:.1%}] over seeds")
+
+
 def cmd_circuits_inspect(args: argparse.Namespace) -> int:
     from qhybrid.models.denoiser import circuit_spec_of
     from qhybrid.quantum.circuits import CircuitSpec
@@ -467,6 +554,11 @@ def cmd_noisy_eval(args: argparse.Namespace) -> int:
     )
 
     backends = [b.strip() for b in (args.backends or "").split(",") if b.strip()]
+    if args.plain or args.noise_aware:
+        return _noisy_eval_comparison(args, backends)
+    if args.evaluators:
+        raise UsageError("--evaluators applies to the plain / noise-aware comparison (--plain ... --noise-aware ...); "
+                         "a single model's evaluation uses its own run folder's")
     if not backends and not args.noise_model:
         raise UsageError("give --backends fake_a,fake_b and/or --noise-model FILE")
     if args.mitigation_sweep and args.mitigation:
@@ -502,6 +594,35 @@ def cmd_noisy_eval(args: argparse.Namespace) -> int:
                if e.get("transpiled") and e.get("noise_source")}
     print("noise: " + "; ".join(sorted(sources)))
     print(f"results: {out}/noisy_eval.md (noisy_eval.json, samples.png, backends.png; per target in targets/)")
+    return 0
+
+
+def _noisy_eval_comparison(args: argparse.Namespace, backends: list[str]) -> int:
+    """``noisy-eval --plain ... --noise-aware ...``: every model evaluated, then compared."""
+    from qhybrid.workflows.noise_aware import compare_noise_aware
+
+    if args.evaluators and not (Path(args.evaluators) / "validator").is_dir():
+        raise UsageError(f"--evaluators {args.evaluators} has no validator/ (a run folder of 'make demo' has one)")
+    if not (args.plain and args.noise_aware):
+        raise UsageError("--plain and --noise-aware go together: give both lists of model folders")
+    if not backends:
+        raise UsageError("give --backends: the backend the noise-aware models train for and any unseen ones")
+    unused = [flag for flag, given in (("--noise-model", args.noise_model), ("--mitigation", args.mitigation),
+                                       ("--mitigation-sweep", args.mitigation_sweep), ("--resume", args.resume),
+                                       ("--vae", args.vae)) if given]
+    if unused:
+        raise UsageError(f"{', '.join(unused)} do not apply to the plain / noise-aware comparison (each model's "
+                         "evaluation resumes by itself)")
+    if args.shots and len(args.shots) > 1:
+        raise UsageError("the comparison runs one shot count; give one --shots value (the one trained for)")
+    if not args.out:
+        raise UsageError("give --out: the folder the comparison is written to")
+    _check_backends(backends)
+    result = compare_noise_aware(args.plain, args.noise_aware, backends, shots=(args.shots or [4096])[0],
+                                 n=args.n or 32, steps=args.steps or 20, seed=args.seed, out=args.out,
+                                 evaluators=args.evaluators)
+    _print_comparison(result)
+    print(f"results: {args.out}/noise_aware.md (noise_aware.json, noise_aware.png)")
     return 0
 
 

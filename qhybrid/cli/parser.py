@@ -71,6 +71,21 @@ def _folder(text: str) -> str:
     return text
 
 
+def _existing_file(text: str) -> str:
+    """argparse type: a file to read."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a file")
+    return text
+
+
+def _list(text: str) -> list[str]:
+    """argparse type: a comma-separated list of names or folders."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return values
+
+
 def _file(text: str) -> str:
     """argparse type: an output file; an existing folder in its place is a usage error."""
     if Path(text).is_dir():
@@ -143,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling(sub)
     _add_evaluation(sub)
     _add_quantum(sub)
+    _add_noise_aware(sub)
     _add_jobs(sub)
     return parser
 
@@ -263,6 +279,16 @@ def _add_training(sub) -> None:
     ldm.add_argument("--seed", type=_seed, default=0)
     ldm.add_argument("--out", type=_folder, required=True, help="checkpoint folder, e.g. runs/x/ldm-hybrid")
     ldm.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    ldm.add_argument("--noise-aware", default=None, metavar="fake:BACKEND",
+                     help="hybrid: train for this backend's noise (a surrogate fitted on Aer sits after the circuit "
+                          "while training; sampling on ideal stays exact)")
+    ldm.add_argument("--noise-shots", type=_shots, default=None, help="--noise-aware: the shots it trains for (default 4096)")
+    ldm.add_argument("--noise-consistency", type=_number(float, lambda v: 0 <= v < 1e6, "a number >= 0"), default=None,
+                     help="--noise-aware: weight of |noisy - exact|^2 of the predictions in the loss (default 4)")
+    ldm.add_argument("--surrogate", type=_existing_file, default=None,
+                     help="--noise-aware: a surrogate from 'qhybrid noise surrogate' (default: fit one at the start)")
+    ldm.add_argument("--init-from", default=None, metavar="LDM",
+                     help="fine-tune: start from this hybrid checkpoint's weights (same VAE), e.g. with --noise-aware")
     _add_device(ldm, "the networks")
     ldm.set_defaults(func=commands.cmd_train_diffusion)
 
@@ -377,6 +403,14 @@ def _add_quantum(sub) -> None:
     snap.add_argument("backend", help="e.g. fake_torino")
     snap.add_argument("--out", type=_folder, default="noise_models", help="folder (default noise_models/)")
     snap.set_defaults(func=commands.cmd_noise_snapshot)
+    sur = noise.add_parser("surrogate", help="fit a backend's noise surrogate for noise-aware training, and say how "
+                           "well it reproduces Aer on held-out inputs")
+    sur.add_argument("--model", required=True, help="a hybrid LDM checkpoint folder (its circuit and block inputs)")
+    sur.add_argument("--backends", required=True, help="comma-separated fake backends, e.g. fake_torino,fake_fez")
+    sur.add_argument("--shots", type=_shots, default=4096, help="the shot count it will train for (default 4096)")
+    sur.add_argument("--seed", type=_seed, default=0)
+    sur.add_argument("--out", type=_folder, default="noise_models", help="folder (default noise_models/)")
+    sur.set_defaults(func=commands.cmd_noise_surrogate)
 
     circ = sub.add_parser("circuits", help="inspect the quantum block's circuits").add_subparsers(
         dest="circuits_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
@@ -408,7 +442,15 @@ def _add_quantum(sub) -> None:
     cst.set_defaults(func=commands.cmd_circuits_study)
 
     ne = sub.add_parser("noisy-eval", help="sample a hybrid model on ideal and noisy fake-backend targets")
-    ne.add_argument("--model", required=True, help="hybrid LDM checkpoint folder")
+    which = ne.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="hybrid LDM checkpoint folder")
+    which.add_argument("--plain", type=_list, default=None, metavar="LDM,...",
+                       help="compare: plainly trained hybrid folders (one per seed), against --noise-aware")
+    ne.add_argument("--noise-aware", type=_list, default=None, metavar="LDM,...",
+                    help="with --plain: noise-aware trained hybrid folders; the comparison goes to --out")
+    ne.add_argument("--evaluators", default=None, metavar="RUN",
+                    help="with --plain: a run folder with validator/ and encoder/ for gradable %% and FD (default: the "
+                         "first plain model's run folder)")
     ne.add_argument("--backends", default="", help="comma-separated fake backends, e.g. fake_torino,fake_brisbane")
     ne.add_argument("--noise-model", action="append", default=[], help="a snapshot JSON (repeatable)")
     ne.add_argument("--n", type=_number(int, lambda v: v >= 2, "at least 2 samples per target"), default=None,
@@ -432,6 +474,27 @@ def _add_quantum(sub) -> None:
                     help="output folder (default: RUN/noisy-eval/<model>-<backends>-<shots>, one per evaluation)")
     ne.add_argument("--resume", action="store_true", help="continue the evaluation in --out; finished targets are kept")
     ne.set_defaults(func=commands.cmd_noisy_eval)
+
+
+def _add_noise_aware(sub) -> None:
+    """The noise-aware training study."""
+    na = sub.add_parser("noise-aware", help="train plain and noise-aware hybrids for several seeds and compare them "
+                        "on the backend they train for and on unseen ones")
+    na.add_argument("--vae", required=True, help="VAE checkpoint folder (e.g. runs/demo/vae)")
+    na.add_argument("--backend", default="fake_torino", help="the backend noise-aware weights train for")
+    na.add_argument("--unseen", default="fake_fez", help="comma-separated backends they are also evaluated on")
+    na.add_argument("--seeds", type=_int_list(), default=[0, 1, 2], help="default 0,1,2")
+    na.add_argument("--steps", type=_positive_int, default=1200, help="training steps per model (default 1200)")
+    na.add_argument("--n-train", type=_positive_int, default=512, help="training images (default 512)")
+    na.add_argument("--prediction", default="v_prediction", help="epsilon or v_prediction (default, as the demo)")
+    na.add_argument("--shots", type=_shots, default=4096, help="trained for and evaluated at (default 4096)")
+    na.add_argument("--noise-consistency", type=_number(float, lambda v: 0 <= v < 1e6, "a number >= 0"), default=4.0,
+                    help="weight of the consistency term (default 4)")
+    na.add_argument("--n", type=_number(int, lambda v: v >= 2, "at least 2 samples"), default=32,
+                    help="samples per target (default 32)")
+    na.add_argument("--sample-steps", type=_positive_int, default=20, help="DDIM steps (default 20)")
+    na.add_argument("--out", type=_folder, default="runs/noise-aware", help="folder (default runs/noise-aware)")
+    na.set_defaults(func=commands.cmd_noise_aware)
 
 
 def _add_jobs(sub) -> None:

@@ -269,7 +269,6 @@ class _Study:
         self.model, self.scheduler, self.vae, self.header = loaded
         self.block = self.model.quantum_block
         self._evaluators = None
-        self._real = None
         #: the model's training data: its held-out split is the knock-out's reference and the real set
         self.training_data = self.header.get("extra", {}).get("train", {}).get("data", "synthetic")
 
@@ -350,21 +349,40 @@ class _Study:
 
     def _quality(self, images: np.ndarray) -> dict:
         """Gradable share and FD against real images, when the run folder has the evaluators."""
-        run_dir = self.model_dir.parent
         if self._evaluators is None:
-            if not ((run_dir / "validator" / "config.json").exists() and (run_dir / "encoder" / "config.json").exists()):
-                return {}
-            from qhybrid.evaluation.evaluate import real_reference
-            from qhybrid.evaluation.features import FundusEncoder
-            from qhybrid.evaluation.validator import GradabilityNet
+            self._evaluators = ImageQuality.of(self.model_dir.parent, self.training_data, self.vae.cfg.size,
+                                               self.cfg.seed) or False
+        return self._evaluators(images) if self._evaluators else {}
 
-            self._evaluators = (FundusEncoder.from_checkpoint(run_dir / "encoder"),
-                                GradabilityNet.from_checkpoint(run_dir / "validator"))
-            self._real = real_reference(self.training_data, self.vae.cfg.size, 200)
+
+class ImageQuality:
+    """Gradable share and FD against real images (the held-out split of the model's training data),
+    with the gradability validator and feature encoder a run folder holds (``validator/``,
+    ``encoder/``: what ``make demo`` trains)."""
+
+    def __init__(self, run_dir: Path, training_data: str, size: int, seed: int = 0):
+        from qhybrid.evaluation.evaluate import real_reference
+        from qhybrid.evaluation.features import FundusEncoder
+        from qhybrid.evaluation.validator import GradabilityNet
+
+        self.run_dir, self.seed = Path(run_dir), seed
+        self.encoder = FundusEncoder.from_checkpoint(self.run_dir / "encoder")
+        self.validator = GradabilityNet.from_checkpoint(self.run_dir / "validator")
+        self.real = real_reference(training_data, size, 200)
+
+    @classmethod
+    def of(cls, run_dir: Path, training_data: str, size: int, seed: int = 0) -> "ImageQuality | None":
+        """The evaluators of ``run_dir``, or None when it has none."""
+        run_dir = Path(run_dir)
+        if not ((run_dir / "validator" / "config.json").exists() and (run_dir / "encoder" / "config.json").exists()):
+            return None
+        return cls(run_dir, training_data, size, seed)
+
+    def __call__(self, images: np.ndarray) -> dict:
         from qhybrid.evaluation.evaluate import evaluate_sets
 
-        m = evaluate_sets(self._real, images, encoder=self._evaluators[0], validator=self._evaluators[1],
-                          k=min(5, len(images) - 1), n_boot=50, seed=self.cfg.seed)
+        m = evaluate_sets(self.real, images, encoder=self.encoder, validator=self.validator,
+                          k=min(5, len(images) - 1), n_boot=50, seed=self.seed)
         return {"gradable": m["gradable"], "fd": m["fundus_features"]["fd"]}
 
 
