@@ -203,6 +203,7 @@ def test_bound_qasm_reproduces_the_trained_block_outside_qhybrid(tmp_path, tiny_
 
 
 # --- qhybrid backends ---------------------------------------------------------------------------
+@pytest.mark.slow  # 4 s: builds every fake backend
 def test_backends_shows_calibration_summaries_and_caches_them(private_cache, monkeypatch):
     proc = run("backends", "--json", "--qubits", "100")
     assert proc.returncode == 0, proc.stderr

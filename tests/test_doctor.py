@@ -66,6 +66,7 @@ def saved_home(tmp_path_factory):
     return home
 
 
+@pytest.mark.slow  # 2.7 s; the fast suite runs doctor in the secret-handling tests
 def test_report_lists_versions_and_fake_backends(tmp_path):
     from qhybrid.quantum.primitives.aer import fake_backend_names
 

@@ -34,7 +34,7 @@ def cfg(steps=30, **kw):
     return DiffusionTrainConfig(n=24, steps=steps, batch=16, save_every=kw.pop("save_every", 10), **kw)
 
 
-@pytest.mark.parametrize("kind", ["classical", "classical-large", "hybrid"])
+@pytest.mark.parametrize("kind", ["classical", pytest.param("classical-large", marks=pytest.mark.slow), "hybrid"])
 def test_train_and_sample_each_denoiser(tmp_path, vae_dir, kind):
     out = tmp_path / f"ldm-{kind}"
     summary = train_diffusion(out, vae_dir, kind, cfg(40), num_qubits=4, reps=1, progress=False)

@@ -252,7 +252,7 @@ def test_the_fake_target_keeps_each_qubits_asymmetric_readout_error():
 
 @pytest.mark.parametrize("ibm_options", [
     pytest.param({"primitive": "estimator"}, id="legacy-local-mode", marks=pytest.mark.slow),  # test-fast < 3 min
-    pytest.param({"primitive": "executor", "mitigation": "none"}, id="executor-offline")])
+    pytest.param({"primitive": "executor", "mitigation": "none"}, id="executor-offline", marks=pytest.mark.slow)])
 def test_the_fake_target_and_the_runtimes_local_mode_agree_within_shot_noise(ibm_options):
     """Same circuit, same backend (fake_manila), 100,000 shots each, no mitigation: the fake target
     and the ibm: target offline (the legacy EstimatorV2's local testing mode, or the executor path on

@@ -88,6 +88,7 @@ def test_markdown_has_table_decay_and_a_computed_recommendation(study):
         assert f"({png})" in md
 
 
+@pytest.mark.slow  # 2.5 s
 def test_same_seed_gives_identical_numbers(study, tmp_path):
     _, first = study
     again = run_study(tmp_path, tiny(), progress=False)
