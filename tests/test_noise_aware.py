@@ -263,3 +263,28 @@ def test_comparison_evaluates_each_model_and_aggregates_over_seeds(tiny_models, 
     md = (out / "noise_aware.md").read_text()
     assert "fake_torino (trained for)" in md and "fake_fez (unseen)" in md
     assert (out / "noise_aware.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_the_study_trains_what_is_missing_and_keeps_it_on_a_second_call(tiny_models, tmp_path):
+    """``qhybrid noise-aware``: plain and noise-aware models per seed, then the comparison; a second
+    call trains nothing, keeps the stage times of the first and writes the same comparison."""
+    out = tmp_path / "study"
+    args = ("noise-aware", "--vae", tiny_models / "vae", "--backend", "fake_torino", "--unseen", "fake_fez",
+            "--seeds", "0", "--steps", 2, "--n-train", 16, "--n", 2, "--sample-steps", 1, "--shots", 1024,
+            "--out", out)
+    first = run(*args)
+    assert first.returncode == 0, first.stderr
+    assert "stage times:" in first.stdout and "image change" in first.stdout
+    for name in ("ldm-hybrid-s0", "ldm-hybrid-na-fake_torino-s0"):
+        assert json.loads((out / name / "config.json").read_text())["extra"]["step"] == 2
+    assert (out / "ldm-hybrid-na-fake_torino-s0" / FILE_NAME).exists()
+    assert not (out / "ldm-hybrid-s0" / FILE_NAME).exists()
+    before = json.loads((out / "comparison" / "noise_aware.json").read_text())
+    timings = json.loads((out / "study.json").read_text())["timings_seconds"]
+    second = run(*args)
+    assert second.returncode == 0, second.stderr
+    assert "kept " in second.stdout and "training " not in second.stdout
+    after = json.loads((out / "study.json").read_text())["timings_seconds"]
+    assert after["ldm-hybrid-s0"] == timings["ldm-hybrid-s0"]
+    assert json.loads((out / "comparison" / "noise_aware.json").read_text())["summary"] == before["summary"]

@@ -166,11 +166,10 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--noise-aware: {exc}") from None
     cfg = DiffusionTrainConfig(data=args.data, n=args.n, steps=args.steps, batch=args.batch, lr=args.lr,
-                               seed=args.seed, noise_aware=args.noise_aware, noise_shots=args.noise_shots or 4096,
-                               noise_consistency=4.0 if args.noise_consistency is None else args.noise_consistency,
-                               surrogate=args.surrogate,
-                               init_from=args.init_from,
-                               **({"circuit_lr": args.circuit_lr} if args.circuit_lr else {}))
+                               seed=args.seed, noise_aware=args.noise_aware, surrogate=args.surrogate,
+                               init_from=args.init_from, **_given(noise_shots=args.noise_shots,
+                                                                  noise_consistency=args.noise_consistency,
+                                                                  circuit_lr=args.circuit_lr))
     summary = train_diffusion(args.out, args.vae, args.denoiser, cfg, sched, num_qubits=args.qubits,
                               reps=args.reps, ansatz=args.ansatz, placement=args.placement, patch=args.patch,
                               encoding=args.encoding, resume=args.resume, device=args.device)
@@ -457,9 +456,10 @@ def cmd_noise_aware(args: argparse.Namespace) -> int:
 
     unseen = tuple(b.strip() for b in args.unseen.split(",") if b.strip())
     try:
-        cfg = NoiseAwareStudyConfig(backend=args.backend, unseen=unseen, seeds=tuple(args.seeds), steps=args.steps,
-                                    n_train=args.n_train, prediction=args.prediction, noise_shots=args.shots,
-                                    noise_consistency=args.noise_consistency, n=args.n, sample_steps=args.sample_steps)
+        cfg = NoiseAwareStudyConfig(backend=args.backend, unseen=unseen, seeds=tuple(args.seeds), n=args.n,
+                                    sample_steps=args.sample_steps,
+                                    **_given(steps=args.steps, n_train=args.n_train, prediction=args.prediction,
+                                             noise_shots=args.shots, noise_consistency=args.noise_consistency))
     except ValueError as exc:
         raise UsageError(str(exc).replace("NoiseAwareStudyConfig.", "--")) from None
     _check_backends([cfg.backend, *cfg.unseen])
@@ -467,6 +467,11 @@ def cmd_noise_aware(args: argparse.Namespace) -> int:
     _print_comparison(result)
     print(f"results: {Path(args.out) / 'comparison'}/noise_aware.md (noise_aware.json, noise_aware.png)")
     return 0
+
+
+def _given(**values) -> dict:
+    """The flags the user gave (not None): the rest keep their config's defaults, defined once there."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _check_backends(backends: list[str]) -> None:
@@ -486,9 +491,10 @@ def _print_comparison(result: dict) -> None:
         p, a = s["plain"].get(backend, {}), s["noise-aware"].get(backend, {})
         if "noise_image_change_grey" not in p or "noise_image_change_grey" not in a:
             continue
+        ratio = s["ratio"].get(backend, {}).get("noise_image_change_grey")  # none when plain's change is 0
         print(f"{backend:<14} image change {p['noise_image_change_grey']['mean']:.3f} -> "
               f"{a['noise_image_change_grey']['mean']:.3f} grey levels "
-              f"({s['ratio'][backend]['noise_image_change_grey']:.2f}x); block error "
+              f"({'–' if ratio is None else f'{ratio:.2f}x'}); block error "
               f"{p['block_error_mean']['mean']:.4f} -> {a['block_error_mean']['mean']:.4f} (plain -> noise-aware, "
               "means over seeds)")
     for group in ("plain", "noise-aware"):
@@ -618,9 +624,9 @@ def _noisy_eval_comparison(args: argparse.Namespace, backends: list[str]) -> int
     if not args.out:
         raise UsageError("give --out: the folder the comparison is written to")
     _check_backends(backends)
-    result = compare_noise_aware(args.plain, args.noise_aware, backends, shots=(args.shots or [4096])[0],
-                                 n=args.n or 32, steps=args.steps or 20, seed=args.seed, out=args.out,
-                                 evaluators=args.evaluators)
+    result = compare_noise_aware(args.plain, args.noise_aware, backends, seed=args.seed, out=args.out,
+                                 evaluators=args.evaluators,
+                                 **_given(shots=args.shots[0] if args.shots else None, n=args.n, steps=args.steps))
     _print_comparison(result)
     print(f"results: {args.out}/noise_aware.md (noise_aware.json, noise_aware.png)")
     return 0

@@ -484,11 +484,12 @@ def _add_noise_aware(sub) -> None:
     na.add_argument("--backend", default="fake_torino", help="the backend noise-aware weights train for")
     na.add_argument("--unseen", default="fake_fez", help="comma-separated backends they are also evaluated on")
     na.add_argument("--seeds", type=_int_list(), default=[0, 1, 2], help="default 0,1,2")
-    na.add_argument("--steps", type=_positive_int, default=1200, help="training steps per model (default 1200)")
-    na.add_argument("--n-train", type=_positive_int, default=512, help="training images (default 512)")
-    na.add_argument("--prediction", default="v_prediction", help="epsilon or v_prediction (default, as the demo)")
-    na.add_argument("--shots", type=_shots, default=4096, help="trained for and evaluated at (default 4096)")
-    na.add_argument("--noise-consistency", type=_number(float, lambda v: 0 <= v < 1e6, "a number >= 0"), default=4.0,
+    na.add_argument("--steps", type=_positive_int, default=None, help="training steps per model (default: the demo's, 1200)")
+    na.add_argument("--n-train", type=_positive_int, default=None, help="training images (default: the demo's, 512)")
+    na.add_argument("--prediction", choices=["epsilon", "v_prediction"], default=None,
+                    help="what the denoisers predict (default: the demo's, v_prediction)")
+    na.add_argument("--shots", type=_shots, default=None, help="trained for and evaluated at (default 4096)")
+    na.add_argument("--noise-consistency", type=_number(float, lambda v: 0 <= v < 1e6, "a number >= 0"), default=None,
                     help="weight of the consistency term (default 4)")
     na.add_argument("--n", type=_number(int, lambda v: v >= 2, "at least 2 samples"), default=32,
                     help="samples per target (default 32)")

@@ -27,6 +27,7 @@ import numpy as np
 from qhybrid import io
 from qhybrid.config import Config
 from qhybrid.errors import InputError
+from qhybrid.workflows.demo import DemoConfig
 
 RESULT_FORMAT = "qhybrid-noise-aware-comparison"
 #: What the comparison reports per model and target, and how a reader sees it.
@@ -133,7 +134,7 @@ def compare_noise_aware(plain: list[str | Path], aware: list[str | Path], backen
             summary = run_noisy_eval(model, folder, cfg, resume=(folder / "config.json").exists(), progress=progress,
                                      log=log)
             if quality is None:
-                quality = ImageQuality.of(evaluators, _training_data(model), _image_size(summary, folder), seed) or False
+                quality = ImageQuality.of(evaluators, _training_data(model), _image_size(folder), seed) or False
             groups[group].append(_model_row(model, folder, summary, quality))
     result = {"format": RESULT_FORMAT, "backends": list(backends), "shots": shots, "n": n, "steps": steps,
               "seed": seed, "evaluators": str(evaluators) if quality else None, "trained_for": sorted({r["trained_for"] for r in groups["noise-aware"] if r["trained_for"]}),
@@ -150,7 +151,7 @@ def _training_data(model: Path) -> str:
     return ckpt.read_header(model, "ldm").get("extra", {}).get("train", {}).get("data", "synthetic")
 
 
-def _image_size(summary: dict, folder: Path) -> int:
+def _image_size(folder: Path) -> int:
     with np.load(folder / "targets" / "ideal.npz") as arrays:
         return int(arrays["images"].shape[1])
 
@@ -328,10 +329,11 @@ class NoiseAwareStudyConfig(Config):
     backend: str = "fake_torino"
     unseen: tuple[str, ...] = ("fake_fez",)
     seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 1200
-    n_train: int = 512
-    batch: int = 64
-    prediction: str = "v_prediction"
+    # the demo's recipe, so that the plain models are the demo's hybrid for other seeds
+    steps: int = DemoConfig.steps
+    n_train: int = DemoConfig.n_train
+    batch: int = DemoConfig.batch
+    prediction: str = DemoConfig.prediction
     noise_shots: int = 4096
     noise_consistency: float = 4.0
     n: int = 32
