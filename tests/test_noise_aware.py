@@ -48,7 +48,8 @@ def test_surrogate_reproduces_aer_within_shot_noise_on_held_out_inputs(backend):
 
 def test_surrogate_file_round_trip_and_refusals(tmp_path):
     """Saved and read back, the surrogate predicts the same; a file for another circuit or backend is
-    refused with a line naming the fix, and a file that is not a surrogate says so."""
+    refused with a line naming the fix; a damaged file, one of another format version and a file that
+    is not a surrogate say so."""
     spec = CircuitSpec(num_qubits=3, reps=1).to_dict()
     s = _surrogate(circuit=spec)
     s.save(tmp_path / "s.json")
@@ -60,6 +61,13 @@ def test_surrogate_file_round_trip_and_refusals(tmp_path):
         back.check_fits(spec, "fake:fake_fez")
     with pytest.raises(SurrogateError, match="another circuit"):
         back.check_fits(CircuitSpec(num_qubits=3, reps=2).to_dict())
+    damaged = {k: v for k, v in s.to_dict().items() if k != "matrix"}
+    (tmp_path / "damaged.json").write_text(json.dumps(damaged))
+    with pytest.raises(SurrogateError, match="damaged"):
+        NoiseSurrogate.from_file(tmp_path / "damaged.json")
+    (tmp_path / "future.json").write_text(json.dumps({**s.to_dict(), "format_version": 99}))
+    with pytest.raises(SurrogateError, match="format 99"):
+        NoiseSurrogate.from_file(tmp_path / "future.json")
     (tmp_path / "bad.json").write_text('{"format": "other"}')
     with pytest.raises(SurrogateError, match="not a noise surrogate"):
         NoiseSurrogate.from_file(tmp_path / "bad.json")
@@ -192,22 +200,40 @@ def test_noise_aware_fine_tune_saves_the_surrogate_and_loads_as_a_plain_model(ti
 def test_noise_aware_training_changes_what_the_model_learns_and_resumes_with_its_surrogate(tiny_models, tiny_surrogate,
                                                                                          tmp_path):
     """Same seed, same data order: noise-aware weights differ from plain ones (the surrogate is on
-    the training path), and a resumed noise-aware run keeps the surrogate it started with."""
-    from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
+    the training path: every step logs the consistency term), and a resumed noise-aware run keeps the
+    surrogate it started with and goes on logging that term; asking a resume for another target is
+    refused."""
+    from safetensors.torch import load_file
+
+    from qhybrid.models.checkpoint import STATE_NAME
+    from qhybrid.training.diffusion import (
+        DiffusionTrainConfig,
+        TrainingError,
+        train_diffusion,
+    )
 
     def train(folder, steps, resume=False, **extra):
         return train_diffusion(folder, tiny_models / "vae", "hybrid",
                                DiffusionTrainConfig(n=16, steps=steps, batch=8, save_every=4, **extra),
                                num_qubits=3, reps=1, resume=resume, progress=False)
 
-    plain = train(tmp_path / "plain", 4)
+    train(tmp_path / "plain", 4)
     aware = train(tmp_path / "aware", 4, noise_aware="fake:fake_torino", surrogate=str(tiny_surrogate))
     assert aware["noise_aware"]["quality"] == json.loads(tiny_surrogate.read_text())["quality"]
-    assert aware["final_loss"] != plain["final_loss"]
+    plain_w = load_file(tmp_path / "plain" / "model.safetensors")
+    aware_w = load_file(tmp_path / "aware" / "model.safetensors")
+    assert set(plain_w) == set(aware_w) and any(not torch.equal(plain_w[k], aware_w[k]) for k in plain_w)
+    history = torch.load(tmp_path / "aware" / STATE_NAME, weights_only=False)["history"]
+    # 0 at the first step only: the denoiser's output layer starts at zero, so both predictions are 0
+    assert len(history["consistency"]) == 4 and all(v > 0 for v in history["consistency"][1:])
     before = (tmp_path / "aware" / FILE_NAME).read_text()
+    with pytest.raises(TrainingError, match="noise_aware='fake:fake_torino'"):
+        train(tmp_path / "aware", 8, resume=True, noise_aware="fake:fake_fez")
     resumed = train(tmp_path / "aware", 8, resume=True)
     assert resumed["steps"] == 8 and (tmp_path / "aware" / FILE_NAME).read_text() == before
     assert resumed["noise_aware"]["target"] == "fake:fake_torino"
+    history = torch.load(tmp_path / "aware" / STATE_NAME, weights_only=False)["history"]
+    assert len(history["consistency"]) == 8
 
 
 def test_noise_aware_usage_errors(tiny_models, tiny_surrogate, tmp_path):

@@ -444,7 +444,7 @@ def cmd_noise_surrogate(args: argparse.Namespace) -> int:
     if not backends:
         raise UsageError("give --backends fake_a,fake_b")
     _check_backends(backends)
-    rows = fit_surrogates(args.model, backends, shots=args.shots, seed=args.seed, out=args.out)
+    rows = fit_surrogates(args.model, backends, seed=args.seed, out=args.out, **_given(shots=args.shots))
     print(f"results: {Path(args.out) / (Path(args.model).name + '-surrogates.md')} and one "
           f"<model>-<backend>-surrogate.json per backend ({len(rows)}); train with --noise-aware fake:BACKEND "
           "--surrogate FILE")
@@ -454,12 +454,12 @@ def cmd_noise_surrogate(args: argparse.Namespace) -> int:
 def cmd_noise_aware(args: argparse.Namespace) -> int:
     from qhybrid.workflows.noise_aware import NoiseAwareStudyConfig, noise_aware_study
 
-    unseen = tuple(b.strip() for b in args.unseen.split(",") if b.strip())
+    unseen = None if args.unseen is None else tuple(b.strip() for b in args.unseen.split(",") if b.strip())
     try:
-        cfg = NoiseAwareStudyConfig(backend=args.backend, unseen=unseen, seeds=tuple(args.seeds), n=args.n,
-                                    sample_steps=args.sample_steps,
-                                    **_given(steps=args.steps, n_train=args.n_train, prediction=args.prediction,
-                                             noise_shots=args.shots, noise_consistency=args.noise_consistency))
+        cfg = NoiseAwareStudyConfig(**_given(
+            backend=args.backend, unseen=unseen, seeds=tuple(args.seeds) if args.seeds else None, n=args.n,
+            sample_steps=args.sample_steps, steps=args.steps, n_train=args.n_train, prediction=args.prediction,
+            noise_shots=args.shots, noise_consistency=args.noise_consistency))
     except ValueError as exc:
         raise UsageError(str(exc).replace("NoiseAwareStudyConfig.", "--")) from None
     _check_backends([cfg.backend, *cfg.unseen])
@@ -607,15 +607,20 @@ def _noisy_eval_comparison(args: argparse.Namespace, backends: list[str]) -> int
     """``noisy-eval --plain ... --noise-aware ...``: every model evaluated, then compared."""
     from qhybrid.workflows.noise_aware import compare_noise_aware
 
-    if args.evaluators and not (Path(args.evaluators) / "validator").is_dir():
-        raise UsageError(f"--evaluators {args.evaluators} has no validator/ (a run folder of 'make demo' has one)")
+    if args.evaluators and not all((Path(args.evaluators) / name / "config.json").exists()
+                                   for name in ("validator", "encoder")):
+        raise UsageError(f"--evaluators {args.evaluators} lacks validator/ or encoder/ (a run folder of 'make demo' "
+                         "has both)")
     if not (args.plain and args.noise_aware):
         raise UsageError("--plain and --noise-aware go together: give both lists of model folders")
     if not backends:
         raise UsageError("give --backends: the backend the noise-aware models train for and any unseen ones")
     unused = [flag for flag, given in (("--noise-model", args.noise_model), ("--mitigation", args.mitigation),
                                        ("--mitigation-sweep", args.mitigation_sweep), ("--resume", args.resume),
-                                       ("--vae", args.vae)) if given]
+                                       ("--vae", args.vae), ("--zne-factors", args.zne_factors),
+                                       ("--zne-extrapolator", args.zne_extrapolator),
+                                       ("--method", args.method != "counts"), ("--opt-level", args.opt_level != 2))
+              if given]
     if unused:
         raise UsageError(f"{', '.join(unused)} do not apply to the plain / noise-aware comparison (each model's "
                          "evaluation resumes by itself)")

@@ -407,7 +407,7 @@ def _add_quantum(sub) -> None:
                            "well it reproduces Aer on held-out inputs")
     sur.add_argument("--model", required=True, help="a hybrid LDM checkpoint folder (its circuit and block inputs)")
     sur.add_argument("--backends", required=True, help="comma-separated fake backends, e.g. fake_torino,fake_fez")
-    sur.add_argument("--shots", type=_shots, default=4096, help="the shot count it will train for (default 4096)")
+    sur.add_argument("--shots", type=_shots, default=None, help="the shot count it will train for (default 4096)")
     sur.add_argument("--seed", type=_seed, default=0)
     sur.add_argument("--out", type=_folder, default="noise_models", help="folder (default noise_models/)")
     sur.set_defaults(func=commands.cmd_noise_surrogate)
@@ -458,7 +458,7 @@ def _add_quantum(sub) -> None:
     ne.add_argument("--steps", type=_positive_int, default=None, help="DDIM steps (default 20; 10 with --mitigation-sweep)")
     ne.add_argument("--shots", type=_shots_list, default=None,
                     help="shots per circuit evaluation; several (1024,4096,32768) sweep them (default 1024; 4096 "
-                         "with --mitigation-sweep)")
+                         "with --mitigation-sweep and with --plain/--noise-aware)")
     ne.add_argument("--mitigation", type=_kinds, nargs="?", const=["readout"], default=None, metavar="KINDS",
                     help="comma-separated: none, readout, trex, zne, twirling, trex+zne; several compare them (default none; "
                          "the flag alone: readout)")
@@ -481,9 +481,10 @@ def _add_noise_aware(sub) -> None:
     na = sub.add_parser("noise-aware", help="train plain and noise-aware hybrids for several seeds and compare them "
                         "on the backend they train for and on unseen ones")
     na.add_argument("--vae", required=True, help="VAE checkpoint folder (e.g. runs/demo/vae)")
-    na.add_argument("--backend", default="fake_torino", help="the backend noise-aware weights train for")
-    na.add_argument("--unseen", default="fake_fez", help="comma-separated backends they are also evaluated on")
-    na.add_argument("--seeds", type=_int_list(), default=[0, 1, 2], help="default 0,1,2")
+    na.add_argument("--backend", default=None, help="the backend noise-aware weights train for (default fake_torino)")
+    na.add_argument("--unseen", default=None,
+                    help="comma-separated backends they are also evaluated on (default fake_fez)")
+    na.add_argument("--seeds", type=_int_list(), default=None, help="default 0,1,2")
     na.add_argument("--steps", type=_positive_int, default=None, help="training steps per model (default: the demo's, 1200)")
     na.add_argument("--n-train", type=_positive_int, default=None, help="training images (default: the demo's, 512)")
     na.add_argument("--prediction", choices=["epsilon", "v_prediction"], default=None,
@@ -491,9 +492,9 @@ def _add_noise_aware(sub) -> None:
     na.add_argument("--shots", type=_shots, default=None, help="trained for and evaluated at (default 4096)")
     na.add_argument("--noise-consistency", type=_number(float, lambda v: 0 <= v < 1e6, "a number >= 0"), default=None,
                     help="weight of the consistency term (default 4)")
-    na.add_argument("--n", type=_number(int, lambda v: v >= 2, "at least 2 samples"), default=32,
+    na.add_argument("--n", type=_number(int, lambda v: v >= 2, "at least 2 samples"), default=None,
                     help="samples per target (default 32)")
-    na.add_argument("--sample-steps", type=_positive_int, default=20, help="DDIM steps (default 20)")
+    na.add_argument("--sample-steps", type=_positive_int, default=None, help="DDIM steps (default 20)")
     na.add_argument("--out", type=_folder, default="runs/noise-aware", help="folder (default runs/noise-aware)")
     na.set_defaults(func=commands.cmd_noise_aware)
 

@@ -60,7 +60,7 @@ PLACEMENTS = ("qresblock", "bottleneck", "gated-qresblock")
 #: The circuit of a new hybrid denoiser: 6 qubits, real_amplitudes, 3 repetitions (24 weights), the
 #: input angles re-uploaded before every repetition. Measured (BENCHMARKS.md, "choosing the circuit"):
 #: 6 qubits, because at 16 patches x 64 latents a step evaluates 1,024 circuits: the hybrid then trains
-#: at 0.72x the classical model's steps/s when chosen, at 8 qubits 0.40x (today 0.85x and 0.59x, make bench), and it must keep at least
+#: at 0.72x the classical model's steps/s when chosen, at 8 qubits 0.40x (0.77x and 0.53x in make bench on 2026-12-02), and it must keep at least
 #: half the classical model's speed; re-uploading, because with one encoding layer training drove the circuit towards an
 #: affine map of its angles (R² 0.80 after 1,200 steps), with re-uploading it stayed at 0.64.
 DEFAULT_CIRCUIT = CircuitSpec(num_qubits=6, reps=3, encoding="reuploading")

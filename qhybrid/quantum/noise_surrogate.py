@@ -24,8 +24,9 @@ perturbed and random weights (training moves the weights, and the fit should hol
 then measures the fit on held-out inputs against fresh Aer runs: ``error_over_floor`` is the mean
 |Aer - surrogate| over the shot-noise floor at the training shot count (1 means the surrogate is
 within shot noise; the ideal outputs' own ratio is reported beside it). The surrogate, its
-backend, calibration date, software versions and fit quality are one JSON file, saved next to the
-checkpoint it trained (``noise_surrogate.json``).
+backend, calibration date, software versions and fit quality are one JSON file: saved next to the
+checkpoint it trained (``noise_surrogate.json``), or by ``qhybrid noise surrogate`` as
+``<model>-<backend>-surrogate.json`` in its ``--out`` folder.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class SurrogateError(InputError):
 
 class NoiseSurrogate(nn.Module):
     """``mu -> A mu + b + noise`` (module docstring): in training mode one noisy draw, in eval mode
-    the exact outputs unchanged (so a model that carries it still samples exactly on ``ideal``).
+    the exact outputs unchanged.
 
     Noise-aware training (``LatentDenoiser.forward_pair``) predicts each batch with the exact block
     outputs and with the same outputs through this module. It is never part of a model: it lives in
@@ -128,9 +129,18 @@ class NoiseSurrogate(nn.Module):
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise SurrogateError(f"{path} is not a noise surrogate (format {data.get('format') if isinstance(data, dict) else None!r}); "
                                  "fit one with 'qhybrid noise surrogate'")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise SurrogateError(f"{path} is a noise surrogate of format {data.get('format_version')!r}; this qhybrid "
+                                 f"reads format {FORMAT_VERSION}: fit it again with 'qhybrid noise surrogate'")
         info = {k: v for k, v in data.items()
                 if k not in ("format", "format_version", "shots", "matrix", "offset", "residual_sd")}
-        return cls(data["matrix"], data["offset"], data["residual_sd"], shots=data["shots"], info=info)
+        try:
+            return cls(data["matrix"], data["offset"], data["residual_sd"], shots=data["shots"], info=info)
+        except SurrogateError as exc:
+            raise SurrogateError(f"{path} is damaged: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SurrogateError(f"{path} is damaged ({type(exc).__name__}: {exc}); fit it again with "
+                                 "'qhybrid noise surrogate'") from None
 
     @property
     def backend(self) -> str | None:
@@ -237,4 +247,5 @@ def quality_line(surrogate: NoiseSurrogate) -> str:
     return (f"{surrogate.backend}: held-out |Aer - surrogate| {q['error_mean']:.4f} = {q['error_over_floor']:.2f}x the "
             f"{q['shots']:,}-shot floor {q['shot_noise_floor']:.4f} (exact outputs: {q['ideal_error_mean']:.4f} = "
             f"{q['ideal_error_over_floor']:.2f}x); z spread {q['z_sd']:.2f}; attenuation "
-            f"{min(np.diag(surrogate.matrix.double().numpy())):.3f}-{max(np.diag(surrogate.matrix.double().numpy())):.3f}")
+            f"{min(np.diag(surrogate.matrix.double().cpu().numpy())):.3f}-"
+            f"{max(np.diag(surrogate.matrix.double().cpu().numpy())):.3f}")

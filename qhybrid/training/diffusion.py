@@ -146,7 +146,14 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
         run.check_same(f"a {saved['denoiser']['kind']} denoiser trained on the VAE in {saved.get('vae_path')}",
                        denoiser=(saved["denoiser"]["kind"], denoiser),
                        vae_path=(saved.get("vae_sha256"), vae_header.get("weights_sha256")))
+        asked = train_cfg
         train_cfg = run.train_config(DiffusionTrainConfig, steps=train_cfg.steps)
+        changed = [name for name in ("noise_aware", "surrogate", "init_from")
+                   if getattr(asked, name) is not None and getattr(asked, name) != getattr(train_cfg, name)]
+        if changed:
+            raise TrainingError(f"{out} was trained with {', '.join(f'{n}={getattr(train_cfg, n)!r}' for n in changed)}; "
+                                "a resumed run keeps its training settings: resume without "
+                                f"{', '.join('--' + n.replace('_', '-') for n in changed)}, or train into a new --out")
         run.check_unfinished("steps", train_cfg.steps)
         dcfg = DenoiserConfig.from_dict(saved["denoiser"])
         scheduler_cfg = SchedulerConfig.from_dict(saved["scheduler"])
@@ -166,8 +173,8 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
     latents = encode_dataset(vae.to(device), data.tensor())
 
     model = LatentDenoiser(dcfg)
-    if run is None and train_cfg.init_from is not None:
-        model.load_state_dict(start)
+    if train_cfg.init_from is not None:  # on resume too: the start is what circuit travel is measured from
+        model.load_state_dict(start if run is None else _fine_tune_start(train_cfg.init_from, denoiser, vae_header)[2])
     initial_circuit = [w.detach().clone() for w in circuit_weights(model, trainable=False)]  # the same on resume: seeded
     layer = model.quantum_layer  # its core's initial state, for the contribution metrics' "reset"
     initial_core = {k: v.tolist() for k, v in layer.core.state_dict().items()} if layer is not None else None
@@ -176,7 +183,8 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
     surrogate = None
     if train_cfg.noise_aware is not None:
         surrogate = _noise_surrogate(out, model, scheduler, latents, train_cfg, resumed=run is not None,
-                                     write=parallel is None or parallel.is_main, progress=progress)
+                                     write=parallel is None or parallel.is_main, parallel=parallel,
+                                     progress=progress and (parallel is None or parallel.is_main))
         noisy_view = surrogate.to(device).train()  # the second pass of each batch
 
     def batches(_epoch: int):
@@ -259,10 +267,11 @@ def _fine_tune_start(folder: str, denoiser: str, vae_header: dict) -> tuple[Deno
 
 
 def _noise_surrogate(out: Path, model: LatentDenoiser, scheduler: NoiseScheduler, latents: torch.Tensor,
-                     train_cfg: DiffusionTrainConfig, *, resumed: bool, write: bool, progress: bool):
+                     train_cfg: DiffusionTrainConfig, *, resumed: bool, write: bool, parallel, progress: bool):
     """The noise surrogate of the run: the saved one on resume, the given file, or a new fit on the
     block inputs the model meets on training batches (drawn from a generator of their own, so the
-    run's data order is the same as plain training's)."""
+    run's data order is the same as plain training's). Under torchrun the first process fits and
+    writes it and the others read it after a barrier."""
     from qhybrid.models.quantum_layers import QuantumConv2d
     from qhybrid.quantum.noise_surrogate import (
         FILE_NAME,
@@ -276,7 +285,8 @@ def _noise_surrogate(out: Path, model: LatentDenoiser, scheduler: NoiseScheduler
         raise TrainingError(f"noise-aware training needs a hybrid denoiser with a circuit in the qresblock placement; "
                             f"this one is {model.cfg.kind} ({model.cfg.placement})")
     target = train_cfg.noise_aware
-    if resumed:
+    if resumed or not write:  # other torchrun processes read what the first one fitted and wrote
+        distributed.barrier(parallel)
         surrogate = NoiseSurrogate.from_file(out / FILE_NAME)
     elif train_cfg.surrogate is not None:
         surrogate = NoiseSurrogate.from_file(train_cfg.surrogate)
@@ -291,6 +301,7 @@ def _noise_surrogate(out: Path, model: LatentDenoiser, scheduler: NoiseScheduler
     if write and not resumed:
         out.mkdir(parents=True, exist_ok=True)
         surrogate.save(out / FILE_NAME)
+        distributed.barrier(parallel)
     return surrogate
 
 

@@ -130,6 +130,7 @@ def compare_noise_aware(plain: list[str | Path], aware: list[str | Path], backen
     for group, models in (("plain", plain), ("noise-aware", aware)):
         for model in map(Path, models):
             folder = default_out(model, cfg)
+            _check_not_stale(folder, model)
             log(f"[{group}] {model}: noisy evaluation in {folder}")
             summary = run_noisy_eval(model, folder, cfg, resume=(folder / "config.json").exists(), progress=progress,
                                      log=log)
@@ -143,6 +144,24 @@ def compare_noise_aware(plain: list[str | Path], aware: list[str | Path], backen
     io.write_text(out / "noise_aware.md", comparison_markdown(result))
     save_comparison_plot(out / "noise_aware.png", result)
     return result
+
+
+def _check_not_stale(folder: Path, model: Path) -> None:
+    """Refuse an evaluation folder made for other weights of this model (it trained on since)."""
+    import json
+
+    from qhybrid.models import checkpoint as ckpt
+
+    saved = folder / "config.json"
+    if not saved.exists():
+        return
+    try:
+        evaluated = json.loads(saved.read_text()).get("model_sha256")
+    except (OSError, ValueError, AttributeError):
+        return  # noisy-eval itself names a damaged folder
+    if evaluated != ckpt.read_header(model, "ldm").get("weights_sha256"):
+        raise InputError(f"{folder} holds the evaluation of earlier weights of {model} (it has trained since); "
+                         "move that folder aside to evaluate the model as it is now")
 
 
 def _training_data(model: Path) -> str:
@@ -286,11 +305,7 @@ def comparison_markdown(result: dict) -> str:
 
 def save_comparison_plot(path: Path, result: dict) -> None:
     """Per backend, each model's sample change (dots) and the group means (bars)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = io.pyplot()
     backends = result["backends"]
     panels = (("noise_image_change_grey", 1, METRICS["noise_image_change_grey"]),
               ("noise_share_of_knockout", 100, "share of the circuit's knock-out (%)"),
@@ -314,10 +329,8 @@ def save_comparison_plot(path: Path, result: dict) -> None:
     fig.suptitle(f"what {result['shots']:,}-shot noise does to each model's samples (bars: mean; dots: seeds)",
                  fontsize=10)
     fig.tight_layout()
-    buffer = __import__("io").BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    io.save_figure(fig, path, dpi=110)
     plt.close(fig)
-    io.write_bytes(path, buffer.getvalue())
 
 
 # --- the whole study --------------------------------------------------------------------------------
@@ -344,8 +357,15 @@ class NoiseAwareStudyConfig(Config):
         self._fill("seeds", tuple(self.seeds))
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"NoiseAwareStudyConfig.seeds must be distinct, got {list(self.seeds)}")
+        if not isinstance(self.backend, str) or not self.backend:
+            raise ValueError(f"NoiseAwareStudyConfig.backend must name a fake backend, got {self.backend!r}")
         if self.backend in self.unseen:
             raise ValueError(f"NoiseAwareStudyConfig.unseen must not hold the trained-for backend {self.backend}")
+        if self.prediction not in ("epsilon", "v_prediction"):
+            raise ValueError(f"NoiseAwareStudyConfig.prediction must be epsilon or v_prediction, got {self.prediction!r}")
+        if isinstance(self.noise_consistency, bool) or not isinstance(self.noise_consistency, (int, float)) \
+                or self.noise_consistency < 0:
+            raise ValueError(f"NoiseAwareStudyConfig.noise_consistency must be a number >= 0, got {self.noise_consistency!r}")
         for name in ("steps", "n_train", "batch", "noise_shots", "n", "sample_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -371,6 +391,8 @@ def noise_aware_study(out: str | Path, vae: str | Path, cfg: NoiseAwareStudyConf
             folder = out / name
             bucket.append(folder)
             step = _finished_step(folder)
+            if step is not None:
+                _check_kept(folder, cfg, seed, extra)
             if step is not None and step >= cfg.steps:
                 log(f"kept {folder} ({step} steps)")
                 continue
@@ -391,6 +413,25 @@ def noise_aware_study(out: str | Path, vae: str | Path, cfg: NoiseAwareStudyConf
     io.write_json(out / "study.json", {"config": cfg.to_dict(), "vae": str(vae), "timings_seconds": timings})
     log("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     return result
+
+
+def _check_kept(folder: Path, cfg: NoiseAwareStudyConfig, seed: int, extra: dict) -> None:
+    """Refuse a model in the study's folder that was trained with other settings than the study asks."""
+    from qhybrid.models import checkpoint as ckpt
+
+    header = ckpt.read_header(folder, "ldm")
+    train = header.get("extra", {}).get("train", {})
+    asked = {"seed": seed, "n": cfg.n_train, "batch": cfg.batch, "noise_aware": extra.get("noise_aware"),
+             "prediction": cfg.prediction}
+    saved = {**{k: train.get(k) for k in ("seed", "n", "batch", "noise_aware")},
+             "prediction": header["config"]["scheduler"].get("prediction_type")}
+    if extra.get("noise_aware"):
+        asked.update(noise_shots=cfg.noise_shots, noise_consistency=cfg.noise_consistency)
+        saved.update(noise_shots=train.get("noise_shots"), noise_consistency=train.get("noise_consistency"))
+    differ = [f"{k} {saved[k]!r} (asked {asked[k]!r})" for k in asked if saved[k] != asked[k]]
+    if differ:
+        raise InputError(f"{folder} holds a model trained with other settings: {', '.join(differ)}; use another "
+                         "--out or the same settings")
 
 
 def _previous_timings(path: Path) -> dict:
