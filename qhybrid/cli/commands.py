@@ -260,7 +260,7 @@ def _sample_with_jobs(args: argparse.Namespace) -> int:
     backend = args.target.split(":", 1)[1]
     records = _jobs_call(submit, args.model, backend, n=args.n, steps=args.steps, seeds=[args.seed],
                          shots=args.shots or DEFAULT_SHOTS, optimization_level=args.opt_level, jobs_dir=args.jobs_dir,
-                         vae=args.vae, mitigation=mitigation)
+                         vae=args.vae, mitigation=mitigation, device=args.device)
     record = records[0]
     shutil.copytree(record.folder / "samples", args.out, dirs_exist_ok=True)
     print(f"sampled {args.n} images on {backend} as job run {record.run_id} (record {record.path})")
@@ -379,7 +379,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
         run_sweep(args.run, args.train_sizes, kinds=kinds, steps=args.train_steps, n=args.n, sample_steps=args.steps,
                   seed=args.seed, real_n=args.n_real, k=args.k, n_boot=args.bootstrap, num_qubits=args.qubits,
-                  reps=args.reps, seeds=args.seeds)
+                  reps=args.reps, seeds=args.seeds, device=args.device)
         print(f"results: {args.run}/sweep.md (sweep.json, sweep.png; models and per-size comparisons in "
               f"{args.run}/sweep/)")
         return 0
@@ -444,7 +444,8 @@ def cmd_noise_surrogate(args: argparse.Namespace) -> int:
     if not backends:
         raise UsageError("give --backends fake_a,fake_b")
     _check_backends(backends)
-    rows = fit_surrogates(args.model, backends, seed=args.seed, out=args.out, **_given(shots=args.shots))
+    rows = fit_surrogates(args.model, backends, seed=args.seed, out=args.out, device=args.device,
+                          **_given(shots=args.shots))
     print(f"results: {Path(args.out) / (Path(args.model).name + '-surrogates.md')} and one "
           f"<model>-<backend>-surrogate.json per backend ({len(rows)}); train with --noise-aware fake:BACKEND "
           "--surrogate FILE")
@@ -463,7 +464,7 @@ def cmd_noise_aware(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc).replace("NoiseAwareStudyConfig.", "--")) from None
     _check_backends([cfg.backend, *cfg.unseen])
-    result = noise_aware_study(args.out, args.vae, cfg)
+    result = noise_aware_study(args.out, args.vae, cfg, device=args.device)
     _print_comparison(result)
     print(f"results: {Path(args.out) / 'comparison'}/noise_aware.md (noise_aware.json, noise_aware.png)")
     return 0
@@ -586,7 +587,7 @@ def cmd_noisy_eval(args: argparse.Namespace) -> int:
         raise UsageError(str(exc).replace("NoisyEvalConfig.backends", "--backends")
                          .replace("NoisyEvalConfig.snapshots", "--noise-model")) from None
     out = Path(args.out) if args.out else default_out(args.model, cfg)
-    summary = run_noisy_eval(args.model, out, cfg, resume=args.resume, vae=args.vae)
+    summary = run_noisy_eval(args.model, out, cfg, resume=args.resume, vae=args.vae, device=args.device)
     for e in summary["targets"].values():
         if "block_error_mean" not in e or not e.get("transpiled"):
             continue
@@ -630,7 +631,7 @@ def _noisy_eval_comparison(args: argparse.Namespace, backends: list[str]) -> int
         raise UsageError("give --out: the folder the comparison is written to")
     _check_backends(backends)
     result = compare_noise_aware(args.plain, args.noise_aware, backends, seed=args.seed, out=args.out,
-                                 evaluators=args.evaluators,
+                                 evaluators=args.evaluators, device=args.device,
                                  **_given(shots=args.shots[0] if args.shots else None, n=args.n, steps=args.steps))
     _print_comparison(result)
     print(f"results: {args.out}/noise_aware.md (noise_aware.json, noise_aware.png)")
@@ -667,7 +668,8 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
     common = {"n": args.n, "steps": args.steps, "seeds": args.seed,
               "resilience_levels": args.resilience_level or [None], "shots": args.shots, "twirling": args.twirling,
               "dd": args.dd, "mode": args.mode, "optimization_level": args.opt_level, "vae": args.vae,
-              "max_qpu_seconds": args.max_qpu_seconds, "mitigation": mitigation, "primitive": args.primitive}
+              "max_qpu_seconds": args.max_qpu_seconds, "mitigation": mitigation, "primitive": args.primitive,
+              "device": args.device}
     if args.dry_run:
         cost = _jobs_call(estimate, args.model, args.backend, **common)
         if args.json:
@@ -734,7 +736,7 @@ def cmd_jobs_status(args: argparse.Namespace) -> int:
 def cmd_jobs_fetch(args: argparse.Namespace) -> int:
     from qhybrid.workflows.jobs import fetch
 
-    record = _jobs_call(fetch, args.run_id, args.jobs_dir)
+    record = _jobs_call(fetch, args.run_id, args.jobs_dir, device=args.device)
     _print_run_summary([record], args.jobs_dir)
     return 0
 
@@ -751,7 +753,7 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
 def cmd_jobs_resume(args: argparse.Namespace) -> int:
     from qhybrid.workflows.jobs import resume
 
-    record = _jobs_call(resume, args.run_id, args.jobs_dir, wait=not args.detach, poll=args.poll)
+    record = _jobs_call(resume, args.run_id, args.jobs_dir, wait=not args.detach, poll=args.poll, device=args.device)
     _print_run_summary([record], args.jobs_dir)
     return 0
 

@@ -379,7 +379,7 @@ def _add_evaluation(sub) -> None:
     cmp_.add_argument("--train-steps", type=_positive_int, default=None, help="sweep: training steps (default 1200)")
     cmp_.add_argument("--qubits", type=_positive_int, default=6, help="sweep: hybrid circuit width (default 6)")
     cmp_.add_argument("--reps", type=_positive_int, default=3, help="sweep: ansatz repetitions (default 3)")
-    _add_device(cmp_, "sampling and the evaluators (not the sweep)")
+    _add_device(cmp_, "training (the sweep, --seeds replicas), sampling and the evaluators")
     cmp_.set_defaults(func=commands.cmd_compare)
 
 
@@ -410,6 +410,7 @@ def _add_quantum(sub) -> None:
     sur.add_argument("--shots", type=_shots, default=None, help="the shot count it will train for (default 4096)")
     sur.add_argument("--seed", type=_seed, default=0)
     sur.add_argument("--out", type=_folder, default="noise_models", help="folder (default noise_models/)")
+    _add_device(sur, "the denoiser and the VAE")
     sur.set_defaults(func=commands.cmd_noise_surrogate)
 
     circ = sub.add_parser("circuits", help="inspect the quantum block's circuits").add_subparsers(
@@ -473,6 +474,7 @@ def _add_quantum(sub) -> None:
     ne.add_argument("--out", type=_folder, default=None,
                     help="output folder (default: RUN/noisy-eval/<model>-<backends>-<shots>, one per evaluation)")
     ne.add_argument("--resume", action="store_true", help="continue the evaluation in --out; finished targets are kept")
+    _add_device(ne, "the denoiser, the VAE and the evaluators")
     ne.set_defaults(func=commands.cmd_noisy_eval)
 
 
@@ -496,6 +498,7 @@ def _add_noise_aware(sub) -> None:
                     help="samples per target (default 32)")
     na.add_argument("--sample-steps", type=_positive_int, default=None, help="DDIM steps (default 20)")
     na.add_argument("--out", type=_folder, default="runs/noise-aware", help="folder (default runs/noise-aware)")
+    _add_device(na, "training, sampling and the evaluators")
     na.set_defaults(func=commands.cmd_noise_aware)
 
 
@@ -538,6 +541,7 @@ def _add_jobs(sub) -> None:
     js.add_argument("--max-qpu-seconds", type=_positive_float, default=None, metavar="S",
                     help="refuse (before anything is submitted or written) when the estimated QPU time of all the "
                          "runs exceeds S seconds; the Open Plan allows 600 s (10 minutes) per 28 days")
+    _add_device(js, "the denoiser's classical layers and the VAE")
     js.set_defaults(func=commands.cmd_jobs_submit)
     jl = jobs.add_parser("list", help="list the job records")
     jl.add_argument("--jobs-dir", type=_folder, default="jobs")
@@ -550,12 +554,14 @@ def _add_jobs(sub) -> None:
     jf = jobs.add_parser("fetch", help="collect finished job results; decode the images when all steps are done")
     jf.add_argument("run_id")
     jf.add_argument("--jobs-dir", type=_folder, default="jobs")
+    _add_device(jf, "the denoiser's classical layers and the VAE")
     jf.set_defaults(func=commands.cmd_jobs_fetch)
     jr = jobs.add_parser("resume", help="continue a run from its last completed step (finished or running jobs are reused)")
     jr.add_argument("run_id")
     jr.add_argument("--detach", action="store_true", help="submit the next step and return without waiting")
     jr.add_argument("--poll", type=_positive_float, default=None, help="seconds between status checks")
     jr.add_argument("--jobs-dir", type=_folder, default="jobs")
+    _add_device(jr, "the denoiser's classical layers and the VAE")
     jr.set_defaults(func=commands.cmd_jobs_resume)
     jc = jobs.add_parser("cancel", help="cancel a run's submitted, unfinished job; 'jobs resume' may continue the run "
                                         "later (a completed run: nothing to cancel, exit 0)",

@@ -37,6 +37,7 @@ from torch import nn
 
 from qhybrid.config import Config
 from qhybrid.data.transforms import images_to_tensor, tensor_to_images
+from qhybrid.devices import module_device
 from qhybrid.diffusion.sampling import sample_latents
 from qhybrid.evaluation.evaluate import real_reference
 from qhybrid.models.quantum_layers import QuantumBranch, QuantumConv2d, make_core
@@ -88,7 +89,7 @@ def quantum_layer_of(model: nn.Module) -> QuantumConv2d | QuantumBranch | None:
 @contextlib.contextmanager
 def replaced_core(core: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """While open, ``core(x)`` returns ``fn(x)`` (a forward hook; the model's code is untouched)."""
-    handle = core.register_forward_hook(lambda module, args, out: fn(args[0]).to(out.dtype))
+    handle = core.register_forward_hook(lambda module, args, out: fn(args[0]).to(out.device, out.dtype))
     try:
         yield
     finally:
@@ -149,9 +150,10 @@ def grey_level_change(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def reference_inputs(vae, scheduler, images: torch.Tensor, cfg: ContributionConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(z_t, t)``: the images' scaled latents, each noised at every timestep of ``cfg.timesteps``."""
+    """``(z_t, t)``: the images' scaled latents (encoded on the VAE's device), each noised at every
+    timestep of ``cfg.timesteps`` with noise drawn on the CPU; on the CPU."""
     with torch.no_grad():
-        z0 = vae.encode_latents(images[: cfg.n_latents])
+        z0 = vae.encode_latents(images[: cfg.n_latents].to(module_device(vae))).cpu()
     gen = torch.Generator().manual_seed(cfg.seed)
     t = torch.tensor(cfg.timesteps, dtype=torch.long).repeat_interleave(len(z0))
     z0 = z0.repeat(len(cfg.timesteps), 1, 1, 1)
@@ -169,7 +171,10 @@ def held_out_reference(vae, scheduler, source: str, cfg: ContributionConfig = DE
 
 @torch.no_grad()
 def _predict(model, z_t: torch.Tensor, t: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    return torch.cat([model(z_t[i:i + batch], t[i:i + batch]) for i in range(0, len(z_t), batch)])
+    """The model's output on ``(z_t, t)``, ``batch`` rows at a time on the model's device."""
+    device = module_device(model)
+    return torch.cat([model(z_t[i:i + batch].to(device), t[i:i + batch].to(device))
+                      for i in range(0, len(z_t), batch)])
 
 
 def _recorded_predict(model, core: nn.Module, reference) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -64,10 +64,11 @@ def find_models(run_dir: Path) -> list[tuple[str, Path]]:
     return sorted(found, key=lambda item: (rank.get(split_seed(item[0])[0], len(rank)), split_seed(item[0])))
 
 
-def ensure_seed_replicas(run_dir: Path, seeds: int, progress: bool = True, log=print) -> None:
+def ensure_seed_replicas(run_dir: Path, seeds: int, progress: bool = True, log=print,
+                         device: str | torch.device | None = "auto") -> None:
     """Train ``ldm-<kind>-seed<K>`` for K = 1 .. seeds-1 next to every seed-0 model that lacks them: the
     seed-0 model's saved denoiser, scheduler and training configs, with the training seed K
-    (resumable: an interrupted replica continues)."""
+    (resumable: an interrupted replica continues), on ``device`` (default auto, as train_diffusion's)."""
     from qhybrid.diffusion.pipeline import find_vae
     from qhybrid.diffusion.scheduler import SchedulerConfig
     from qhybrid.models.denoiser import DenoiserConfig
@@ -89,7 +90,7 @@ def ensure_seed_replicas(run_dir: Path, seeds: int, progress: bool = True, log=p
             train_diffusion(replica, find_vae(folder, header["config"]), kind, DiffusionTrainConfig.from_dict({**train, "seed": k}),
                             SchedulerConfig.from_dict(header["config"]["scheduler"]),
                             config=DenoiserConfig.from_dict(header["config"]["denoiser"]),
-                            resume=(replica / ckpt.STATE_NAME).exists(), progress=progress)
+                            resume=(replica / ckpt.STATE_NAME).exists(), progress=progress, device=device)
 
 
 def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progress: bool = True, log=print,
@@ -127,8 +128,9 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
                 device: str | torch.device | None = None) -> dict:
     """Sample, evaluate and measure the core's contribution for every model of ``run_dir`` (with
     ``seeds`` > 1, after training the missing seed replicas); write the comparison files.
-    ``device``: where sampling and the evaluators run (None: the CPU); the contribution
-    measurements run on the CPU."""
+    ``device``: where sampling, the evaluators and the seed replicas' training run (None: the CPU
+    for sampling and the evaluators, auto for training, as before); the contribution measurements
+    run on the CPU."""
     from qhybrid.diffusion.pipeline import LatentDiffusion
     from qhybrid.workflows.sampling import sample_images, write_samples
 
@@ -145,7 +147,7 @@ def run_compare(run_dir: str | Path, n: int = 64, steps: int = 50, seed: int = 0
     encoder, validator, vheader, vdir, edir = ensure_evaluators(run_dir, validator_dir, encoder_dir, progress, log,
                                                                  quick_evaluators, device)
     if seeds > 1:
-        ensure_seed_replicas(run_dir, seeds, progress, log)
+        ensure_seed_replicas(run_dir, seeds, progress, log, device=device if device is not None else "auto")
     models = [(name, folder) for name, folder in find_models(run_dir) if split_seed(name)[1] < seeds]
     results, samples = {}, {}
     real, references = None, {}

@@ -55,6 +55,14 @@ per job plus shots x (circuit + measurement + reset + repetition delay)). :func:
 dry run (nothing written, nothing submitted); ``submit(max_qpu_seconds=S)`` refuses runs estimated
 above S before writing anything; each record keeps its ``estimate`` so that ``status`` shows it
 beside the QPU seconds the service reports.
+
+Where the classical parts run. The denoiser's layers and the VAE run on ``device``
+(:mod:`qhybrid.devices`; the CPU by default); the initial latents are drawn on the CPU from the
+run's seed and every latent is saved from the CPU, so a seed starts the same run on any device. The
+device is not part of what a run is fixed to: a run may be resumed or fetched on another one. Each
+process's device is kept in ``provenance`` and each step's in the step (``device``: where its block
+inputs were computed); a step's inputs recomputed on another device are checked to
+:data:`ROWS_ATOL_ACROSS_DEVICES` (floating-point results differ between devices) instead of exactly.
 """
 
 from __future__ import annotations
@@ -77,6 +85,7 @@ import torch
 from tqdm import tqdm
 
 from qhybrid import io
+from qhybrid.devices import resolve_device
 from qhybrid.diffusion.sampling import denoise_step, predict
 from qhybrid.errors import InputError, QHybridError, one_line, param
 from qhybrid.models import checkpoint as ckpt
@@ -122,6 +131,12 @@ LIVE_JOBS: dict[str, object] = {}
 #: ``on_event(event, record, k)``: ``"submitted"`` (step k's job id is saved) or ``"done"`` (its
 #: latents are saved). An exception it raises stops the runner (KeyboardInterrupt: like Ctrl-C).
 EventHook = Callable[[str, "JobRecord", int], None]
+#: How far (radians) a step's block inputs, recomputed on another device than the one that computed
+#: the inputs its job ran with, may differ from them. Float arithmetic differs between devices (a
+#: GPU's TF32 convolutions keep 10 mantissa bits, about 1e-3 relative), so they cannot be compared
+#: exactly there; this bound is chosen, not measured (no GPU was at hand), well above such rounding
+#: and well below a changed model's or software's inputs. On the same device they must be equal.
+ROWS_ATOL_ACROSS_DEVICES = 1e-2
 
 
 class JobRecordError(QHybridError):
@@ -472,9 +487,10 @@ class JobRunner:
     docstring for how a step runs)."""
 
     def __init__(self, records: list[JobRecord], progress: bool = True, poll: float | None = None,
-                 log=print, on_event: EventHook | None = None):
+                 log=print, on_event: EventHook | None = None, device=None):
         from qhybrid.diffusion.pipeline import LatentDiffusion
 
+        self.device = resolve_device(device or "cpu")  # of the denoiser's layers and the VAE
         self.records = records
         self._locks: dict = {}  # open lock files by run id, taken by submit() and advance()
         for record in records:
@@ -501,6 +517,8 @@ class JobRunner:
                 "differs); restore that checkpoint, or start a new run with 'qhybrid jobs submit'")
         # the VAE: where the record's --vae put it, else the one the checkpoint names (hash-checked)
         self.model, self.scheduler, self.vae, _ = LatentDiffusion.from_checkpoint(model_dir, vae=first["model"].get("vae"))
+        self.model.to(self.device)
+        self.vae.to(self.device)
         block = self.model.quantum_block
         if block is None:
             raise InputError(f"{model_dir} is a {self.model.cfg.kind} model with no quantum block; only hybrid "
@@ -526,7 +544,8 @@ class JobRunner:
         record's next change."""
         if self._provenance is None:
             self._provenance = {"versions": software_versions(),
-                                "calibration_date": calibration_date(self.estimator.backend)}
+                                "calibration_date": calibration_date(self.estimator.backend),
+                                "device": str(self.device)}
         entries = record.data.setdefault("provenance", [])
         last = entries[-1] if entries else {}
         if {key: last.get(key) for key in self._provenance} != self._provenance:
@@ -667,7 +686,7 @@ class JobRunner:
         """The denoiser on the latents before step k, its quantum block answered by ``executor``:
         just the model output (note pass), or the whole DDIM step (replay)."""
         self.estimator.executor = executor
-        z = record.latents_before(k)
+        z = record.latents_before(k).to(self.device)
         if full_step:
             return denoise_step(self.model, self.scheduler, z, k, self.timesteps, "ddim", 0.0)
         return predict(self.model, z, self.timesteps[k])
@@ -698,8 +717,8 @@ class JobRunner:
         executor = _Executor()
         self.estimator.executor = executor
         with torch.no_grad():
-            predict(self.model, torch.zeros((n, cfg.latent_channels, cfg.latent_size, cfg.latent_size)),
-                    self.timesteps[0])
+            predict(self.model, torch.zeros((n, cfg.latent_channels, cfg.latent_size, cfg.latent_size),
+                                            device=self.device), self.timesteps[0])
         if len(executor.calls) != 1:
             raise InputError(f"the denoiser evaluated its quantum block {len(executor.calls)} times in one step; a "
                              "job run needs exactly one evaluation per step (one job each)")
@@ -707,16 +726,22 @@ class JobRunner:
 
     def _check_rows(self, record: JobRecord, k: int, values: np.ndarray) -> None:
         """The rows computed now must be those step k's job ran with (saved before it was
-        submitted; older records lack them) and those of this process's note pass."""
+        submitted; older records lack them) and those of this process's note pass: equal when
+        computed on the same device, within :data:`ROWS_ATOL_ACROSS_DEVICES` when the saved ones
+        came from another (a step without ``device`` was computed on the CPU: qhybrid ran job runs
+        nowhere else before it recorded the device)."""
         step = record.steps[k]
         noted = self._pubs.get((record.run_id, k))
         if step.get("values_file"):
             expected, source = record.read_array(step["values_file"]), record.folder / step["values_file"]
+            same_device = step.get("device", "cpu") == str(self.device)
         elif noted is not None:
-            expected, source = noted.values, "the same step's first pass"
+            expected, source, same_device = noted.values, "the same step's first pass", True
         else:
             return
-        if expected.shape != values.shape or not np.array_equal(expected, values):
+        if expected.shape != values.shape or not (
+                np.array_equal(expected, values) if same_device
+                else np.allclose(expected, values, rtol=0, atol=ROWS_ATOL_ACROSS_DEVICES)):
             raise JobRecordError(
                 f"step {k} of run {record.run_id}: the quantum block's inputs computed now differ from {source}; "
                 "the model or the software changed since the job was submitted; start a new run with "
@@ -733,7 +758,7 @@ class JobRunner:
         if evs.shape != shape:
             raise JobRecordError(f"{record.folder / step['result_file']} holds {evs.shape} values; expected {shape}")
         self._check_rows(record, k, call.values)
-        step["latents_file"] = record.write_array(f"step_{k:04d}_latents.npy", z_next.numpy())
+        step["latents_file"] = record.write_array(f"step_{k:04d}_latents.npy", z_next.cpu().numpy())
         step["status"] = "done"
         record.save()
         self._pubs.pop((record.run_id, k), None)
@@ -750,7 +775,7 @@ class JobRunner:
         previous = {"job_id": step.get("job_id"), "status": step.get("job_status"), "note": step.get("note")}
         values_file = record.write_array(f"step_{k:04d}_values.npy", call.values)
         step.update({"status": "submitting", "tag": tag, "submitting_at": _now(), "values_file": values_file,
-                     "bindings": int(len(call.values))})
+                     "device": str(self.device), "bindings": int(len(call.values))})
         record.save()
         try:
             job = submit_pub(mode, record.options, self.local, call.isa, call.values, seed, tags=[tag],
@@ -992,6 +1017,7 @@ class JobRunner:
         info = {"run_id": record.run_id, "model": record.data["model"]["path"], "backend": self.backend_name,
                 "n": len(images), "steps": len(record.steps), "sampler": "ddim", "eta": 0.0,
                 "seed": record.data["sampling"]["seed"], "target": target, "noise_source": noise_source(target),
+                "device": str(self.device),
                 "options": record.data["options"], "job_ids": [s["job_id"] for s in record.steps],
                 "vae_sha256": self.vae.checkpoint_header.get("weights_sha256"),
                 "provenance": record.data.get("provenance"), "versions": software_versions()}
@@ -1228,15 +1254,18 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
            optimization_level: int = 2, seed_transpiler: int = 0, jobs_dir: str | Path = DEFAULT_JOBS_DIR,
            wait: bool = True, progress: bool = True, poll: float | None = None, log=print,
            on_event: EventHook | None = None, vae: str | Path | None = None,
-           max_qpu_seconds: float | None = None, mitigation=None, primitive: str = "executor") -> list[JobRecord]:
+           max_qpu_seconds: float | None = None, mitigation=None, primitive: str = "executor",
+           device=None) -> list[JobRecord]:
     """Create one record per (seed, resilience level) and run them (see the module docstring).
     ``vae``: the VAE folder, when it is not where the model's checkpoint says (recorded).
     ``max_qpu_seconds``: refuse, before anything is written or submitted, runs whose estimated QPU
-    time (:func:`qpu_estimate`, recorded as each record's ``estimate``) exceeds it."""
+    time (:func:`qpu_estimate`, recorded as each record's ``estimate``) exceeds it. ``device``:
+    where the denoiser's layers and the VAE run (None: the CPU)."""
     _check_limit(max_qpu_seconds)
+    device = resolve_device(device or "cpu")
     records, runner, isa = _plan(model, backend, n, steps, seeds, resilience_levels, shots, twirling, dd, mode,
                                  optimization_level, seed_transpiler, jobs_dir, progress, poll, log, on_event, vae,
-                                 mitigation, primitive)
+                                 mitigation, primitive, device)
     cost = qpu_estimate(runner, isa, records)
     check_qpu_budget(cost, max_qpu_seconds)
     log(f"QPU estimate: {cost['qpu_seconds']:.1f} s for {len(records)} run{'s' if len(records) > 1 else ''} "
@@ -1271,16 +1300,18 @@ def submit(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=
 def estimate(model: str | Path, backend: str, n: int = 16, steps: int = 20, seeds=(0,), resilience_levels=(None,),
              shots: int = 1024, twirling: bool = False, dd: bool = False, mode: str | None = None,
              optimization_level: int = 2, seed_transpiler: int = 0, vae: str | Path | None = None,
-             max_qpu_seconds: float | None = None, mitigation=None, primitive: str = "executor") -> dict:
+             max_qpu_seconds: float | None = None, mitigation=None, primitive: str = "executor",
+             device=None) -> dict:
     """The dry run of :func:`submit` with the same arguments: what its runs would cost on a QPU
     (:func:`qpu_estimate`), found as submit finds it (the same checks, model, transpilation and
     note pass), with no record written and nothing submitted. A ``fake_*`` backend needs no
     account; an ``ibm_*`` one needs the service for the backend's durations (no account: the
-    usual one-line error). ``max_qpu_seconds`` refuses as submit would."""
+    usual one-line error). ``max_qpu_seconds`` refuses as submit would; ``device`` as submit's."""
     _check_limit(max_qpu_seconds)
+    device = resolve_device(device or "cpu")
     records, runner, isa = _plan(model, backend, n, steps, seeds, resilience_levels, shots, twirling, dd, mode,
                                  optimization_level, seed_transpiler, DEFAULT_JOBS_DIR, False, None, print, None, vae,
-                                 mitigation, primitive)
+                                 mitigation, primitive, device)
     cost = qpu_estimate(runner, isa, records)
     check_qpu_budget(cost, max_qpu_seconds)
     return cost
@@ -1289,7 +1320,7 @@ def estimate(model: str | Path, backend: str, n: int = 16, steps: int = 20, seed
 def _plan(model, backend: str, n: int, steps: int, seeds, resilience_levels, shots: int, twirling: bool, dd: bool,
           mode: str | None, optimization_level: int, seed_transpiler: int, jobs_dir, progress: bool,
           poll: float | None, log, on_event: EventHook | None, vae, mitigation=None,
-          primitive: str = "executor") -> tuple[list[JobRecord], JobRunner, IsaCircuit]:
+          primitive: str = "executor", device=None) -> tuple[list[JobRecord], JobRunner, IsaCircuit]:
     """The records (in memory, unwritten) a submit would create, the runner that loaded the model
     and the transpiled ISA circuit: every check of the arguments happens here, before anything is
     written, so that submit and its dry run refuse the same things the same way."""
@@ -1347,37 +1378,40 @@ def _plan(model, backend: str, n: int, steps: int, seeds, resilience_levels, sho
     group["id"] = f"{records[0].run_id[:15]}-{secrets.token_hex(3)}"  # the first run's time stamp
     # the runner loads the model and transpiles: a classical model, an unknown backend or a
     # circuit wider than the backend fails here, before anything is written
-    runner = JobRunner(records, progress, poll, log, on_event)
+    runner = JobRunner(records, progress, poll, log, on_event, device=device)
     return records, runner, runner.estimator.isa(runner.logical, runner.observables)
 
 
 def resume(run_id: str, jobs_dir: str | Path = DEFAULT_JOBS_DIR, wait: bool = True, progress: bool = True,
-           poll: float | None = None, log=print, on_event: EventHook | None = None) -> JobRecord:
-    """Continue a run from its last completed step (finished job results are reused)."""
+           poll: float | None = None, log=print, on_event: EventHook | None = None, device=None) -> JobRecord:
+    """Continue a run from its last completed step (finished job results are reused), the
+    denoiser's layers and the VAE on ``device`` (None: the CPU; any device, whatever the run began on)."""
+    device = resolve_device(device or "cpu")
     record = JobRecord.load(jobs_dir, run_id)
     if record.next_step() is None and record.data.get("images"):
         log(f"run {run_id} is already complete: {record.folder / 'samples'}/")
         return record
-    runner = _runner_for(record, "resume", progress, poll, log, on_event)
+    runner = _runner_for(record, "resume", progress, poll, log, on_event, device=device)
     runner.advance(Advance(submit=True, wait=wait))
     return record
 
 
-def _runner_for(record: JobRecord, command: str, *args) -> JobRunner:
+def _runner_for(record: JobRecord, command: str, *args, **kwargs) -> JobRunner:
     """A runner for an existing record; a connection failure says the record is untouched."""
     try:
-        return JobRunner([record], *args)
+        return JobRunner([record], *args, **kwargs)
     except RuntimeTargetError as exc:
         raise RuntimeTargetError(f"{exc.template}; the record is unchanged; retry with 'qhybrid jobs {command} "
                                  f"{record.run_id}'") from None
 
 
 def fetch(run_id: str, jobs_dir: str | Path = DEFAULT_JOBS_DIR, progress: bool = True, log=print,
-          on_event: EventHook | None = None) -> JobRecord:
+          on_event: EventHook | None = None, device=None) -> JobRecord:
     """Collect finished results from the service and apply them; decode when every step is done.
-    Submits nothing."""
+    Submits nothing. ``device``: as :func:`resume`'s."""
+    device = resolve_device(device or "cpu")
     record = JobRecord.load(jobs_dir, run_id)
-    runner = _runner_for(record, "fetch", progress, None, log, on_event)
+    runner = _runner_for(record, "fetch", progress, None, log, on_event, device=device)
     runner.advance(Advance(submit=False, wait=False))
     return record
 
@@ -1516,7 +1550,8 @@ def _estimate_line(record: JobRecord) -> str | None:
 
 
 def _provenance_lines(record: JobRecord) -> list[str]:
-    """The software versions and backend calibration each process ran the steps with."""
+    """The software versions, backend calibration and device (of the networks) each process ran the
+    steps with."""
     entries = record.data.get("provenance") or []
     if not entries:
         return ["software   not recorded (the record was written before qhybrid recorded it)"]
@@ -1525,6 +1560,7 @@ def _provenance_lines(record: JobRecord) -> list[str]:
         versions = ", ".join(f"{name} {version or '-'}" for name, version in (entry.get("versions") or {}).items())
         label = "software  " if k == 0 else "          "
         lines.append(f"{label} {versions}; backend calibrated {entry.get('calibration_date') or 'unknown'}"
+                     + (f"; networks on {entry['device']}" if entry.get("device") else "")
                      + ("" if k == 0 else f" (from {entry.get('since')})"))
     return lines
 

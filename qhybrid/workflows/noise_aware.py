@@ -13,6 +13,10 @@ Three entry points, one per question a user asks:
 * :func:`noise_aware_study` (``qhybrid noise-aware``, ``make noise-aware``): trains what is missing
   of plain and noise-aware models for several seeds on one VAE, then compares them on the backend
   the noise-aware weights were trained for and on backends they were not.
+
+Each takes ``device`` (:mod:`qhybrid.devices`): where the networks run (the denoiser, the VAE and
+the evaluators; the study's training too). The circuits run in Aer on the CPU and the noise is
+drawn on the CPU from seeded generators, so a seed gives the same figures on any device.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from qhybrid import io
 from qhybrid.config import Config
+from qhybrid.devices import resolve_device
 from qhybrid.errors import InputError
 from qhybrid.workflows.demo import DemoConfig
 
@@ -44,22 +50,27 @@ METRICS = {
 
 # --- surrogate fits -------------------------------------------------------------------------------
 def fit_surrogates(model_dir: str | Path, backends: list[str], *, shots: int = 4096, seed: int = 0,
-                   out: str | Path = "noise_models", vae: str | Path | None = None, log=print) -> list[dict]:
+                   out: str | Path = "noise_models", vae: str | Path | None = None, log=print,
+                   device: str | torch.device | None = None) -> list[dict]:
     """Fit the noise surrogate of each backend on the block inputs of the hybrid LDM in ``model_dir``;
-    write ``<out>/<model>-<backend>-surrogate.json`` each and ``<out>/<model>-surrogates.md``."""
+    write ``<out>/<model>-<backend>-surrogate.json`` each and ``<out>/<model>-surrogates.md``.
+    ``device``: where the VAE and the denoiser compute those inputs (None: the CPU), recorded in
+    each file as ``device``; the fits themselves run in Aer and NumPy on the CPU."""
     from qhybrid.quantum.noise_surrogate import fit_surrogate, quality_line
 
+    device = resolve_device(device or "cpu")
     model_dir, out = Path(model_dir), Path(out)
-    loaded, inputs = _model_inputs(model_dir, vae, seed)
+    loaded, inputs = _model_inputs(model_dir, vae, seed, device)
     block = loaded.denoiser.quantum_block
     rows = []
     for backend in backends:
         t0 = time.perf_counter()
         log(f"fitting the noise surrogate of {backend} ({shots:,} shots)")
         surrogate = fit_surrogate(block, backend, inputs, shots=shots, seed=seed, log=log)
+        surrogate.info["device"] = str(device)  # where the model computed the block inputs of the fit
         path = surrogate.save(out / f"{model_dir.name}-{backend}-surrogate.json")
         log(f"  {quality_line(surrogate)} ({time.perf_counter() - t0:.0f} s) -> {path}")
-        rows.append({"backend": backend, "file": str(path), "seconds": time.perf_counter() - t0,
+        rows.append({"backend": backend, "file": str(path), "device": str(device), "seconds": time.perf_counter() - t0,
                      "calibration_date": surrogate.info.get("calibration_date"), "layout": surrogate.info.get("layout"),
                      "attenuation": [float(v) for v in np.diag(surrogate.matrix.double().numpy())],
                      "offset": [float(v) for v in surrogate.offset.double().numpy()],
@@ -69,8 +80,9 @@ def fit_surrogates(model_dir: str | Path, backends: list[str], *, shots: int = 4
     return rows
 
 
-def _model_inputs(model_dir: Path, vae, seed: int):
-    """The model and 2,048 block inputs it produces on its training data (noisy latents, random t)."""
+def _model_inputs(model_dir: Path, vae, seed: int, device: torch.device | None = None):
+    """The model (on ``device``; None: the CPU) and 2,048 block inputs it produces on its training
+    data (noisy latents, random t), on the CPU."""
     from qhybrid.data.loaders import load_dataset
     from qhybrid.diffusion.pipeline import LatentDiffusion
     from qhybrid.training.diffusion import block_inputs, encode_dataset
@@ -79,6 +91,8 @@ def _model_inputs(model_dir: Path, vae, seed: int):
     if loaded.denoiser.quantum_block is None:
         raise InputError(f"{model_dir} is a {loaded.denoiser.cfg.kind} model without a circuit; "
                          "a noise surrogate needs a hybrid model")
+    loaded.denoiser.to(device or "cpu")
+    loaded.vae.to(device or "cpu")
     train = loaded.header.get("extra", {}).get("train", {})
     data = load_dataset(train.get("data", "synthetic"), loaded.vae.cfg.size, "train", n=64, seed=seed)
     latents = encode_dataset(loaded.vae, data.tensor())
@@ -91,7 +105,8 @@ def surrogates_markdown(model_dir: Path, rows: list[dict]) -> str:
              "backend's noise at the training shot count. **error / floor** is the mean |Aer - surrogate| over the "
              "shot-noise floor (1: the surrogate is within shot noise); the exact outputs' own ratio is beside it. "
              "**z spread**: the spread of (Aer - surrogate mean) / surrogate sd (1: the surrogate's noise has the "
-             "right size).", "",
+             "right size)." + (f" The model computed the block inputs on {rows[0]['device']}." if rows and rows[0].get("device")
+                               else ""), "",
              "| backend | calibrated | layout | attenuation | offset | residual sd | shots | held-out error | floor | "
              "error / floor | exact outputs: error / floor | z spread | fit s |",
              "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -107,12 +122,14 @@ def surrogates_markdown(model_dir: Path, rows: list[dict]) -> str:
 # --- plain against noise-aware ----------------------------------------------------------------------
 def compare_noise_aware(plain: list[str | Path], aware: list[str | Path], backends: list[str], *, shots: int = 4096,
                         n: int = 32, steps: int = 20, seed: int = 0, out: str | Path,
-                        evaluators: str | Path | None = None, progress: bool = True, log=print) -> dict:
+                        evaluators: str | Path | None = None, progress: bool = True, log=print,
+                        device: str | torch.device | None = None) -> dict:
     """Evaluate every model on ideal and on each backend (one noisy-eval folder per model, kept and
     resumed), then write ``noise_aware.json`` / ``.md`` / ``.png`` in ``out``: per group and target
     the mean and range over the models (seeds) of :data:`METRICS`. ``evaluators``: a run folder
     with ``validator/`` and ``encoder/`` for the gradable share and FD, where the models' own run
-    folder has none (default: the first plain model's run folder)."""
+    folder has none (default: the first plain model's run folder). ``device``: where the networks
+    run (None: the CPU); kept evaluations continue on it whatever device began them."""
     from qhybrid.workflows.noisy_eval import (
         ImageQuality,
         NoisyEvalConfig,
@@ -122,6 +139,7 @@ def compare_noise_aware(plain: list[str | Path], aware: list[str | Path], backen
 
     if not plain or not aware:
         raise InputError("comparing plain and noise-aware training needs at least one model of each")
+    device = resolve_device(device or "cpu")
     out = Path(out)
     cfg = NoisyEvalConfig(backends=tuple(backends), shots=(shots,), n=n, steps=steps, seed=seed)
     evaluators = Path(evaluators) if evaluators is not None else Path(plain[0]).parent
@@ -133,12 +151,13 @@ def compare_noise_aware(plain: list[str | Path], aware: list[str | Path], backen
             _check_not_stale(folder, model)
             log(f"[{group}] {model}: noisy evaluation in {folder}")
             summary = run_noisy_eval(model, folder, cfg, resume=(folder / "config.json").exists(), progress=progress,
-                                     log=log)
+                                     log=log, device=device)
             if quality is None:
-                quality = ImageQuality.of(evaluators, _training_data(model), _image_size(folder), seed) or False
+                quality = ImageQuality.of(evaluators, _training_data(model), _image_size(folder), seed,
+                                          device=device) or False
             groups[group].append(_model_row(model, folder, summary, quality))
     result = {"format": RESULT_FORMAT, "backends": list(backends), "shots": shots, "n": n, "steps": steps,
-              "seed": seed, "evaluators": str(evaluators) if quality else None, "trained_for": sorted({r["trained_for"] for r in groups["noise-aware"] if r["trained_for"]}),
+              "seed": seed, "device": str(device), "evaluators": str(evaluators) if quality else None, "trained_for": sorted({r["trained_for"] for r in groups["noise-aware"] if r["trained_for"]}),
               "models": groups, "summary": _aggregate(groups, ["ideal"] + list(backends))}
     io.write_json(out / "noise_aware.json", result)
     io.write_text(out / "noise_aware.md", comparison_markdown(result))
@@ -373,13 +392,16 @@ class NoiseAwareStudyConfig(Config):
 
 
 def noise_aware_study(out: str | Path, vae: str | Path, cfg: NoiseAwareStudyConfig, *, progress: bool = True,
-                      log=print) -> dict:
+                      log=print, device: str | torch.device | None = "auto") -> dict:
     """Train (or keep) ``ldm-hybrid-s<seed>`` and ``ldm-hybrid-na-<backend>-s<seed>`` in ``out`` and
-    compare them (:func:`compare_noise_aware`); prints the stage times."""
+    compare them (:func:`compare_noise_aware`); prints the stage times. ``device``: where training,
+    sampling and the evaluators run (default auto, as the demo's); kept models and evaluations are
+    kept whatever device made them."""
     from qhybrid.diffusion.scheduler import SchedulerConfig
     from qhybrid.models import checkpoint as ckpt
     from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
 
+    device = resolve_device(device)  # a GPU that is not there: refused before any training
     out = Path(out)
     plain, aware = [], []
     timings = _previous_timings(out / "study.json")  # of the models kept from an earlier call
@@ -402,15 +424,16 @@ def noise_aware_study(out: str | Path, vae: str | Path, cfg: NoiseAwareStudyConf
                             DiffusionTrainConfig(n=cfg.n_train, steps=cfg.steps, batch=cfg.batch, seed=seed,
                                                  save_every=max(100, cfg.steps // 4), **extra),
                             SchedulerConfig(prediction_type=cfg.prediction), resume=(folder / ckpt.STATE_NAME).exists(),
-                            progress=progress)
+                            progress=progress, device=device)
             timings[name] = time.perf_counter() - t0
             log(f"  {name}: {timings[name]:.0f} s")
     t0 = time.perf_counter()
     result = compare_noise_aware(plain, aware, [cfg.backend, *cfg.unseen], shots=cfg.noise_shots, n=cfg.n,
                                  steps=cfg.sample_steps, out=out / "comparison", evaluators=Path(vae).parent,
-                                 progress=progress, log=log)
+                                 progress=progress, log=log, device=device)
     timings["evaluation"] = time.perf_counter() - t0
-    io.write_json(out / "study.json", {"config": cfg.to_dict(), "vae": str(vae), "timings_seconds": timings})
+    io.write_json(out / "study.json", {"config": cfg.to_dict(), "vae": str(vae), "device": str(device),
+                                       "timings_seconds": timings})
     log("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     return result
 

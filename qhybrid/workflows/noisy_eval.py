@@ -31,6 +31,12 @@ evaluation without recomputing the finished targets; the final files equal an un
 run's, timings aside (every target draws its shots from its own seeded generator). A folder holding
 another evaluation — other settings, another snapshot file's content or noise model, other Qiskit /
 Aer / runtime versions — is refused rather than overwritten or mixed.
+
+The denoiser, the VAE and the evaluators run on ``device`` (:mod:`qhybrid.devices`); the circuit
+runs in Aer (or the exact simulator) on the CPU, the connector moving the block's inputs and
+outputs, and the initial noise is drawn on the CPU, so a seed starts every target from the same
+noise on any device. The device is recorded per target (and in the summary) but is not part of
+what a resumed evaluation must match: it may continue on another device.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import torch
 
 from qhybrid import io
 from qhybrid.config import Config
+from qhybrid.devices import resolve_device
 from qhybrid.errors import InputError, param
 from qhybrid.evaluation.contribution import noise_share
 from qhybrid.quantum.analysis import shot_noise_floor
@@ -162,17 +169,23 @@ def plan_targets(cfg: NoisyEvalConfig) -> list[_Planned]:
 
 # --- the evaluation -------------------------------------------------------------------------------
 def run_noisy_eval(model_dir: str | Path, out: str | Path | None, cfg: NoisyEvalConfig, *, resume: bool = False,
-                   vae: str | Path | None = None, progress: bool = True, log=print) -> dict:
+                   vae: str | Path | None = None, progress: bool = True, log=print,
+                   device: str | torch.device | None = None) -> dict:
     """Evaluate the hybrid LDM in ``model_dir`` on ideal and noisy targets into ``out`` (default:
-    :func:`default_out`); returns the summary written to ``noisy_eval.json``."""
+    :func:`default_out`); returns the summary written to ``noisy_eval.json``. ``device``: where the
+    denoiser, the VAE and the evaluators run (None: the CPU); not part of a resumed evaluation's
+    identity."""
     from qhybrid.diffusion.pipeline import LatentDiffusion
 
+    device = resolve_device(device or "cpu")  # a GPU that is not there: refused before anything is written
     model_dir = Path(model_dir)
     out = Path(out) if out is not None else default_out(model_dir, cfg)
     loaded = LatentDiffusion.from_checkpoint(model_dir, vae=vae)
     model, header = loaded.denoiser, loaded.header
     if model.quantum_block is None:
         raise InputError(f"{model_dir} is a {model.cfg.kind} model without a quantum block; noisy-eval needs a hybrid model")
+    model.to(device)
+    loaded.vae.to(device)
     planned = plan_targets(cfg)
     versions = software_versions()
     identity = {"format": RESULT_FORMAT, "model_sha256": header.get("weights_sha256"),
@@ -183,7 +196,7 @@ def run_noisy_eval(model_dir: str | Path, out: str | Path | None, cfg: NoisyEval
     _claim_folder(out, identity, resume)
     for warning in _warnings(cfg):
         log(f"qhybrid: warning: {warning}")
-    study = _Study(model_dir, out, cfg, loaded, progress, log)
+    study = _Study(model_dir, out, cfg, loaded, progress, log, device)
     for item in planned:
         if study.done(item):
             log(f"kept {item.label} (finished earlier in {out / 'targets'})")
@@ -264,9 +277,11 @@ class _Study:
     """The shared state of one evaluation: the model, the ideal run's probe inputs, the knock-out
     images and the evaluators."""
 
-    def __init__(self, model_dir: Path, out: Path, cfg: NoisyEvalConfig, loaded, progress: bool, log):
+    def __init__(self, model_dir: Path, out: Path, cfg: NoisyEvalConfig, loaded, progress: bool, log,
+                 device: torch.device):
         self.model_dir, self.out, self.cfg, self.progress, self.log = model_dir, out, cfg, progress, log
         self.model, self.scheduler, self.vae, self.header = loaded
+        self.device = device  # of the denoiser, the VAE and the evaluators
         self.block = self.model.quantum_block
         self._evaluators = None
         #: the model's training data: its held-out split is the knock-out's reference and the real set
@@ -292,7 +307,7 @@ class _Study:
         def hook(module, inputs, output):
             calls.append(len(inputs[0]))
             if item.key == "ideal":
-                captured.append(inputs[0].detach().clone())
+                captured.append(inputs[0].detach().cpu().clone())
 
         handle = self.block.register_forward_hook(hook)
         estimator = self.block.qnn.estimator
@@ -312,12 +327,13 @@ class _Study:
             probe = torch.cat([captured[0], captured[len(captured) // 2], captured[-1]])
             _save_arrays(self.out / "probe.npz", probe=probe.numpy())
         probe = torch.from_numpy(_load_arrays(self.out / "probe.npz")["probe"])
-        with torch.no_grad():
-            block_out = self.block(probe.to(self.block.weight.dtype)).double().numpy()
+        with torch.no_grad():  # (the connector runs the circuit on the CPU whatever the block's device)
+            block_out = self.block(probe.to(self.block.weight.dtype)).cpu().double().numpy()
         images = decode_images(self.vae, z)
         rows = sum(calls)
         entry = {"label": item.label, "source": item.source, "target": item.target, "options": item.options, "noise_source": source,
-                 "shots": item.shots, "seconds": seconds, "seconds_per_step": seconds / self.cfg.steps,
+                 "shots": item.shots, "device": str(self.device), "seconds": seconds,
+                 "seconds_per_step": seconds / self.cfg.steps,
                  "mitigation": item.mitigation, "executions": len(calls),
                  "bindings_per_execution": max(calls, default=0),
                  "circuits_per_image": rows / self.cfg.n if item.shots else 0,
@@ -351,32 +367,35 @@ class _Study:
         """Gradable share and FD against real images, when the run folder has the evaluators."""
         if self._evaluators is None:
             self._evaluators = ImageQuality.of(self.model_dir.parent, self.training_data, self.vae.cfg.size,
-                                               self.cfg.seed) or False
+                                               self.cfg.seed, device=self.device) or False
         return self._evaluators(images) if self._evaluators else {}
 
 
 class ImageQuality:
     """Gradable share and FD against real images (the held-out split of the model's training data),
     with the gradability validator and feature encoder a run folder holds (``validator/``,
-    ``encoder/``: what ``make demo`` trains)."""
+    ``encoder/``: what ``make demo`` trains), on ``device`` (None: the CPU)."""
 
-    def __init__(self, run_dir: Path, training_data: str, size: int, seed: int = 0):
+    def __init__(self, run_dir: Path, training_data: str, size: int, seed: int = 0,
+                 device: str | torch.device | None = None):
         from qhybrid.evaluation.evaluate import real_reference
         from qhybrid.evaluation.features import FundusEncoder
         from qhybrid.evaluation.validator import GradabilityNet
 
         self.run_dir, self.seed = Path(run_dir), seed
-        self.encoder = FundusEncoder.from_checkpoint(self.run_dir / "encoder")
-        self.validator = GradabilityNet.from_checkpoint(self.run_dir / "validator")
+        device = resolve_device(device or "cpu")
+        self.encoder = FundusEncoder.from_checkpoint(self.run_dir / "encoder").to(device)
+        self.validator = GradabilityNet.from_checkpoint(self.run_dir / "validator").to(device)
         self.real = real_reference(training_data, size, 200)
 
     @classmethod
-    def of(cls, run_dir: Path, training_data: str, size: int, seed: int = 0) -> "ImageQuality | None":
-        """The evaluators of ``run_dir``, or None when it has none."""
+    def of(cls, run_dir: Path, training_data: str, size: int, seed: int = 0,
+           device: str | torch.device | None = None) -> "ImageQuality | None":
+        """The evaluators of ``run_dir`` on ``device``, or None when it has none."""
         run_dir = Path(run_dir)
         if not ((run_dir / "validator" / "config.json").exists() and (run_dir / "encoder" / "config.json").exists()):
             return None
-        return cls(run_dir, training_data, size, seed)
+        return cls(run_dir, training_data, size, seed, device)
 
     def __call__(self, images: np.ndarray) -> dict:
         from qhybrid.evaluation.evaluate import evaluate_sets
@@ -448,8 +467,11 @@ def write_reports(out: Path, identity: dict, model_dir: Path, planned: list[_Pla
             entry["error_over_floor"] = float(diff.mean() / floor.mean()) if floor.mean() > 0 else None
             entry["latent_rms_change"] = float(np.sqrt(np.mean((a["latents"] - ideal["latents"]) ** 2)))
             entry.update(noise_share(a["images"], ideal["images"], knockout))
+    # where the networks ran: one device, or each of them in order when a resume moved the evaluation
+    devices = list(dict.fromkeys(e["device"] for e in entries.values() if e.get("device")))
     summary = {"format": RESULT_FORMAT, "model": str(model_dir), "model_sha256": identity["model_sha256"],
-               "vae_sha256": identity["vae_sha256"], **cfg.to_dict(), "versions": software_versions(),
+               "vae_sha256": identity["vae_sha256"], **cfg.to_dict(), "device": ", ".join(devices) or None,
+               "versions": software_versions(),
                "complete": len(entries) == len(planned),
                "pending": [p.label for p in planned if p.key not in entries],
                "knockout_image_change_grey": (float(np.mean(np.abs(knockout.astype(float) - arrays["ideal"]["images"].astype(float))))
@@ -519,8 +541,9 @@ def markdown(summary: dict) -> str:
          "(continue with `--resume`).\n"),
         f"{summary['n']} samples per target, {summary['steps']} DDIM steps, seed {summary['seed']}, method "
         f"`{summary['method']}`, mitigation: {', '.join(_labels(summary))}, transpiler "
-        f"optimisation level {summary['optimization_level']}. Every target starts from the same noise, so "
-        "differences come from the quantum block alone.\n",
+        f"optimisation level {summary['optimization_level']}"
+        + (f", networks on {summary['device']}" if summary.get("device") else "")
+        + ". Every target starts from the same noise, so differences come from the quantum block alone.\n",
         *(f"**Warning**: {w}.\n" for w in summary["warnings"]),
         "- **Block error**: |noisy - ideal| of the block's expectation values on the inputs met during ideal "
         "sampling (first, middle and last step).",
