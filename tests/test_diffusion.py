@@ -118,3 +118,20 @@ def test_timesteps_and_config():
         SchedulerConfig(beta_schedule="sigmoid")
     with pytest.raises(ValueError, match="timesteps must lie"):
         s.add_noise(torch.zeros(1), torch.zeros(1), torch.tensor([1000]))
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("gamma", [1.0, 5.0])
+def test_min_snr_weight_turns_the_prediction_error_into_the_clamped_snr_weighted_x0_error(prediction, gamma):
+    """Hang et al. 2023: the weighted loss on epsilon or v equals min(SNR, gamma) times the squared
+    error of the z0 that prediction implies, at every timestep (low and high SNR)."""
+    s = NoiseScheduler(SchedulerConfig(prediction_type=prediction))
+    gen = torch.Generator().manual_seed(5)
+    t = torch.tensor([0, 30, 200, 500, 800, 999])
+    z0, eps, wrong = (torch.randn(6, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    zt = s.add_noise(z0, eps, t)
+    z0_wrong, _ = s.predict_z0_eps(wrong, zt, t)
+    weighted = s.min_snr_weight(t, gamma).double() * ((wrong - s.target(z0, eps, t)) ** 2).mean(dim=1)
+    expected = s.snr(t).clamp(max=gamma) * ((z0_wrong - z0) ** 2).mean(dim=1)
+    torch.testing.assert_close(weighted, expected, rtol=1e-5, atol=1e-9)
+    assert s.snr(t)[0] > gamma > s.snr(t)[-1]  # both sides of the clamp are covered

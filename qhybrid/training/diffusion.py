@@ -86,6 +86,8 @@ class DiffusionTrainConfig(Config):
     surrogate: str | None = None
     #: fine-tune: start from this hybrid LDM checkpoint's (EMA) weights
     init_from: str | None = None
+    #: min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper); None: the plain MSE
+    min_snr_gamma: float | None = None
 
     def __post_init__(self):
         check_data(self)
@@ -104,6 +106,11 @@ class DiffusionTrainConfig(Config):
                 or not 0 <= self.noise_consistency < 1e6:
             raise ValueError(f"DiffusionTrainConfig.noise_consistency must be a number >= 0 (0: the noisy pass "
                              f"only adds its task loss), got {self.noise_consistency!r}")
+        if self.min_snr_gamma is not None and (isinstance(self.min_snr_gamma, bool)
+                                               or not isinstance(self.min_snr_gamma, (int, float))
+                                               or not 0 < self.min_snr_gamma < 1e6):
+            raise ValueError(f"DiffusionTrainConfig.min_snr_gamma must be a positive number (5 in Hang et al. 2023) "
+                             f"or None, got {self.min_snr_gamma!r}")
         if self.surrogate is not None and self.noise_aware is None:
             raise ValueError("DiffusionTrainConfig.surrogate is used by noise-aware training only; "
                              "give noise_aware too (e.g. 'fake:fake_torino')")
@@ -148,7 +155,7 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
                        vae_path=(saved.get("vae_sha256"), vae_header.get("weights_sha256")))
         asked = train_cfg
         train_cfg = run.train_config(DiffusionTrainConfig, steps=train_cfg.steps)
-        changed = [name for name in ("noise_aware", "surrogate", "init_from")
+        changed = [name for name in ("noise_aware", "surrogate", "init_from", "min_snr_gamma")
                    if getattr(asked, name) is not None and getattr(asked, name) != getattr(train_cfg, name)]
         if changed:
             raise TrainingError(f"{out} was trained with {', '.join(f'{n}={getattr(train_cfg, n)!r}' for n in changed)}; "
@@ -196,17 +203,24 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
             eps = torch.randn(z0.shape, generator=gen)
             yield z0, t, eps
 
+    def mse(prediction, target, t):
+        """The (min-SNR-weighted, when asked) mean squared error of a batch."""
+        if train_cfg.min_snr_gamma is None:
+            return torch.mean((prediction - target) ** 2)
+        weight = scheduler.min_snr_weight(t, train_cfg.min_snr_gamma).to(prediction.device)
+        return torch.mean(weight * torch.mean((prediction - target) ** 2, dim=tuple(range(1, target.dim()))))
+
     def loss_fn(batch):
         z0, t, eps = batch
         z_t = scheduler.add_noise(z0, eps, t)
         target = scheduler.target(z0, eps, t)
         if surrogate is not None:
             exact, noisy = model.forward_pair(z_t, t, noisy_view)
-            task = 0.5 * (torch.mean((exact - target) ** 2) + torch.mean((noisy - target) ** 2))
+            task = 0.5 * (mse(exact, target, t) + mse(noisy, target, t))
             consistency = torch.mean((noisy - exact) ** 2)
             loss = task + train_cfg.noise_consistency * consistency
             return loss, {"loss": task.item(), "consistency": consistency.item()}
-        loss = torch.mean((model(z_t, t) - target) ** 2)
+        loss = mse(model(z_t, t), target, t)
         return loss, {"loss": loss.item()}
 
     def save(trainer: Trainer) -> None:
@@ -309,8 +323,10 @@ def _noise_surrogate(out: Path, model: LatentDenoiser, scheduler: NoiseScheduler
 def block_inputs(model: LatentDenoiser, scheduler: NoiseScheduler, latents: torch.Tensor, seed: int,
                  rows: int = 2048) -> torch.Tensor:
     """``rows`` circuit inputs the model produces on training batches (noisy latents at random
-    timesteps), drawn from a generator seeded with ``seed`` (not the run's own)."""
+    timesteps), drawn on the CPU from a generator seeded with ``seed`` (not the run's own) and run
+    on the model's device; on the CPU."""
     gen = torch.Generator().manual_seed(seed)
+    device = module_device(model)
     captured: list[torch.Tensor] = []
     handle = model.quantum_block.register_forward_hook(lambda m, inputs, output: captured.append(inputs[0].detach()))
     try:
@@ -319,7 +335,7 @@ def block_inputs(model: LatentDenoiser, scheduler: NoiseScheduler, latents: torc
             z0 = latents[idx]
             t = torch.randint(0, scheduler.num_train_timesteps, (len(z0),), generator=gen)
             eps = torch.randn(z0.shape, generator=gen)
-            model(scheduler.add_noise(z0, eps, t), t)
+            model(scheduler.add_noise(z0, eps, t).to(device), t.to(device))
     finally:
         handle.remove()
     return torch.cat(captured)[:rows].cpu()
