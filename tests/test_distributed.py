@@ -110,6 +110,34 @@ def test_two_gloo_processes_train_the_same_vae_as_one(tmp_path):
     assert np.allclose(history_one, history_two, rtol=1e-4)
 
 
+
+def _torchrun(*cli, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "qhybrid", "--", *cli], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_torchrun_run_resumes_as_a_one_process_run_does(tmp_path):
+    """One epoch, then --resume to two, under torchrun (2 gloo processes) and in one process: the
+    resumed data-parallel run restores the optimiser, generator and step on every rank, so both end
+    with the same weights (within 1e-4) and the same loss history, one checkpoint, rank 0 reporting."""
+    for epochs, extra in (("1", ()), ("2", ("--resume",))):
+        cli = [*_vae_cli(tmp_path / "one", extra)]
+        cli[cli.index("--epochs") + 1] = epochs
+        single = run(*cli)
+        assert single.returncode == 0, single.stderr
+        cli[cli.index("--out") + 1] = str(tmp_path / "two")
+        proc = _torchrun(*cli)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.count("trained classical VAE") == 1
+    one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-4
+    state_one = torch.load(tmp_path / "one" / "training_state.pt", weights_only=False)
+    state_two = torch.load(tmp_path / "two" / "training_state.pt", weights_only=False)
+    assert state_one["epoch"] == state_two["epoch"] == 2 and state_one["step"] == state_two["step"] == 4
+    assert np.allclose(state_one["history"]["loss"], state_two["history"]["loss"], rtol=1e-4)
+
 # --- the commands that sample or evaluate with noisy targets: noisy-eval, jobs, noise surrogate, the
 # --- noise-aware study and comparison, the sweep. Explicit --device cpu must equal the default run, and
 # --- the device is recorded but is no part of what a resumed evaluation or job run must match.
