@@ -220,3 +220,26 @@ def test_training_configs_are_frozen_and_round_trip_with_the_saved_keys():
     saved_before = {k: v for k, v in DiffusionTrainConfig().to_dict().items()
                     if k not in ("noise_aware", "noise_shots", "noise_consistency", "surrogate", "init_from")}
     assert DiffusionTrainConfig.from_dict(saved_before) == DiffusionTrainConfig()
+
+
+def test_min_snr_weighting_is_recorded_changes_the_loss_and_is_kept_on_resume(tiny_models, tmp_path):
+    """``train diffusion --min-snr-gamma``: the same seed draws the same batches, so only the
+    weighting changes the first logged loss; the checkpoint records gamma; resuming with another
+    gamma is refused in one line, and a gamma <= 0 is a usage error."""
+    import json
+
+    from tests.cli_helpers import one_line_error, run
+
+    base = ["train", "diffusion", "--vae", tiny_models / "vae", "--denoiser", "classical", "--n", 16,
+            "--steps", 2, "--batch", 8, "--prediction", "v_prediction"]
+    plain, weighted = tmp_path / "plain", tmp_path / "weighted"
+    assert run(*base, "--out", plain).returncode == 0
+    proc = run(*base, "--min-snr-gamma", 1, "--out", weighted)
+    assert proc.returncode == 0, proc.stderr
+    first = {name: torch.load(folder / "training_state.pt", weights_only=False)["history"]["loss"][0]
+             for name, folder in (("plain", plain), ("weighted", weighted))}
+    assert first["weighted"] < first["plain"]  # gamma 1 weights every v error by min(SNR, 1) / (SNR + 1) < 1
+    assert json.loads((weighted / "config.json").read_text())["extra"]["train"]["min_snr_gamma"] == 1
+    line = one_line_error(run(*base, "--steps", 3, "--min-snr-gamma", 5, "--out", weighted, "--resume"))
+    assert "min_snr_gamma=1" in line and "--min-snr-gamma" in line
+    assert "positive number" in one_line_error(run(*base, "--min-snr-gamma", 0, "--out", tmp_path / "x"), code=2)

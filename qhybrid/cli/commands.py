@@ -167,7 +167,8 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
             raise UsageError(f"--noise-aware: {exc}") from None
     cfg = DiffusionTrainConfig(data=args.data, n=args.n, steps=args.steps, batch=args.batch, lr=args.lr,
                                seed=args.seed, noise_aware=args.noise_aware, surrogate=args.surrogate,
-                               init_from=args.init_from, **_given(noise_shots=args.noise_shots,
+                               init_from=args.init_from, min_snr_gamma=args.min_snr_gamma,
+                               **_given(noise_shots=args.noise_shots,
                                                                   noise_consistency=args.noise_consistency,
                                                                   circuit_lr=args.circuit_lr))
     summary = train_diffusion(args.out, args.vae, args.denoiser, cfg, sched, num_qubits=args.qubits,

@@ -276,6 +276,9 @@ def _add_training(sub) -> None:
     ldm.add_argument("--reps", type=_positive_int, default=3, help="hybrid: ansatz repetitions (default 3)")
     ldm.add_argument("--schedule", default="cosine", help="beta schedule: cosine or linear")
     ldm.add_argument("--prediction", default="epsilon", help="epsilon or v_prediction")
+    ldm.add_argument("--min-snr-gamma", type=_positive_float, default=None, metavar="GAMMA",
+                     help="min-SNR-gamma loss weighting (Hang et al. 2023, who use 5; default: off, the plain MSE, "
+                          "which did better here with v-prediction: see the README)")
     ldm.add_argument("--seed", type=_seed, default=0)
     ldm.add_argument("--out", type=_folder, required=True, help="checkpoint folder, e.g. runs/x/ldm-hybrid")
     ldm.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
