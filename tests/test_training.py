@@ -213,12 +213,14 @@ def test_training_configs_are_frozen_and_round_trip_with_the_saved_keys():
     old = {k: v for k, v in cfg.to_dict().items() if k != "circuit_lr"}
     assert VAETrainConfig.from_dict(old) == cfg  # a 0.1 or 0.2 run resumes with the default circuit LR
     assert cfg.replace(epochs=3).epochs == 3 and cfg.epochs == 2
-    # noise-aware training (issue 18) adds its fields after save_every; older runs resume without them
+    # noise-aware training (issue 18) adds its fields after save_every, min-SNR weighting after them;
+    # older runs resume without them
     assert list(DiffusionTrainConfig().to_dict()) == ["data", "n", "steps", "batch", "lr", "circuit_lr", "ema_decay",
                                                        "seed", "save_every", "noise_aware", "noise_shots",
-                                                       "noise_consistency", "surrogate", "init_from"]
+                                                       "noise_consistency", "surrogate", "init_from", "min_snr_gamma"]
     saved_before = {k: v for k, v in DiffusionTrainConfig().to_dict().items()
-                    if k not in ("noise_aware", "noise_shots", "noise_consistency", "surrogate", "init_from")}
+                    if k not in ("noise_aware", "noise_shots", "noise_consistency", "surrogate", "init_from",
+                                 "min_snr_gamma")}
     assert DiffusionTrainConfig.from_dict(saved_before) == DiffusionTrainConfig()
 
 

@@ -275,7 +275,9 @@ def _add_training(sub) -> None:
     ldm.add_argument("--qubits", type=_positive_int, default=6, help="hybrid: quantum block width (default 6)")
     ldm.add_argument("--reps", type=_positive_int, default=3, help="hybrid: ansatz repetitions (default 3)")
     ldm.add_argument("--schedule", default="cosine", help="beta schedule: cosine or linear")
-    ldm.add_argument("--prediction", default="epsilon", help="epsilon or v_prediction")
+    ldm.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="v_prediction",
+                     help="what the denoiser predicts (default v_prediction: over three seeds it beat epsilon, FD 41 "
+                          "against 183; see the README)")
     ldm.add_argument("--min-snr-gamma", type=_positive_float, default=None, metavar="GAMMA",
                      help="min-SNR-gamma loss weighting (Hang et al. 2023, who use 5; default: off, the plain MSE, "
                           "which did better here with v-prediction: see the README)")
