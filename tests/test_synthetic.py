@@ -105,3 +105,18 @@ def test_left_and_right_eyes_occur_and_grades_follow_the_mix():
     assert 60 < eyes.count("right") < 140
     grades = np.bincount([lab.grade for lab in labels], minlength=5)
     assert grades[0] == grades.max()
+
+
+def test_grain_free_renders_are_the_same_images_without_the_grain():
+    """grain=False removes the sensor grain only: the same anatomy and labels, pixels within a few
+    grey levels (the grain's sd is 1-2.5), the black surround untouched."""
+    with_grain, without = SyntheticFundus(size=64, seed=3), SyntheticFundus(size=64, seed=3, grain=False)
+    for i in range(3):
+        a, labels_a, anatomy_a = with_grain.render(i)
+        b, labels_b, anatomy_b = without.render(i)
+        assert labels_a == labels_b and anatomy_a.lesion_counts == anatomy_b.lesion_counts
+        assert len(anatomy_a.vessels) == len(anatomy_b.vessels)
+        assert all(np.array_equal(p, q) for (p, _, _), (q, _, _) in zip(anatomy_a.vessels, anatomy_b.vessels))
+        diff = np.abs(a.astype(int) - b)
+        assert 0.3 < diff[b.max(axis=2) > 8].mean() < 3 and diff.max() <= 12
+        assert (diff[b.max(axis=2) <= 0] == 0).all()

@@ -61,10 +61,12 @@ class SyntheticFundus:
         seed: data-set seed.
         grade: fix every image's DR grade (0-4); ``None`` draws it from ``grade_probs``.
         lesions: set to ``False`` to draw healthy-looking retinas whatever the grade.
+        grain: set to ``False`` for the same images without the sensor grain (the last step of
+            the rendering): what a perfect denoising autoencoder could give back at best.
     """
 
     def __init__(self, size: int = 64, seed: int = 0, grade: int | None = None,
-                 lesions: bool = True, grade_probs=DEFAULT_GRADE_PROBS):
+                 lesions: bool = True, grade_probs=DEFAULT_GRADE_PROBS, grain: bool = True):
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
             raise ValueError(f"SyntheticFundus size must be an integer, got {size!r}")
         if not MIN_SIZE <= size <= MAX_SIZE:
@@ -78,6 +80,7 @@ class SyntheticFundus:
         self.seed = int(seed)
         self.grade = grade
         self.lesions = lesions
+        self.grain = bool(grain)
         self.grade_probs = probs / probs.sum()
 
     def rng(self, index: int) -> np.random.Generator:
@@ -88,7 +91,7 @@ class SyntheticFundus:
         rng = self.rng(index)
         grade = int(self.grade if self.grade is not None else rng.choice(5, p=self.grade_probs))
         eye = "right" if rng.random() < 0.5 else "left"
-        image, anatomy = render_fundus(self.size, rng, grade if self.lesions else 0, eye)
+        image, anatomy = render_fundus(self.size, rng, grade if self.lesions else 0, eye, grain=self.grain)
         return image, FundusLabels(grade=grade, eye=eye), anatomy
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, FundusLabels]:
@@ -109,11 +112,12 @@ class SyntheticFundus:
 # rendering
 # ----------------------------------------------------------------------------------------------
 def render_fundus(size: int, rng: np.random.Generator, grade: int = 0, eye: str = "right",
-                  structure: bool = True):
+                  structure: bool = True, grain: bool = True):
     """Draw one fundus photograph; returns ``(uint8 image (size, size, 3), Anatomy)``.
 
     ``structure=False`` leaves out disc, vessels and lesions (an ungradable, featureless retina,
-    used to train the gradability validator).
+    used to train the gradability validator). ``grain=False`` leaves out the sensor grain; the
+    grain is drawn all the same, so the random stream, and with it every other image, is unchanged.
     """
     res = 2 * size  # internal resolution
     anatomy = _sample_anatomy(rng, eye)
@@ -132,7 +136,7 @@ def render_fundus(size: int, rng: np.random.Generator, grade: int = 0, eye: str 
     image = Image.fromarray(np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8))
     image = image.resize((size, size), Image.Resampling.BOX)
     out = np.asarray(image)
-    noise = rng.normal(0, rng.uniform(1.0, 2.5), out.shape)
+    noise = rng.normal(0, rng.uniform(1.0, 2.5), out.shape) * grain
     out = np.clip(out + noise * (out.max(axis=2, keepdims=True) > 8), 0, 255).astype(np.uint8)
     if eye == "left":
         out = out[:, ::-1].copy()

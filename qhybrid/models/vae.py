@@ -223,7 +223,12 @@ class VAE(ckpt.FromCheckpoint, nn.Module):
         return self.decode(z), mu, logvar
 
     def loss(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        recon, mu, logvar = self(x, noise=noise)
+        """The training loss of a batch and the numbers to log."""
+        return self.loss_of(x, *self(x, noise=noise))
+
+    def loss_of(self, x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor,
+                logvar: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """:meth:`loss` of a forward pass already made (for losses added on top of it)."""
         rec = F.l1_loss(recon, x) if self.cfg.recon_loss == "l1" else F.mse_loss(recon, x)
         kl = 0.5 * torch.mean(mu.pow(2) + logvar.exp() - 1 - logvar)
         total = rec + self.cfg.kl_weight * kl
