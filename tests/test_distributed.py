@@ -247,6 +247,7 @@ def test_noise_surrogate_command_records_the_device_and_fits_as_the_default(tiny
     assert "block inputs on cpu" in (tmp_path / "cpu" / "ldm-hybrid-surrogates.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_plain_against_noise_aware_comparison_on_an_explicit_device_equals_the_default(tiny_models, tmp_path):
     from qhybrid.workflows.noise_aware import compare_noise_aware
 

@@ -91,6 +91,7 @@ def test_encoder_learns_the_anatomy(encoder_dir):
     assert f.shape == (4, 64) and np.all(np.isfinite(f))
 
 
+@pytest.mark.slow  # the quick evaluators take ~13 s to train: kept out of make test-fast
 def test_evaluate_sets_and_inception_path(tmp_path, quick_validator_dir, quick_encoder_dir):
     real, fake = fresh_images(30, seed=1), fresh_images(30, seed=2)
 
@@ -118,6 +119,7 @@ def write_pngs(folder, images, prefix="img"):
     return folder
 
 
+@pytest.mark.slow  # the quick evaluators take ~13 s to train: kept out of make test-fast
 def test_score_cli(tmp_path, quick_validator_dir):
     clean = fresh_images(3)
     rng = np.random.default_rng(1)
@@ -136,6 +138,7 @@ def test_score_cli(tmp_path, quick_validator_dir):
     assert "contains no images" in one_line_error(run("validator", "score", "--model", str(quick_validator_dir), str(tmp_path / "empty")))
 
 
+@pytest.mark.slow  # the quick evaluators take ~13 s to train: kept out of make test-fast
 def test_evaluate_cli(tmp_path, quick_validator_dir, quick_encoder_dir):
     gen = fresh_images(24, seed=5)
     folder = write_pngs(tmp_path / "gen", gen)
@@ -156,6 +159,7 @@ def test_evaluate_cli(tmp_path, quick_validator_dir, quick_encoder_dir):
         run("evaluate", "--real", "synthetic", "--generated", str(folder), "--validator", str(quick_encoder_dir)))
 
 
+@pytest.mark.slow  # the quick evaluators take ~13 s to train: kept out of make test-fast
 def test_score_cli_reports_agreement_with_a_labelled_folder(tmp_path, quick_validator_dir):
     """A folder with a labels.csv quality column: the scores come with accuracy, AUC and the share
     accepted per labelled class; a file without a label is counted, not guessed."""
