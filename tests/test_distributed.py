@@ -82,17 +82,19 @@ def _vae_cli(out, extra=()):
             "--out", str(out), "--device", "cpu", *extra]
 
 
+def _torchrun(*cli, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "qhybrid", "--", *cli], capture_output=True, text=True, env=env, timeout=timeout)
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_train_the_same_vae_as_one(tmp_path):
     """torchrun with 2 CPU processes: the 10-image batches are split 5 + 5, gradients averaged; the
     checkpoint rank 0 writes must hold the weights of the 1-process run (float32, Adam: within 1e-4)."""
     single = run(*_vae_cli(tmp_path / "one"))
     assert single.returncode == 0, single.stderr
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "qhybrid", "--", *_vae_cli(tmp_path / "two")],
-        capture_output=True, text=True, env=env, timeout=600)
+    proc = _torchrun(*_vae_cli(tmp_path / "two"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained classical VAE") == 1  # rank 0 alone reports
     one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
@@ -110,18 +112,12 @@ def test_two_gloo_processes_train_the_same_vae_as_one(tmp_path):
     assert np.allclose(history_one, history_two, rtol=1e-4)
 
 
-
-def _torchrun(*cli, timeout=600):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "qhybrid", "--", *cli], capture_output=True, text=True, env=env, timeout=timeout)
-
-
 @pytest.mark.slow
 def test_a_torchrun_run_resumes_as_a_one_process_run_does(tmp_path):
     """One epoch, then --resume to two, under torchrun (2 gloo processes) and in one process: the
     resumed data-parallel run restores the optimiser, generator and step on every rank, so both end
     with the same weights (within 1e-4) and the same loss history, one checkpoint, rank 0 reporting."""
+    first_epoch = {}
     for epochs, extra in (("1", ()), ("2", ("--resume",))):
         cli = [*_vae_cli(tmp_path / "one", extra)]
         cli[cli.index("--epochs") + 1] = epochs
@@ -131,12 +127,15 @@ def test_a_torchrun_run_resumes_as_a_one_process_run_does(tmp_path):
         proc = _torchrun(*cli)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert proc.stdout.count("trained classical VAE") == 1
+        if epochs == "1":
+            first_epoch = torch.load(tmp_path / "two" / "training_state.pt", weights_only=False)["history"]["loss"]
     one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-4
     state_one = torch.load(tmp_path / "one" / "training_state.pt", weights_only=False)
     state_two = torch.load(tmp_path / "two" / "training_state.pt", weights_only=False)
     assert state_one["epoch"] == state_two["epoch"] == 2 and state_one["step"] == state_two["step"] == 4
     assert np.allclose(state_one["history"]["loss"], state_two["history"]["loss"], rtol=1e-4)
+    assert state_two["history"]["loss"][:2] == first_epoch  # continued from the saved epoch, not retrained
 
 # --- the commands that sample or evaluate with noisy targets: noisy-eval, jobs, noise surrogate, the
 # --- noise-aware study and comparison, the sweep. Explicit --device cpu must equal the default run, and

@@ -226,16 +226,19 @@ def test_training_configs_are_frozen_and_round_trip_with_the_saved_keys():
 
 def test_min_snr_weighting_is_recorded_changes_the_loss_and_is_kept_on_resume(tiny_models, tmp_path):
     """``train diffusion --min-snr-gamma``: the same seed draws the same batches, so only the
-    weighting changes the first logged loss; the checkpoint records gamma; resuming with another
-    gamma is refused in one line, and a gamma <= 0 is a usage error."""
+    weighting changes the first logged loss; the checkpoint records gamma (and v-prediction, the
+    default); resuming with another gamma is refused in one line, resuming without the flag keeps
+    it, and a gamma <= 0 or infinite is a usage error."""
     import json
 
     from tests.cli_helpers import one_line_error, run
 
     base = ["train", "diffusion", "--vae", tiny_models / "vae", "--denoiser", "classical", "--n", 16,
-            "--steps", 2, "--batch", 8, "--prediction", "v_prediction"]
+            "--steps", 2, "--batch", 8]
     plain, weighted = tmp_path / "plain", tmp_path / "weighted"
     assert run(*base, "--out", plain).returncode == 0
+    # v-prediction is the recipe's default (README, "The diffusion recipe")
+    assert json.loads((plain / "config.json").read_text())["config"]["scheduler"]["prediction_type"] == "v_prediction"
     proc = run(*base, "--min-snr-gamma", 1, "--out", weighted)
     assert proc.returncode == 0, proc.stderr
     first = {name: torch.load(folder / "training_state.pt", weights_only=False)["history"]["loss"][0]
@@ -244,4 +247,18 @@ def test_min_snr_weighting_is_recorded_changes_the_loss_and_is_kept_on_resume(ti
     assert json.loads((weighted / "config.json").read_text())["extra"]["train"]["min_snr_gamma"] == 1
     line = one_line_error(run(*base, "--steps", 3, "--min-snr-gamma", 5, "--out", weighted, "--resume"))
     assert "min_snr_gamma=1" in line and "--min-snr-gamma" in line
-    assert "positive number" in one_line_error(run(*base, "--min-snr-gamma", 0, "--out", tmp_path / "x"), code=2)
+    assert run(*base, "--steps", 3, "--out", weighted, "--resume").returncode == 0  # resumed without the flag: kept
+    assert json.loads((weighted / "config.json").read_text())["extra"]["train"]["min_snr_gamma"] == 1
+    for bad in (0, "inf"):
+        assert "positive number" in one_line_error(run(*base, "--min-snr-gamma", bad, "--out", tmp_path / "x"), code=2)
+
+
+def test_the_recipe_prediction_is_the_cli_default_and_the_demo_s():
+    """``RECIPE_SCHEDULER`` names the recipe's prediction; the parser (which must not import torch)
+    and ``DemoConfig`` repeat it as literals, so this checks they agree."""
+    from qhybrid.cli.parser import build_parser
+    from qhybrid.training.diffusion import RECIPE_SCHEDULER
+    from qhybrid.workflows.demo import DemoConfig
+
+    args = build_parser().parse_args(["train", "diffusion", "--vae", "v", "--denoiser", "classical", "--out", "o"])
+    assert args.prediction == DemoConfig().prediction == RECIPE_SCHEDULER.prediction_type == "v_prediction"

@@ -278,9 +278,11 @@ def _add_training(sub) -> None:
     ldm.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="v_prediction",
                      help="what the denoiser predicts (default v_prediction: over three seeds it beat epsilon, FD 41 "
                           "against 183; see the README)")
-    ldm.add_argument("--min-snr-gamma", type=_positive_float, default=None, metavar="GAMMA",
+    ldm.add_argument("--min-snr-gamma", type=_number(float, lambda v: 0 < v < 1e6, "a positive number below 1e6"),
+                     default=None, metavar="GAMMA",
                      help="min-SNR-gamma loss weighting (Hang et al. 2023, who use 5; default: off, the plain MSE, "
-                          "which did better here with v-prediction: see the README)")
+                          "which did better here with v-prediction: see the README); the logged loss is then the "
+                          "weighted one")
     ldm.add_argument("--seed", type=_seed, default=0)
     ldm.add_argument("--out", type=_folder, required=True, help="checkpoint folder, e.g. runs/x/ldm-hybrid")
     ldm.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")

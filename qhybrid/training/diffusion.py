@@ -56,7 +56,7 @@ from qhybrid.training.loop import (
     save_run,
 )
 
-__all__ = ["RECIPE_SCHEDULER", "DiffusionTrainConfig", "TrainingError", "block_inputs", "encode_dataset", "train_diffusion"]
+__all__ = ["RECIPE_SCHEDULER", "DiffusionTrainConfig", "TrainingError", "block_inputs", "check_kept_prediction", "encode_dataset", "train_diffusion"]
 
 
 #: The schedule and prediction a new run trains with unless told otherwise: cosine betas and
@@ -327,12 +327,22 @@ def _noise_surrogate(out: Path, model: LatentDenoiser, scheduler: NoiseScheduler
     return surrogate
 
 
+
+def check_kept_prediction(folder: str | Path, prediction: str, what: str, fix: str) -> None:
+    """A denoiser kept from an earlier run (a finished demo stage, a sweep's model) must predict
+    what the models trained beside it now do: a comparison mixing epsilon and v models would
+    measure the prediction type, not the models. ``what`` names the caller ("this demo"), ``fix``
+    says what to do instead."""
+    saved = ckpt.read_header(folder).get("config", {}).get("scheduler", {}).get("prediction_type", "epsilon")
+    if saved != prediction:
+        raise TrainingError(f"{folder} was trained with {saved} prediction, {what} trains {prediction}; {fix}")
+
 @torch.no_grad()
 def block_inputs(model: LatentDenoiser, scheduler: NoiseScheduler, latents: torch.Tensor, seed: int,
                  rows: int = 2048) -> torch.Tensor:
     """``rows`` circuit inputs the model produces on training batches (noisy latents at random
-    timesteps), drawn on the CPU from a generator seeded with ``seed`` (not the run's own) and run
-    on the model's device; on the CPU."""
+    timesteps), drawn on the CPU from a generator seeded with ``seed`` (not the run's own); the
+    model runs on its own device and the inputs are returned on the CPU."""
     gen = torch.Generator().manual_seed(seed)
     device = module_device(model)
     captured: list[torch.Tensor] = []

@@ -73,14 +73,6 @@ class DemoConfig(Config):
                    samples=16, sample_steps=20, real_n=32, seed=seed)
 
 
-def _check_prediction(folder: Path, prediction: str) -> None:
-    """A finished denoiser stage kept by ``resume`` must predict what this demo's denoisers do."""
-    saved = ckpt.read_header(folder).get("config", {}).get("scheduler", {}).get("prediction_type", "epsilon")
-    if saved != prediction:
-        raise InputError(f"{folder} was trained with {saved} prediction, this demo trains {prediction}; "
-                         f"move that run aside or choose another {param('out')}")
-
-
 def _stage_done(folder: Path, key: str, target: int) -> bool:
     if not (folder / ckpt.CONFIG_NAME).exists():
         return False
@@ -117,7 +109,11 @@ def run_demo(out: str | Path, cfg: DemoConfig, resume: bool = False, progress: b
              log=print, device: str | None = "auto") -> Path:
     from qhybrid.diffusion.scheduler import SchedulerConfig
     from qhybrid.models.vae import VAEConfig
-    from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
+    from qhybrid.training.diffusion import (
+        DiffusionTrainConfig,
+        check_kept_prediction,
+        train_diffusion,
+    )
     from qhybrid.training.vae import VAETrainConfig, train_vae
 
     out = Path(out)
@@ -174,7 +170,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, resume: bool = False, progress: b
                 progress=progress, device=device)
             timings[f"ldm-{kind}"] = time.perf_counter() - t0
         else:
-            _check_prediction(folder, cfg.prediction)
+            check_kept_prediction(folder, cfg.prediction, "this demo",
+                                  f"move that run aside or choose another {param('out')}")
             timings[f"ldm-{kind}"] = previous.get(f"ldm-{kind}", float("nan"))
 
     # 3b. optional: the quantum-enhanced VAE and a hybrid denoiser on its latents

@@ -132,10 +132,10 @@ LIVE_JOBS: dict[str, object] = {}
 #: latents are saved). An exception it raises stops the runner (KeyboardInterrupt: like Ctrl-C).
 EventHook = Callable[[str, "JobRecord", int], None]
 #: How far (radians) a step's block inputs, recomputed on another device than the one that computed
-#: the inputs its job ran with, may differ from them. Float arithmetic differs between devices (a
+#: the inputs its job ran with (or on a GPU at all), may differ from them. Float arithmetic differs between devices (a
 #: GPU's TF32 convolutions keep 10 mantissa bits, about 1e-3 relative), so they cannot be compared
 #: exactly there; this bound is chosen, not measured (no GPU was at hand), well above such rounding
-#: and well below a changed model's or software's inputs. On the same device they must be equal.
+#: and well below a changed model's or software's inputs. On the CPU they must be equal.
 ROWS_ATOL_ACROSS_DEVICES = 1e-2
 
 
@@ -726,21 +726,22 @@ class JobRunner:
 
     def _check_rows(self, record: JobRecord, k: int, values: np.ndarray) -> None:
         """The rows computed now must be those step k's job ran with (saved before it was
-        submitted; older records lack them) and those of this process's note pass: equal when
-        computed on the same device, within :data:`ROWS_ATOL_ACROSS_DEVICES` when the saved ones
-        came from another (a step without ``device`` was computed on the CPU: qhybrid ran job runs
-        nowhere else before it recorded the device)."""
+        submitted; older records lack them) and those of this process's note pass: equal when both
+        were computed on the CPU, within :data:`ROWS_ATOL_ACROSS_DEVICES` otherwise (another device,
+        or a GPU, where two processes may pick other kernels and round differently; a step without
+        ``device`` was computed on the CPU: qhybrid ran job runs nowhere else before it recorded
+        the device)."""
         step = record.steps[k]
         noted = self._pubs.get((record.run_id, k))
         if step.get("values_file"):
             expected, source = record.read_array(step["values_file"]), record.folder / step["values_file"]
-            same_device = step.get("device", "cpu") == str(self.device)
+            exact = step.get("device", "cpu") == str(self.device) == "cpu"
         elif noted is not None:
-            expected, source, same_device = noted.values, "the same step's first pass", True
+            expected, source, exact = noted.values, "the same step's first pass", True
         else:
             return
         if expected.shape != values.shape or not (
-                np.array_equal(expected, values) if same_device
+                np.array_equal(expected, values) if exact
                 else np.allclose(expected, values, rtol=0, atol=ROWS_ATOL_ACROSS_DEVICES)):
             raise JobRecordError(
                 f"step {k} of run {record.run_id}: the quantum block's inputs computed now differ from {source}; "

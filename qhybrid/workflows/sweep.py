@@ -29,7 +29,12 @@ def run_sweep(run_dir: str | Path, train_sizes, kinds=None, steps: int | None = 
     :func:`~qhybrid.workflows.compare.run_compare`) and the figures are means over seeds. ``device``:
     where training, sampling and the evaluators run (default auto, as the demo's); models trained
     by an earlier call are kept whatever device trained them."""
-    from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
+    from qhybrid.training.diffusion import (
+        RECIPE_SCHEDULER,
+        DiffusionTrainConfig,
+        check_kept_prediction,
+        train_diffusion,
+    )
 
     device = resolve_device(device)  # a GPU that is not there: refused before anything is trained
     run_dir = Path(run_dir)
@@ -53,6 +58,9 @@ def run_sweep(run_dir: str | Path, train_sizes, kinds=None, steps: int | None = 
         size_dir = run_dir / "sweep" / f"n{size}"
         for kind in kinds:
             folder = size_dir / f"ldm-{kind}"
+            if (folder / ckpt.CONFIG_NAME).exists():  # trained before v-prediction became the recipe's?
+                check_kept_prediction(folder, RECIPE_SCHEDULER.prediction_type, "the sweep",
+                                      f"move {run_dir / 'sweep'} aside to sweep again")
             if _trained_steps(folder) >= steps:
                 continue  # trained by an earlier (interrupted) sweep
             log(f"[sweep] {kind} denoiser on {size} images ({steps} steps)")
