@@ -39,6 +39,7 @@ from qhybrid.data.synthetic import SyntheticFundus
 from qhybrid.data.transforms import images_to_tensor, tensor_to_images
 from qhybrid.evaluation.vessels import (
     VESSEL_DEPTH,
+    map_dice,
     vessel_depth,
     vessel_dice,
     vessel_maps,
@@ -64,9 +65,7 @@ def contrast_bound(real: np.ndarray, recon: np.ndarray) -> tuple[float, float]:
     truth = vessel_maps(real)
     best = (0.0, VESSEL_DEPTH)
     for threshold in np.arange(0.02, 0.0601, 0.0025):
-        found = vessel_maps(recon, depth=float(threshold))
-        overlap, total = (truth & found).sum((1, 2)), truth.sum((1, 2)) + found.sum((1, 2))
-        dice = np.where(total > 0, 2 * overlap / np.maximum(total, 1), 1.0)  # as vessel_dice
+        dice = map_dice(truth, vessel_maps(recon, depth=float(threshold)))
         best = max(best, (float(dice.mean()), float(threshold)))
     return best
 

@@ -65,10 +65,11 @@ def test_a_kept_denoiser_stage_must_predict_what_the_demo_trains(tmp_path):
     import torch
 
     from qhybrid.errors import InputError
-    from qhybrid.training.diffusion import check_kept_prediction  # what the demo and the sweep call
+    from qhybrid.training.diffusion import check_kept_prediction
 
     ckpt.save_checkpoint(tmp_path / "ldm-classical", "ldm", {"scheduler": {"prediction_type": "epsilon"}},
                          {"w": torch.zeros(1)})
+    # the check the demo (and the sweep) makes before keeping a finished stage
     check_kept_prediction(tmp_path / "ldm-classical", "epsilon", "this demo", "move it aside")
     with pytest.raises(InputError, match="trained with epsilon prediction, this demo trains v_prediction; move it"):
         check_kept_prediction(tmp_path / "ldm-classical", "v_prediction", "this demo", "move it aside")

@@ -93,7 +93,7 @@ class NoiseScheduler:
 
     def snr(self, t: torch.Tensor) -> torch.Tensor:
         """Signal-to-noise ratio a_t / (1 - a_t) at timesteps ``t`` (float64, on the CPU)."""
-        a = self.alphas_cumprod[torch.as_tensor(t, dtype=torch.long).cpu()]
+        a = self._abar(t, self.alphas_cumprod)  # range-checked, as for the forward process
         return a / (1 - a)
 
     def min_snr_weight(self, t: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -67,7 +67,11 @@ def vessel_dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = _as_batch(a), _as_batch(b)
     if a.shape != b.shape:
         raise ValueError(f"vessel_dice needs two image sets of one shape, got {a.shape} and {b.shape}")
-    ma, mb = vessel_maps(a), vessel_maps(b)
+    return map_dice(vessel_maps(a), vessel_maps(b))
+
+
+def map_dice(ma: np.ndarray, mb: np.ndarray) -> np.ndarray:
+    """Per pair of boolean (N, H, W) maps, their Dice overlap (1 when both are empty)."""
     overlap = (ma & mb).sum(axis=(1, 2))
     total = ma.sum(axis=(1, 2)) + mb.sum(axis=(1, 2))
     return np.where(total > 0, 2 * overlap / np.maximum(total, 1), 1.0)
