@@ -264,7 +264,11 @@ def test_the_fake_target_and_the_runtimes_local_mode_agree_within_shot_noise(ibm
     with torch.no_grad():
         fake = QuantumBlock(spec, target="fake:fake_manila", shots=shots, seed=0)(x).double().numpy()
         local = QuantumBlock(spec, target="ibm:fake_manila", shots=shots, seed=0, **ibm_options)(x).double().numpy()
-        ideal = QuantumBlock(spec, seed=0)(x).double().numpy()
-    sigma = np.sqrt(2 * np.clip(1 - ideal**2, 1e-6, None) / shots)  # sd of the difference of two estimates
+    # sd of the difference of two estimates of the same noisy <Z> (binomial: (1 - <Z>^2) / shots each).
+    # The noisy <Z>, not the ideal one: noise shrinks |<Z>|, so the ideal value understated the spread
+    # and inflated z (max z 5.6 in one CI run; 2.5-3.2 over 12 runs with the observed mean, mean z 0.79,
+    # the |N(0, 1)| mean being 0.80). The shots of both targets are drawn unseeded: each run differs.
+    noisy = (fake + local) / 2
+    sigma = np.sqrt(2 * np.clip(1 - noisy**2, 1e-6, None) / shots)
     z = np.abs(fake - local) / sigma
     assert z.mean() < 1.5 and z.max() < 5, (z.mean(), z.max())
