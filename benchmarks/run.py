@@ -493,14 +493,19 @@ def bench_diffusion(args) -> str:
 
     batch, rounds, steps, n_samples, sample_steps = 64, 4, 5, 64, 50
     aware_kind = "hybrid, noise-aware (fake_torino)"
-    kinds = ("classical", "classical-large", "hybrid", aware_kind, "hybrid, 8 qubits")
+    plain_layout = "classical, contiguous activations"
+    side = {"classical, 4×32×32": 32, "classical-large, 4×32×32": 32, "hybrid, 4×32×32": 32}
+    kinds = ("classical", "classical-large", "hybrid", aware_kind, "hybrid, 8 qubits", plain_layout, *side)
     torch.manual_seed(0)
-    models = {k: LatentDenoiser(DenoiserConfig.for_kind(k.split(",")[0], 4, 16)) for k in kinds[:4]}
+    models = {k: LatentDenoiser(DenoiserConfig.for_kind(k.split(",")[0], 4, side.get(k, 16)))
+              for k in kinds if k != "hybrid, 8 qubits"}
     models["hybrid, 8 qubits"] = LatentDenoiser(DenoiserConfig.for_kind("hybrid", 4, 16, num_qubits=8, reps=3))
+    models[plain_layout].memory_format = torch.contiguous_format
     opts = {k: torch.optim.AdamW(circuit_param_groups(m, CIRCUIT_LR) or m.parameters(), 1e-3) for k, m in models.items()}
     scheduler = NoiseScheduler()
     gen = torch.Generator().manual_seed(0)
     z0 = torch.randn(batch, 4, 16, 16, generator=gen)
+    z0_32 = torch.randn(batch, 4, 32, 32, generator=gen)
     # noise-aware: the surrogate fitted as `train diffusion --noise-aware` fits it (a one-time cost)
     aware = models[aware_kind]
     t0 = time.perf_counter()
@@ -508,12 +513,12 @@ def bench_diffusion(args) -> str:
     fit_seconds = time.perf_counter() - t0
 
     def train_round(kind):
-        m, opt = models[kind], opts[kind]
+        m, opt, z = models[kind], opts[kind], z0_32 if kind in side else z0
         t0 = time.perf_counter()
         for _ in range(steps):
             t = torch.randint(0, 1000, (batch,), generator=gen)
-            eps = torch.randn(z0.shape, generator=gen)
-            z_t = scheduler.add_noise(z0, eps, t)
+            eps = torch.randn(z.shape, generator=gen)
+            z_t = scheduler.add_noise(z, eps, t)
             if kind == aware_kind:  # the recipe's loss: both predictions, the circuit evaluated once
                 exact, noisy = m.forward_pair(z_t, t, surrogate.train())
                 loss = 0.5 * (torch.mean((exact - eps) ** 2) + torch.mean((noisy - eps) ** 2)) \
@@ -527,14 +532,17 @@ def bench_diffusion(args) -> str:
 
     rate = {k: steps / t for k, t in interleaved_medians(train_round, kinds, rounds).items()}
     sample_time = {}
-    for k in ("classical", "classical-large", "hybrid"):
+    for k in ("classical", "classical-large", "hybrid", plain_layout, *side):
         models[k].eval()
         sample_time[k] = timeit(lambda: sample_latents(models[k], scheduler, n_samples, sample_steps, seed=0,
                                                        progress=False), min_time=0.5, max_reps=3)
     lines = [
         "## Latent diffusion: training and sampling speed",
         "",
-        f"Denoisers on 4×16×16 latents (64 px images); training: batch {batch}, AdamW step, median of {rounds} "
+        "Denoisers on 4×16×16 latents (`fundus-vae-64`) and, in the 4×32×32 rows, on the demo's "
+        "`fundus-vae-64-l32` latents (one outer level, a convolutional stem, in front of the same U-Net); "
+        "activations in channels-last memory format (what qhybrid uses), except the contiguous row, the "
+        f"classical model in the plain layout. Training: batch {batch}, AdamW step, median of {rounds} "
         f"interleaved rounds of {steps} steps; sampling: {n_samples} latents, {sample_steps} DDIM steps, ideal "
         "target, time per image excluding VAE decoding. Hybrid: the default QResBlock, a 6-qubit `real_amplitudes` "
         "circuit (reps 3) at every 2×2 patch of the 8×8 bottleneck, so a training step evaluates "

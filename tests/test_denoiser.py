@@ -39,6 +39,34 @@ def test_the_circuit_sees_the_time_embedding():
     assert not torch.allclose(seen[0], seen[1])
 
 
+def test_a_32x32_latent_gets_an_outer_level_so_the_circuit_keeps_its_8x8_bottleneck_and_cost():
+    """fundus-vae-64-l32's 4x32x32 latents: one outer (stem) level, the circuit at the same 16
+    positions per latent as on 16x16 latents, and a middle block of the same size."""
+    small, large = (LatentDenoiser(DenoiserConfig.for_kind("hybrid", 4, s, num_qubits=3, reps=1)) for s in (16, 32))
+    assert (small.cfg.outer_levels, large.cfg.outer_levels) == (0, 1)
+    assert small.cfg.bottleneck_size == large.cfg.bottleneck_size == 8
+    rows = []
+    for m, side in ((small, 16), (large, 32)):
+        hook = m.quantum_block.register_forward_hook(lambda mod, inp, out: rows.append(inp[0].shape[0]))
+        z = torch.randn(2, 4, side, side)
+        assert m(z, torch.tensor([3, 700])).shape == z.shape
+        hook.remove()
+    assert rows == [2 * 16, 2 * 16]
+    assert sum(p.numel() for p in large.mid.parameters()) == sum(p.numel() for p in small.mid.parameters())
+    assert [k for k in small.state_dict() if k.startswith("outer_")] == []  # 16x16 checkpoints keep their keys
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"outer_levels": 4}, "outer_levels must be an integer in"),
+    ({"outer_levels": 1, "latent_size": 18}, "divisible by 4"),
+    ({"outer_levels": 1, "latent_size": 32, "channels": 25}, "channels must be divisible by 2"),
+    ({"outer_levels": 1, "latent_size": 32, "patch": 3}, "dividing the bottleneck side 8"),
+])
+def test_bad_outer_levels_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        DenoiserConfig(kind="classical", **changes)
+
+
 def test_bad_latents_and_targets():
     with pytest.raises(ValueError, match="expects latents of shape"):
         model("classical")(torch.randn(2, 4, 16, 16), torch.tensor([1, 2]))

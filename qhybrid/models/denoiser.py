@@ -17,6 +17,16 @@ variant draws the weights outside its middle block from the same stream, the mid
 stream of its own and the core from the core's own generator, so two variants with the same seed
 start from identical weights except where they differ.
 
+Latents larger than 16 x 16 (the 4 x 32 x 32 of ``fundus-vae-64-l32``) get ``outer_levels``: one more
+resolution per doubling above 16, so the bottleneck stays 8 x 8 and the circuit runs at the same 16
+positions per latent at the same cost. An outer level is a convolutional stem at half the width of
+the level inside it: a strided convolution down, a transposed convolution up, the skip joined by one
+convolution; no residual blocks, because at 32 x 32 they are what costs. Measured on 4 x 32 x 32
+latents (``benchmarks/latent32_denoisers.py``: the demo's classical recipe, one seed each): the
+stem trained in 91 s to FD 53 and 98% gradable; a full level with residual blocks in 126 s to FD 44
+and 97% (intervals overlapping the stem's); folding 2 x 2 latent patches into channels instead
+(DiT's patchify) in 72 s to FD 149 and 36%.
+
 ``placement`` ``qresblock`` is the layout above (the default). ``bottleneck`` and
 ``gated-qresblock`` are the legacy layouts of qhybrid 0.1 and 0.2 (one gated, global branch after or
 inside the middle block), kept so their checkpoints load.
@@ -60,7 +70,7 @@ PLACEMENTS = ("qresblock", "bottleneck", "gated-qresblock")
 #: The circuit of a new hybrid denoiser: 6 qubits, real_amplitudes, 3 repetitions (24 weights), the
 #: input angles re-uploaded before every repetition. Measured (BENCHMARKS.md, "choosing the circuit"):
 #: 6 qubits, because at 16 patches x 64 latents a step evaluates 1,024 circuits: the hybrid then trains
-#: at 0.72x the classical model's steps/s when chosen, at 8 qubits 0.40x (0.77x and 0.53x in make bench on 2026-12-02), and it must keep at least
+#: at 0.72x the classical model's steps/s when chosen, at 8 qubits 0.40x (0.76x and 0.48x in make bench, 2026-12-02, channels-last), and it must keep at least
 #: half the classical model's speed; re-uploading, because with one encoding layer training drove the circuit towards an
 #: affine map of its angles (R² 0.80 after 1,200 steps), with re-uploading it stayed at 0.64.
 DEFAULT_CIRCUIT = CircuitSpec(num_qubits=6, reps=3, encoding="reuploading")
@@ -86,6 +96,8 @@ class DenoiserConfig(Config):
     patch: int = 2
     angle_scale: float = ANGLE_SCALE
     gate_init: float = 0.5
+    #: resolutions above the two standard ones (0 for latents up to 16 x 16; 1 for 32 x 32)
+    outer_levels: int = 0
 
     def __post_init__(self):
         if self.kind not in ALL_DENOISERS:
@@ -96,15 +108,35 @@ class DenoiserConfig(Config):
             self._fill("quantum", DEFAULT_CIRCUIT.to_dict())
         if self.quantum is not None:
             CircuitSpec.from_dict(self.quantum)
-        if self.latent_size % 2:
-            raise ValueError(f"the denoiser needs an even latent size, got {self.latent_size}")
+        if isinstance(self.outer_levels, bool) or not isinstance(self.outer_levels, int) \
+                or not 0 <= self.outer_levels <= 3:
+            raise ValueError(f"DenoiserConfig.outer_levels must be an integer in [0, 3], got {self.outer_levels!r}")
+        if self.latent_size % 2 ** (self.outer_levels + 1):
+            raise ValueError(f"the denoiser needs a latent size divisible by {2 ** (self.outer_levels + 1)} "
+                             f"({self.outer_levels} outer levels), got {self.latent_size}")
+        if self.channels % 2 ** self.outer_levels:
+            raise ValueError(f"DenoiserConfig.channels must be divisible by {2 ** self.outer_levels} "
+                             f"({self.outer_levels} outer levels at half width each), got {self.channels}")
         if isinstance(self.patch, bool) or not isinstance(self.patch, int) or self.patch < 1 \
-                or (self.latent_size // 2) % self.patch:
+                or self.bottleneck_size % self.patch:
             raise ValueError(f"DenoiserConfig.patch must be a positive integer dividing the bottleneck side "
-                             f"{self.latent_size // 2}, got {self.patch!r}")
+                             f"{self.bottleneck_size}, got {self.patch!r}")
         if isinstance(self.angle_scale, bool) or not isinstance(self.angle_scale, (int, float)) \
                 or not 0 < self.angle_scale <= 10:
             raise ValueError(f"DenoiserConfig.angle_scale must be in (0, 10] radians, got {self.angle_scale!r}")
+
+    @property
+    def bottleneck_size(self) -> int:
+        """The side of the middle block's feature map, where the circuit runs."""
+        return self.latent_size // 2 ** (self.outer_levels + 1)
+
+    @staticmethod
+    def outer_levels_for(latent_size: int) -> int:
+        """One outer level per doubling of the latent side above 16, so the bottleneck stays 8 x 8."""
+        levels, side = 0, latent_size
+        while side > 16 and side % 2 == 0:
+            levels, side = levels + 1, side // 2
+        return levels
 
     @classmethod
     def from_dict(cls, data: Any) -> "DenoiserConfig":
@@ -121,7 +153,8 @@ class DenoiserConfig(Config):
         spec = CircuitSpec(num_qubits=num_qubits, reps=reps, ansatz=ansatz, encoding=encoding).to_dict()
         channels = 48 if kind == "classical-large" else 24
         return cls(kind=kind, latent_channels=latent_channels, latent_size=latent_size,
-                   channels=channels, quantum=spec, placement=placement, patch=patch, angle_scale=angle_scale)
+                   channels=channels, quantum=spec, placement=placement, patch=patch, angle_scale=angle_scale,
+                   outer_levels=cls.outer_levels_for(latent_size))
 
 
 class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
@@ -131,6 +164,10 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
 
     checkpoint_kind = "ldm"
     config_class = DenoiserConfig
+    #: the activations' memory format: channels-last, because the CPU's (oneDNN) convolutions run
+    #: faster on it (BENCHMARKS.md, "Latent diffusion", the contiguous row); the values are the same
+    #: up to float rounding. ``torch.contiguous_format`` on an instance gives the plain layout.
+    memory_format = torch.channels_last
 
     @classmethod
     def config_dict(cls, header: dict) -> dict:
@@ -141,7 +178,10 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         self.cfg = cfg
         c, tdim = cfg.channels, cfg.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(tdim, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
-        self.conv_in = nn.Conv2d(cfg.latent_channels, c, 3, padding=1)
+        # the outer levels (none for latents up to 16 x 16), outermost first: width c / 2**k at level k
+        widths = [c // 2 ** k for k in range(cfg.outer_levels, 0, -1)]
+        self.conv_in = nn.Conv2d(cfg.latent_channels, widths[0] if widths else c, 3, padding=1)
+        self.outer_down = nn.ModuleList(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1) for w in widths)
         self.down1 = ResBlock(c, c, tdim)
         self.downsample = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
         self.down2 = ResBlock(2 * c, 2 * c, tdim)
@@ -154,8 +194,11 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         self.mid2 = ResBlock(2 * c, 2 * c, tdim)
         self.upsample = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * c, c, 3, padding=1))
         self.up1 = ResBlock(2 * c, c, tdim)
-        self.norm_out = group_norm(c)
-        self.conv_out = nn.Conv2d(c, cfg.latent_channels, 3, padding=1)
+        self.outer_up = nn.ModuleList(
+            nn.ModuleDict({"upsample": nn.ConvTranspose2d(2 * w, w, 2, stride=2), "join": nn.Conv2d(2 * w, w, 3, padding=1)})
+            for w in reversed(widths))
+        self.norm_out = group_norm(widths[0] if widths else c)
+        self.conv_out = nn.Conv2d(widths[0] if widths else c, cfg.latent_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -198,11 +241,11 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         return self
 
     def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb, h0, h = self._down(z, t)
+        temb, skips, h = self._down(z, t)
         h = self.mid(h, temb)
         if self.branch is not None:
             h = self.branch(h, temb)
-        return self._up(h, h0, temb)
+        return self._up(h, skips, temb)
 
     def forward_pair(self, z: torch.Tensor, t: torch.Tensor, noise: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """The prediction with the exact quantum layer and with its core's outputs through ``noise``
@@ -211,9 +254,9 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         if not isinstance(self.mid, QResBlock) or self.quantum_block is None:
             raise InputError(f"a paired (noise-aware) prediction needs a circuit in the qresblock placement; this "
                              f"denoiser is {self.cfg.kind} ({self.cfg.placement})")
-        temb, h0, h = self._down(z, t)
+        temb, skips, h = self._down(z, t)
         exact, noisy = self.mid.forward_pair(h, temb, noise)
-        out = self._up(torch.cat([exact, noisy]), torch.cat([h0, h0]), torch.cat([temb, temb]))
+        out = self._up(torch.cat([exact, noisy]), [torch.cat([s, s]) for s in skips], torch.cat([temb, temb]))
         return out.chunk(2)
 
     def _down(self, z: torch.Tensor, t: torch.Tensor):
@@ -221,12 +264,19 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         if z.dim() != 4 or tuple(z.shape[1:]) != shape:
             raise ValueError(f"denoiser expects latents of shape (batch, {', '.join(map(str, shape))}), got {tuple(z.shape)}")
         temb = self.time_mlp(timestep_embedding(t, self.cfg.time_dim))
-        h0 = self.down1(self.conv_in(z), temb)
-        return temb, h0, self.down2(self.downsample(h0), temb)
+        h, skips = self.conv_in(z.contiguous(memory_format=self.memory_format)), []
+        for downsample in self.outer_down:
+            skips.append(h)
+            h = downsample(F.silu(h))
+        skips.append(self.down1(h, temb))
+        return temb, skips, self.down2(self.downsample(skips[-1]), temb)
 
-    def _up(self, h: torch.Tensor, h0: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def _up(self, h: torch.Tensor, skips: list[torch.Tensor], temb: torch.Tensor) -> torch.Tensor:
+        """The decoder half; ``skips`` are the down path's outputs, outermost first."""
         h = self.mid2(h, temb)
-        h = self.up1(torch.cat([self.upsample(h), h0], dim=1), temb)
+        h = self.up1(torch.cat([self.upsample(h), skips[-1]], dim=1), temb)
+        for level, skip in zip(self.outer_up, reversed(skips[:-1])):
+            h = level["join"](torch.cat([level["upsample"](h), skip], dim=1))
         return self.conv_out(F.silu(self.norm_out(h)))
 
     def parameter_counts(self) -> dict:
