@@ -176,6 +176,8 @@ def cases(p: SimpleNamespace) -> list[Case]:
         Case("train vae", "--data empty folder", ["train", "vae", *tiny_vae, "--data", s(p.empty), "--out", o()],
              expect=(s(p.empty),)),
         Case("train vae", "--size 48", ["train", "vae", "--size", "48", "--out", o()], expect=("48",)),
+        Case("train vae", "--latent-size 24", ["train", "vae", "--size", "64", "--latent-size", "24", "--out", o()],
+             expect=("--latent-size", "24")),
         Case("train vae", "--epochs 0", ["train", "vae", "--epochs", "0", "--out", o()]),
         Case("train vae", "--batch -1", ["train", "vae", "--batch", "-1", "--out", o()]),
         Case("train vae", "--seed -1", ["train", "vae", *tiny_vae, "--seed", "-1", "--out", o()], expect=("-1",)),

@@ -1,8 +1,11 @@
-"""Why the 64-px first stage stops near vessel-map Dice 0.62: the measurements behind the README.
+"""Why a 64-px first stage with 4x16x16 latents stops near vessel-map Dice 0.62, and what a 4x32x32
+one costs: the measurements behind the README.
 
-    python benchmarks/first_stage_limits.py [--vae DIR] [--n 128]            # ceiling and contrast bound (seconds)
+    python benchmarks/first_stage_limits.py [--vae DIR] [--n 128]            # ceiling, contrast bound, latent noise
     python benchmarks/first_stage_limits.py --adversarial 0.5,0 --epochs 20  # + fine-tunes (about 2 min each)
-    python benchmarks/first_stage_limits.py --variants base,kl-1e-5,wide-top --epochs 30  # + VAEs from scratch
+    python benchmarks/first_stage_limits.py --variants base,kl-1e-5,wide-top,latent-32 --epochs 30  # + from scratch
+
+``--vae`` defaults to ``fundus-vae-64`` (4x16x16), the VAE items 2 and 3 were measured on.
 
 1. **Ceiling.** The held-out images carry sensor grain that no autoencoder should reproduce. Dice
    between each image and its grain-free render (``SyntheticFundus(grain=False)``) is the best a
@@ -16,9 +19,13 @@
    the reconstruction loss's and the adversarial loss's gradient norms at the decoder's last layer).
    A prototype for the measurement, not a training mode of qhybrid; it prints held-out Dice every
    5 epochs.
-4. **Variants** (``--variants``, names in :data:`VARIANTS`): VAEs trained from scratch with
+4. **Latent noise.** Dice of images decoded from their latents plus Gaussian noise (0.1, 0.2, 0.3
+   on the scaled latents, std 1): sampled latents are never exactly on the data, so a decoder that
+   turns small latent errors into speckle shows it in the samples.
+5. **Variants** (``--variants``, names in :data:`VARIANTS`): VAEs trained from scratch with
    ``train_vae`` for ``--epochs`` epochs (batch 16, seed 0, the shipped recipe otherwise), each
-   scored by held-out Dice: is the KL term the bottleneck, does width at full resolution help?
+   scored by held-out Dice: is the KL term the bottleneck, does width at full resolution help, or
+   one downsampling fewer (``latent-32``)?
 """
 
 from __future__ import annotations
@@ -51,13 +58,24 @@ SHIPPED = Path(__file__).resolve().parents[1] / "qhybrid" / "pretrained" / "fund
 TEST_SPLIT_SEED = 2
 #: --variants: VAEConfig changes against the shipped recipe
 VARIANTS = {"base": {}, "kl-1e-4": {"kl_weight": 1e-4}, "kl-1e-5": {"kl_weight": 1e-5},
-            "wide-top": {"base_channels": 32, "channel_mult": (1, 2, 2, 2)}, "latent-8": {"latent_channels": 8}}
+            "wide-top": {"base_channels": 32, "channel_mult": (1, 2, 2, 2)}, "latent-8": {"latent_channels": 8},
+            "latent-32": {"latent_size": 32}}
 
 
 def reconstruct(vae: VAE, images: np.ndarray) -> np.ndarray:
     vae.eval()
     with torch.no_grad():
         return tensor_to_images(vae(images_to_tensor(images), sample=False)[0])
+
+
+def decode_noisy(vae: VAE, images: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """The images decoded from their scaled latent means plus Gaussian noise of std ``sigma``: how
+    robust the decoder is to latents a little off the data, which is what sampled latents are."""
+    vae.eval()
+    with torch.no_grad():
+        z = vae.encode_latents(images_to_tensor(images))
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
+        return tensor_to_images(vae.decode_latents(z + sigma * noise))
 
 
 def contrast_bound(real: np.ndarray, recon: np.ndarray) -> tuple[float, float]:
@@ -147,6 +165,8 @@ def main() -> int:
     best, threshold = contrast_bound(real, recon)
     print(f"  contrast bound: best Dice {best:.3f} with the reconstruction's map at depth {threshold:.4f} "
           f"(the map's own: {VESSEL_DEPTH})")
+    print("  Dice under Gaussian noise on the scaled latents (std 1), as a denoiser's errors put it: " + ", ".join(
+        f"{sigma:g}: {vessel_dice(real, decode_noisy(vae, real, sigma)).mean():.3f}" for sigma in (0.1, 0.2, 0.3)))
     for weight in ([float(w) for w in args.adversarial.split(",")] if args.adversarial else []):
         t0 = time.perf_counter()
         print(f"  fine-tune {args.epochs} epochs, discriminator weight {weight:g}:")

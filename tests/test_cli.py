@@ -75,6 +75,30 @@ def test_train_vae_cli(tmp_path):
         run("train", "vae", "--quantum", "--qubits", "70", "--out", str(tmp_path / "v3")))
 
 
+def test_a_vae_with_32x32_latents_and_a_hybrid_denoiser_on_them_from_the_cli(tmp_path):
+    """--latent-size 32 (fundus-vae-64-l32's shape): the VAE, a hybrid denoiser with its outer level
+    and samples from it; a --patch that does not divide the 8x8 bottleneck, and a latent side that
+    is not the image size over a power of two, are one-line usage errors."""
+    vae = tmp_path / "vae"
+    proc = run("train", "vae", "--size", "64", "--latent-size", "32", "--n", "16", "--epochs", "1", "--batch", "8",
+               "--out", str(vae))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((vae / "config.json").read_text())["config"]["latent_size"] == 32
+    proc = run("train", "vae", "--size", "64", "--latent-size", "24", "--out", str(tmp_path / "v24"))
+    assert proc.returncode == 2 and "--latent-size must divide the image size by a power of two" in one_line_error(proc)
+    base = ["train", "diffusion", "--vae", str(vae), "--denoiser", "hybrid", "--steps", "4", "--batch", "8", "--n", "16",
+            "--qubits", "3", "--reps", "1"]
+    proc = run(*base, "--patch", "3", "--out", str(tmp_path / "bad"))
+    assert proc.returncode == 2 and "does not divide the 8x8 bottleneck of this VAE's 32x32 latents" in one_line_error(proc)
+    ldm = tmp_path / "ldm-hybrid"
+    proc = run(*base, "--out", str(ldm))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((ldm / "config.json").read_text())["config"]["denoiser"]["outer_levels"] == 1
+    proc = run("sample", "--model", str(ldm), "--n", "2", "--steps", "3", "--out", str(tmp_path / "samples"))
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "samples").glob("sample_*.png"))) == 2
+
+
 @pytest.mark.slow  # the whole demo at toy sizes, as a real command
 def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"

@@ -1,5 +1,5 @@
-"""The shipped first stage and the demo that uses it: pinned by hash (a changed file is refused), loadable as a VAE, and it
-keeps the vessels of held-out images, which is why it is shipped."""
+"""The shipped first stages and the demo that uses one: pinned by hash (a changed file is refused), loadable as VAEs, and
+they keep the vessels of held-out images, which is why they are shipped."""
 
 import shutil
 
@@ -14,21 +14,33 @@ from qhybrid.evaluation.vessels import vessel_dice
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.vae import VAE
 
+#: every shipped first stage: its latent shape and the held-out vessel-map Dice it must keep (32 test images)
+SHIPPED = {"fundus-vae-64": ((4, 16, 16), 0.6), "fundus-vae-64-l32": ((4, 32, 32), 0.8)}
 
-def test_the_shipped_vae_matches_its_pinned_hash_and_loads():
-    folder = pretrained.pretrained_checkpoint("fundus-vae-64")
-    assert ckpt.sha256_file(folder / ckpt.WEIGHTS_NAME) == pretrained.PRETRAINED["fundus-vae-64"].sha256
+
+def test_every_shipped_vae_is_listed_here_and_the_demo_uses_the_4x32x32_one():
+    from qhybrid.workflows.demo import DemoConfig
+
+    assert set(SHIPPED) == set(pretrained.PRETRAINED)
+    assert DemoConfig().vae == "fundus-vae-64-l32"
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_the_shipped_vae_matches_its_pinned_hash_and_loads(name):
+    folder = pretrained.pretrained_checkpoint(name)
+    assert ckpt.sha256_file(folder / ckpt.WEIGHTS_NAME) == pretrained.PRETRAINED[name].sha256
     vae = VAE.from_checkpoint(folder)
-    assert vae.cfg.size == 64 and vae.cfg.latent_shape == (4, 16, 16)
+    assert vae.cfg.size == 64 and vae.cfg.latent_shape == SHIPPED[name][0]
     assert (folder / ckpt.WEIGHTS_NAME).stat().st_size < 5 * 2**20
 
 
-def test_the_shipped_vae_keeps_the_vessels_of_held_out_images():
-    vae = VAE.from_checkpoint(pretrained.pretrained_checkpoint("fundus-vae-64")).eval()
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_the_shipped_vae_keeps_the_vessels_of_held_out_images(name):
+    vae = VAE.from_checkpoint(pretrained.pretrained_checkpoint(name)).eval()
     images = load_dataset("synthetic", 64, "test", n=32, seed=0).images
     with torch.no_grad():
         recon = tensor_to_images(vae(images_to_tensor(images), sample=False)[0])
-    assert vessel_dice(images, recon).mean() >= 0.6
+    assert vessel_dice(images, recon).mean() >= SHIPPED[name][1]
 
 
 def test_a_changed_shipped_file_is_refused(tmp_path, monkeypatch):
@@ -50,13 +62,26 @@ def test_a_changed_shipped_file_is_refused(tmp_path, monkeypatch):
 def test_the_demo_copies_the_shipped_vae_into_the_run(tmp_path):
     from qhybrid.workflows.demo import _copy_shipped_vae
 
-    assert _copy_shipped_vae("fundus-vae-64", 64, tmp_path / "vae")
-    assert not _copy_shipped_vae("fundus-vae-64", 64, tmp_path / "vae")  # already there: nothing to do
-    shipped = ckpt.read_header(pretrained.FOLDER / "fundus-vae-64")
+    assert _copy_shipped_vae("fundus-vae-64-l32", 64, tmp_path / "vae")
+    assert not _copy_shipped_vae("fundus-vae-64-l32", 64, tmp_path / "vae")  # already there: nothing to do
+    shipped = ckpt.read_header(pretrained.FOLDER / "fundus-vae-64-l32")
     assert ckpt.read_header(tmp_path / "vae")["weights_sha256"] == shipped["weights_sha256"]
     assert np.array_equal(np.sort([p.name for p in (tmp_path / "vae").iterdir()]),
-                          np.sort([p.name for p in (pretrained.FOLDER / "fundus-vae-64").iterdir()
+                          np.sort([p.name for p in (pretrained.FOLDER / "fundus-vae-64-l32").iterdir()
                                    if p.name != "__pycache__"]))
+
+
+def test_a_demo_run_made_with_the_earlier_shipped_vae_is_named_when_refused(tmp_path):
+    """An earlier demo's folder (fundus-vae-64) resumed by today's demo (fundus-vae-64-l32): one
+    line naming both and the fix, and the run is left as it was."""
+    from qhybrid.errors import InputError
+    from qhybrid.workflows.demo import _copy_shipped_vae
+
+    _copy_shipped_vae("fundus-vae-64", 64, tmp_path / "vae")
+    with pytest.raises(InputError, match=r"holds the shipped fundus-vae-64, not the demo's first stage "
+                                         r"fundus-vae-64-l32 \(an earlier demo\); move that run aside"):
+        _copy_shipped_vae("fundus-vae-64-l32", 64, tmp_path / "vae")
+    assert ckpt.read_header(tmp_path / "vae")["weights_sha256"] == pretrained.PRETRAINED["fundus-vae-64"].sha256
 
 
 def test_a_kept_denoiser_stage_must_predict_what_the_demo_trains(tmp_path):

@@ -113,9 +113,10 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
     try:
         model_cfg = VAEConfig(size=args.size, quantum=quantum, quantum_placement=args.placement,
                               quantum_patch=args.patch, base_channels=args.width,
-                              latent_channels=args.latent_channels, detail_weight=args.detail_weight)
+                              latent_channels=args.latent_channels, latent_size=args.latent_size,
+                              detail_weight=args.detail_weight)
     except ValueError as exc:
-        raise UsageError(str(exc).replace("VAE quantum_patch", "--patch")) from None
+        raise UsageError(str(exc).replace("VAE quantum_patch", "--patch").replace("VAE latent_size", "--latent-size")) from None
     train_cfg = VAETrainConfig(data=args.data, n=args.n, epochs=args.epochs, batch=args.batch, lr=args.lr,
                                seed=args.seed, **({"circuit_lr": args.circuit_lr} if args.circuit_lr else {}))
     summary = train_vae(args.out, model_cfg, train_cfg, resume=args.resume, device=args.device)
@@ -134,6 +135,7 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
 def cmd_train_diffusion(args: argparse.Namespace) -> int:
     from qhybrid.diffusion.scheduler import SchedulerConfig
     from qhybrid.models.checkpoint import read_header
+    from qhybrid.models.denoiser import DenoiserConfig
     from qhybrid.quantum import CircuitSpec
     from qhybrid.training.diffusion import DiffusionTrainConfig, train_diffusion
 
@@ -144,8 +146,9 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     vae = read_header(args.vae, "vae")["config"]
     latent_size = vae.get("latent_size") or (8 if vae.get("size") == 32 else 16)
-    if args.patch < 1 or (latent_size // 2) % args.patch:
-        raise UsageError(f"--patch {args.patch} does not divide the {latent_size // 2}x{latent_size // 2} bottleneck of "
+    side = latent_size // 2 ** (DenoiserConfig.outer_levels_for(latent_size) + 1)
+    if args.patch < 1 or side % args.patch:
+        raise UsageError(f"--patch {args.patch} does not divide the {side}x{side} bottleneck of "
                          f"this VAE's {latent_size}x{latent_size} latents; use a divisor such as 1 or 2")
     noise_flags = [f for f, given in (("--surrogate", args.surrogate), ("--noise-shots", args.noise_shots),
                                       ("--noise-consistency", args.noise_consistency)) if given is not None]
