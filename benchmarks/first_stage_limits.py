@@ -5,7 +5,9 @@ one costs: the measurements behind the README.
     python benchmarks/first_stage_limits.py --adversarial 0.5,0 --epochs 20  # + fine-tunes (about 2 min each)
     python benchmarks/first_stage_limits.py --variants base,kl-1e-5,wide-top,latent-32 --epochs 30  # + from scratch
 
-``--vae`` defaults to ``fundus-vae-64`` (4x16x16), the VAE items 2 and 3 were measured on.
+``--vae`` defaults to ``fundus-vae-64`` (4x16x16), the VAE items 2 and 3 were measured on. The
+``--variants`` change the default recipe (``VAEConfig()``: 4x16x16 latents at 64 px) whatever
+``--vae`` is: ``base`` is always that recipe.
 
 1. **Ceiling.** The held-out images carry sensor grain that no autoencoder should reproduce. Dice
    between each image and its grain-free render (``SyntheticFundus(grain=False)``) is the best a

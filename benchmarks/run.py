@@ -541,8 +541,9 @@ def bench_diffusion(args) -> str:
         "",
         "Denoisers on 4×16×16 latents (`fundus-vae-64`) and, in the 4×32×32 rows, on the demo's "
         "`fundus-vae-64-l32` latents (one outer level, a convolutional stem, in front of the same U-Net); "
-        "activations in channels-last memory format (what qhybrid uses), except the contiguous row, the "
-        f"classical model in the plain layout. Training: batch {batch}, AdamW step, median of {rounds} "
+        "activations in training in channels-last memory format (what qhybrid uses), except the contiguous "
+        "row, the classical model in the plain layout; sampling runs in the plain layout (eval mode). "
+        f"Training: batch {batch}, AdamW step, median of {rounds} "
         f"interleaved rounds of {steps} steps; sampling: {n_samples} latents, {sample_steps} DDIM steps, ideal "
         "target, time per image excluding VAE decoding. Hybrid: the default QResBlock, a 6-qubit `real_amplitudes` "
         "circuit (reps 3) at every 2×2 patch of the 8×8 bottleneck, so a training step evaluates "

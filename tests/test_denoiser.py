@@ -56,6 +56,42 @@ def test_a_32x32_latent_gets_an_outer_level_so_the_circuit_keeps_its_8x8_bottlen
     assert [k for k in small.state_dict() if k.startswith("outer_")] == []  # 16x16 checkpoints keep their keys
 
 
+@pytest.mark.parametrize("kind, digest", [
+    ("classical", "4727164304e6bddeb8559fdf94fbd9d68256326b73abd4fc7a6089bd44b49ff6"),
+    ("hybrid", "3c3e6e113167c3703eed48f44e65a36980372959a404459f3a88f969e434f124"),
+])
+def test_a_16x16_denoiser_starts_from_the_weights_it_started_from_before_outer_levels_existed(kind, digest):
+    """SHA-256 of the initial state dict (names and float32 bytes) at seed 0, measured on the code before
+    outer levels were added: a 16x16 model's seeded start, and so a seed's training run, is unchanged."""
+    import hashlib
+
+    torch.manual_seed(0)
+    m = LatentDenoiser(DenoiserConfig.for_kind(kind, 4, 16))
+    h = hashlib.sha256()
+    for name, t in m.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().contiguous().numpy().tobytes())
+    assert h.hexdigest() == digest
+
+
+def test_channels_last_is_used_in_training_only_so_sampling_keeps_the_plain_layouts_values():
+    """Eval mode (sampling, IBM job steps, whose block inputs are compared exactly) gives the same bits
+    whatever ``memory_format`` says; training mode gives the plain layout's values up to rounding."""
+    torch.manual_seed(0)
+    fast = LatentDenoiser(DenoiserConfig.for_kind("classical", 4, 16))
+    plain = LatentDenoiser(DenoiserConfig.for_kind("classical", 4, 16))
+    plain.load_state_dict(fast.state_dict())
+    plain.memory_format = torch.contiguous_format
+    torch.nn.init.normal_(fast.conv_out.weight, std=0.1)  # zero at initialisation: make the output depend on the input
+    plain.conv_out.weight.data.copy_(fast.conv_out.weight)
+    z, t = torch.randn(8, 4, 16, 16), torch.randint(0, 1000, (8,))
+    with torch.no_grad():
+        assert torch.equal(fast.eval()(z, t), plain.eval()(z, t))
+        trained_fast, trained_plain = fast.train()(z, t), plain.train()(z, t)
+    assert torch.allclose(trained_fast, trained_plain, atol=1e-5)
+    assert trained_fast.is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"outer_levels": 4}, "outer_levels must be an integer in"),
     ({"outer_levels": 1, "latent_size": 18}, "divisible by 4"),

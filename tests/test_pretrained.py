@@ -78,8 +78,8 @@ def test_a_demo_run_made_with_the_earlier_shipped_vae_is_named_when_refused(tmp_
     from qhybrid.workflows.demo import _copy_shipped_vae
 
     _copy_shipped_vae("fundus-vae-64", 64, tmp_path / "vae")
-    with pytest.raises(InputError, match=r"holds the shipped fundus-vae-64, not the demo's first stage "
-                                         r"fundus-vae-64-l32 \(an earlier demo\); move that run aside"):
+    with pytest.raises(InputError, match=r"holds the shipped fundus-vae-64, not the shipped fundus-vae-64-l32 this "
+                                         r"run asks for \(a run made with another first stage\); move that run aside"):
         _copy_shipped_vae("fundus-vae-64-l32", 64, tmp_path / "vae")
     assert ckpt.read_header(tmp_path / "vae")["weights_sha256"] == pretrained.PRETRAINED["fundus-vae-64"].sha256
 

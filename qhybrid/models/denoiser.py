@@ -70,7 +70,7 @@ PLACEMENTS = ("qresblock", "bottleneck", "gated-qresblock")
 #: The circuit of a new hybrid denoiser: 6 qubits, real_amplitudes, 3 repetitions (24 weights), the
 #: input angles re-uploaded before every repetition. Measured (BENCHMARKS.md, "choosing the circuit"):
 #: 6 qubits, because at 16 patches x 64 latents a step evaluates 1,024 circuits: the hybrid then trains
-#: at 0.72x the classical model's steps/s when chosen, at 8 qubits 0.40x (0.76x and 0.48x in make bench, 2026-12-02, channels-last), and it must keep at least
+#: at 0.72x the classical model's steps/s when chosen, at 8 qubits 0.40x (0.75x and 0.48x in make bench, 2026-12-02, channels-last), and it must keep at least
 #: half the classical model's speed; re-uploading, because with one encoding layer training drove the circuit towards an
 #: affine map of its angles (R² 0.80 after 1,200 steps), with re-uploading it stayed at 0.64.
 DEFAULT_CIRCUIT = CircuitSpec(num_qubits=6, reps=3, encoding="reuploading")
@@ -96,7 +96,8 @@ class DenoiserConfig(Config):
     patch: int = 2
     angle_scale: float = ANGLE_SCALE
     gate_init: float = 0.5
-    #: resolutions above the two standard ones (0 for latents up to 16 x 16; 1 for 32 x 32)
+    #: resolutions above the two standard ones: ``for_kind`` sets one per doubling of the latent side
+    #: above 16 (:meth:`outer_levels_for`); a config built directly has none unless given
     outer_levels: int = 0
 
     def __post_init__(self):
@@ -164,9 +165,12 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
 
     checkpoint_kind = "ldm"
     config_class = DenoiserConfig
-    #: the activations' memory format: channels-last, because the CPU's (oneDNN) convolutions run
-    #: faster on it (BENCHMARKS.md, "Latent diffusion", the contiguous row); the values are the same
-    #: up to float rounding. ``torch.contiguous_format`` on an instance gives the plain layout.
+    #: the activations' memory format in training: channels-last, because the CPU's (oneDNN)
+    #: convolutions run faster on it (BENCHMARKS.md, "Latent diffusion", the contiguous row). In eval
+    #: mode (sampling, evaluation, IBM jobs) the plain layout is kept: the two agree only up to float
+    #: rounding (about 1e-6), and a job record's block inputs are compared exactly on the CPU, so
+    #: sampling stays bit for bit what it was. ``torch.contiguous_format`` on an instance trains in
+    #: the plain layout.
     memory_format = torch.channels_last
 
     @classmethod
@@ -264,7 +268,9 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         if z.dim() != 4 or tuple(z.shape[1:]) != shape:
             raise ValueError(f"denoiser expects latents of shape (batch, {', '.join(map(str, shape))}), got {tuple(z.shape)}")
         temb = self.time_mlp(timestep_embedding(t, self.cfg.time_dim))
-        h, skips = self.conv_in(z.contiguous(memory_format=self.memory_format)), []
+        if self.training:
+            z = z.contiguous(memory_format=self.memory_format)
+        h, skips = self.conv_in(z), []
         for downsample in self.outer_down:
             skips.append(h)
             h = downsample(F.silu(h))

@@ -97,15 +97,15 @@ def _copy_shipped_vae(name: str, size: int, vae_dir: Path) -> bool:
     if header["config"]["size"] != size:
         raise InputError(f"the shipped VAE {name} is for {header['config']['size']} px images, not {size}")
     if (vae_dir / ckpt.CONFIG_NAME).exists():
-        if ckpt.read_header(vae_dir, "vae").get("weights_sha256") == header.get("weights_sha256"):
+        held = ckpt.read_header(vae_dir, "vae").get("weights_sha256")
+        if held == header.get("weights_sha256"):
             return False
         from qhybrid.pretrained import PRETRAINED
 
-        held = ckpt.read_header(vae_dir, "vae").get("weights_sha256")
         known = next((p.name for p in PRETRAINED.values() if p.sha256 == held), None)
-        raise InputError(f"{vae_dir} holds {'the shipped ' + known if known else 'another VAE'}, not the demo's first "
-                         f"stage {name}{' (an earlier demo)' if known else ''}; move that run aside or choose another "
-                         f"{param('out')}")
+        raise InputError(f"{vae_dir} holds {'the shipped ' + known if known else 'another VAE'}, not the shipped "
+                         f"{name} this run asks for (a run made with another first stage); move that run aside or "
+                         f"choose another {param('out')}")
     staging = vae_dir.with_name(vae_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__"))
@@ -191,7 +191,10 @@ def run_demo(out: str | Path, cfg: DemoConfig, resume: bool = False, progress: b
         if not _stage_done(qvae_dir, "epoch", cfg.vae_epochs):
             log(f"[2/4] quantum-enhanced VAE ({cfg.vae_epochs} epochs)")
             spec = CircuitSpec(num_qubits=min(6, cfg.qubits), reps=2).to_dict()
-            train_vae(qvae_dir, VAEConfig(size=cfg.size, quantum=spec),
+            # the classical VAE's latent shape, so that the two hybrids differ only in their first stage
+            # (on 4x32x32 latents its QResBlocks run the circuit at 64 patches per image, 4x the 16x16 cost)
+            latent_size = ckpt.read_header(vae_dir, "vae")["config"]["latent_size"]
+            train_vae(qvae_dir, VAEConfig(size=cfg.size, quantum=spec, latent_size=latent_size),
                       VAETrainConfig(n=cfg.n_train, epochs=cfg.vae_epochs, batch=cfg.vae_batch, seed=cfg.seed),
                       resume=(qvae_dir / ckpt.STATE_NAME).exists(), progress=progress, device=device)
         folder = out / "ldm-hybrid-qvae"
