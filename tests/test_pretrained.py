@@ -14,8 +14,9 @@ from qhybrid.evaluation.vessels import vessel_dice
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.vae import VAE
 
-#: every shipped first stage: its latent shape and the held-out vessel-map Dice it must keep (32 test images)
-SHIPPED = {"fundus-vae-64": ((4, 16, 16), 0.6), "fundus-vae-64-l32": ((4, 32, 32), 0.8)}
+#: every shipped first stage: image size, latent shape and the held-out vessel-map Dice it must keep (32 test images)
+SHIPPED = {"fundus-vae-64": (64, (4, 16, 16), 0.6), "fundus-vae-64-l32": (64, (4, 32, 32), 0.8),
+           "fundus-vae-128-l32": (128, (4, 32, 32), 0.75)}
 
 
 def test_every_shipped_vae_is_listed_here_and_the_demo_uses_the_4x32x32_one():
@@ -30,17 +31,17 @@ def test_the_shipped_vae_matches_its_pinned_hash_and_loads(name):
     folder = pretrained.pretrained_checkpoint(name)
     assert ckpt.sha256_file(folder / ckpt.WEIGHTS_NAME) == pretrained.PRETRAINED[name].sha256
     vae = VAE.from_checkpoint(folder)
-    assert vae.cfg.size == 64 and vae.cfg.latent_shape == SHIPPED[name][0]
+    assert (vae.cfg.size, vae.cfg.latent_shape) == SHIPPED[name][:2]
     assert (folder / ckpt.WEIGHTS_NAME).stat().st_size < 5 * 2**20
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_the_shipped_vae_keeps_the_vessels_of_held_out_images(name):
     vae = VAE.from_checkpoint(pretrained.pretrained_checkpoint(name)).eval()
-    images = load_dataset("synthetic", 64, "test", n=32, seed=0).images
+    images = load_dataset("synthetic", SHIPPED[name][0], "test", n=32, seed=0).images
     with torch.no_grad():
         recon = tensor_to_images(vae(images_to_tensor(images), sample=False)[0])
-    assert vessel_dice(images, recon).mean() >= SHIPPED[name][1]
+    assert vessel_dice(images, recon).mean() >= SHIPPED[name][2]
 
 
 def test_a_changed_shipped_file_is_refused(tmp_path, monkeypatch):
