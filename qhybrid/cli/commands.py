@@ -146,7 +146,7 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     vae = read_header(args.vae, "vae")["config"]
     latent_size = vae.get("latent_size") or (8 if vae.get("size") == 32 else 16)
-    side = latent_size // 2 ** (DenoiserConfig.outer_levels_for(latent_size) + 1)
+    side = DenoiserConfig.for_kind("classical", 4, latent_size, patch=1).bottleneck_size  # as train_diffusion builds it
     if args.patch < 1 or side % args.patch:
         raise UsageError(f"--patch {args.patch} does not divide the {side}x{side} bottleneck of "
                          f"this VAE's {latent_size}x{latent_size} latents; use a divisor such as 1 or 2")

@@ -244,7 +244,8 @@ def _add_training(sub) -> None:
     vae.add_argument("--qubits", type=_positive_int, default=6, help="quantum block width (default 6)")
     vae.add_argument("--reps", type=_positive_int, default=2, help="ansatz repetitions (default 2)")
     vae.add_argument("--ansatz", default="real_amplitudes")
-    _add_quantum_layer(vae, "quantum", encoding="angle", patch=4, where="encoder and decoder middle at the latent resolution (16x16 by default)")
+    _add_quantum_layer(vae, "quantum", encoding="angle", patch=4,
+                       where="encoder and decoder middle at the latent resolution (16x16 by default)")
     vae.add_argument("--width", type=_positive_int, default=16, help="base channel count (default 16)")
     vae.add_argument("--latent-channels", type=_positive_int, default=4, help="latent channels (default 4)")
     vae.add_argument("--latent-size", type=_positive_int, default=None,

@@ -184,7 +184,8 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(tdim, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
         # the outer levels (none for latents up to 16 x 16), outermost first: width c / 2**k at level k
         widths = [c // 2 ** k for k in range(cfg.outer_levels, 0, -1)]
-        self.conv_in = nn.Conv2d(cfg.latent_channels, widths[0] if widths else c, 3, padding=1)
+        top = widths[0] if widths else c  # the width at the latent's own resolution
+        self.conv_in = nn.Conv2d(cfg.latent_channels, top, 3, padding=1)
         self.outer_down = nn.ModuleList(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1) for w in widths)
         self.down1 = ResBlock(c, c, tdim)
         self.downsample = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
@@ -201,8 +202,8 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         self.outer_up = nn.ModuleList(
             nn.ModuleDict({"upsample": nn.ConvTranspose2d(2 * w, w, 2, stride=2), "join": nn.Conv2d(2 * w, w, 3, padding=1)})
             for w in reversed(widths))
-        self.norm_out = group_norm(widths[0] if widths else c)
-        self.conv_out = nn.Conv2d(widths[0] if widths else c, cfg.latent_channels, 3, padding=1)
+        self.norm_out = group_norm(top)
+        self.conv_out = nn.Conv2d(top, cfg.latent_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
