@@ -6,6 +6,14 @@ generator and moved, so a run draws the same images, timesteps and noise on any 
 checkpoint written on a GPU loads on a CPU-only machine. The exact quantum target simulates the
 circuit with PyTorch on the CPU (its Qiskit primitive takes NumPy parameter values); its outputs
 and gradients are moved to and from the model's device by the connector.
+
+Precision: training steps run in float32 unless a run asks for mixed precision (``bf16`` or
+``fp16``: PyTorch's autocast around the forward pass and the loss). The weights, the optimiser,
+the EMA copy and every checkpoint stay float32 either way, and the quantum layers always take and
+return float32 (:class:`~qhybrid.models.quantum_layers.QuantumConv2d` switches autocast off around
+its core), so a checkpoint trained in mixed precision samples like any other. ``fp16`` scales the
+loss (``torch.amp.GradScaler``) so small gradients do not underflow; ``bf16`` has float32's range
+and needs no scaling.
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ import torch
 from qhybrid.errors import InputError, param
 
 DEVICES = ("auto", "cpu", "cuda")
+#: Precisions of a training step: float32, or mixed precision with bfloat16 / float16 autocast.
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -62,3 +73,17 @@ def module_device(module: torch.nn.Module) -> torch.device:
     """The device of a module's parameters (the CPU for a module without any)."""
     param_ = next(module.parameters(), None)
     return torch.device("cpu") if param_ is None else param_.device
+
+
+def check_precision(name: str) -> str:
+    """``name`` if it is one of :data:`PRECISIONS`, else an :class:`InputError` naming them."""
+    if name not in PRECISIONS:
+        raise InputError(f"{param('precision', name)} is not one of {', '.join(PRECISIONS)}")
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a training step on ``device`` in ``precision`` (disabled for fp32)."""
+    check_precision(precision)
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES.get(precision, torch.bfloat16),
+                          enabled=precision != "fp32")

@@ -92,13 +92,42 @@ def test_channels_last_is_used_in_training_only_so_sampling_keeps_the_plain_layo
     assert trained_fast.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("kind", ["classical", "hybrid"])
+def test_an_attention_block_starts_as_the_identity_on_the_weights_the_model_has_without_it(kind):
+    """The self-attention block after the middle block is built last and its output projection starts
+    at zero: at a seed, the model with it has every other weight of the model without it and gives
+    the same output; once its projection is non-zero, every position sees every other."""
+    torch.manual_seed(0)
+    plain = LatentDenoiser(DenoiserConfig.for_kind(kind, 4, 32, num_qubits=3, reps=1))
+    torch.manual_seed(0)
+    attn = LatentDenoiser(DenoiserConfig.for_kind(kind, 4, 32, num_qubits=3, reps=1).replace(attention_heads=4))
+    extra = set(attn.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("attention.") for k in extra)
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(tensor, attn.state_dict()[name]), name
+    for m in (plain, attn):
+        torch.nn.init.normal_(m.conv_out.weight, std=0.1, generator=torch.Generator().manual_seed(1))
+    z, t = torch.randn(2, 4, 32, 32), torch.tensor([10, 500])
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(z, t), attn.eval()(z, t), atol=1e-6)
+        torch.nn.init.normal_(attn.attention.proj.weight, std=0.1)
+        # the bottleneck's mixing: changing one corner of the latent moves the far corner's features
+        h = attn._down(z, t)[2]
+        mixed = attn.attention(h)
+        h2 = h.clone()
+        h2[:, :, 0, 0] += 1
+        assert not torch.allclose(attn.attention(h2)[:, :, -1, -1], mixed[:, :, -1, -1])
+
+
 @pytest.mark.parametrize("changes, message", [
+    ({"attention_heads": 5}, "attention_heads must be 0 or a count dividing the bottleneck's 48 channels"),
+    ({"attention_heads": -1}, "attention_heads must be 0 or a count"),
     ({"outer_levels": 4}, "outer_levels must be an integer in"),
     ({"outer_levels": 1, "latent_size": 18}, "divisible by 4"),
     ({"outer_levels": 1, "latent_size": 32, "channels": 25}, "channels must be divisible by 2"),
     ({"outer_levels": 1, "latent_size": 32, "patch": 3}, "dividing the bottleneck side 8"),
 ])
-def test_bad_outer_levels_are_refused(changes, message):
+def test_bad_outer_levels_and_attention_heads_are_refused(changes, message):
     with pytest.raises(ValueError, match=message):
         DenoiserConfig(kind="classical", **changes)
 

@@ -119,7 +119,8 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
         raise UsageError(str(exc).replace("VAE quantum_patch", "--patch").replace("VAE latent_size", "--latent-size")) from None
     train_cfg = VAETrainConfig(data=args.data, n=args.n, epochs=args.epochs, batch=args.batch, lr=args.lr,
                                seed=args.seed, **({"circuit_lr": args.circuit_lr} if args.circuit_lr else {}))
-    summary = train_vae(args.out, model_cfg, train_cfg, resume=args.resume, device=args.device)
+    summary = train_vae(args.out, model_cfg, train_cfg, resume=args.resume, device=args.device,
+                        precision=args.precision)
     if not is_main_process():
         return 0
     print(
@@ -176,7 +177,8 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
                                                                   circuit_lr=args.circuit_lr))
     summary = train_diffusion(args.out, args.vae, args.denoiser, cfg, sched, num_qubits=args.qubits,
                               reps=args.reps, ansatz=args.ansatz, placement=args.placement, patch=args.patch,
-                              encoding=args.encoding, resume=args.resume, device=args.device)
+                              encoding=args.encoding, resume=args.resume, device=args.device,
+                              precision=args.precision)
     if not is_main_process():
         return 0
     p = summary["parameters"]

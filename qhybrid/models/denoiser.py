@@ -45,7 +45,7 @@ from torch import nn
 from qhybrid.config import Config
 from qhybrid.errors import InputError
 from qhybrid.models import checkpoint as ckpt
-from qhybrid.models.layers import ResBlock, group_norm, timestep_embedding
+from qhybrid.models.layers import ResBlock, SelfAttention, group_norm, timestep_embedding
 from qhybrid.models.quantum_layers import (
     ANGLE_SCALE,
     CIRCUIT_CORES,
@@ -99,6 +99,8 @@ class DenoiserConfig(Config):
     #: resolutions above the two standard ones: ``for_kind`` sets one per doubling of the latent side
     #: above 16 (:meth:`outer_levels_for`); a config built directly has none unless given
     outer_levels: int = 0
+    #: heads of a self-attention block after the middle block, at the lowest resolution (0: none)
+    attention_heads: int = 0
 
     def __post_init__(self):
         if self.kind not in ALL_DENOISERS:
@@ -118,6 +120,10 @@ class DenoiserConfig(Config):
         if self.channels % 2 ** self.outer_levels:
             raise ValueError(f"DenoiserConfig.channels must be divisible by {2 ** self.outer_levels} "
                              f"({self.outer_levels} outer levels at half width each), got {self.channels}")
+        if isinstance(self.attention_heads, bool) or not isinstance(self.attention_heads, int) \
+                or self.attention_heads < 0 or (self.attention_heads and 2 * self.channels % self.attention_heads):
+            raise ValueError(f"DenoiserConfig.attention_heads must be 0 or a count dividing the bottleneck's "
+                             f"{2 * self.channels} channels, got {self.attention_heads!r}")
         if isinstance(self.patch, bool) or not isinstance(self.patch, int) or self.patch < 1 \
                 or self.bottleneck_size % self.patch:
             raise ValueError(f"DenoiserConfig.patch must be a positive integer dividing the bottleneck side "
@@ -206,6 +212,8 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
         self.conv_out = nn.Conv2d(top, cfg.latent_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        # built last, so a model without it starts from the weights it always did
+        self.attention = SelfAttention(2 * c, cfg.attention_heads) if cfg.attention_heads else None
 
     @staticmethod
     def _middle(cfg: DenoiserConfig, core_seed: int) -> tuple[nn.Module, QuantumBranch | None]:
@@ -280,6 +288,8 @@ class LatentDenoiser(ckpt.FromCheckpoint, nn.Module):
 
     def _up(self, h: torch.Tensor, skips: list[torch.Tensor], temb: torch.Tensor) -> torch.Tensor:
         """The decoder half; ``skips`` are the down path's outputs, outermost first."""
+        if self.attention is not None:
+            h = self.attention(h)
         h = self.mid2(h, temb)
         h = self.up1(torch.cat([self.upsample(h), skips[-1]], dim=1), temb)
         for level, skip in zip(self.outer_up, reversed(skips[:-1])):

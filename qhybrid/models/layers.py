@@ -71,3 +71,27 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.skip(x) + self.residual(x, cond)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the positions of a feature map, as the U-Nets of DDPM and
+    latent diffusion put at their lowest resolution: every position sees every other, which
+    convolutions at 8 x 8 only do after several layers. ``x + proj(attention(norm(x)))``; the output
+    projection starts at zero, so a new block is the identity and training decides what it adds."""
+
+    def __init__(self, channels: int, heads: int):
+        super().__init__()
+        if heads < 1 or channels % heads:
+            raise ValueError(f"self-attention needs a head count dividing the {channels} channels, got {heads}")
+        self.heads = heads
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)  # (b, heads, h * w, c / heads)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))

@@ -121,6 +121,15 @@ def make_core(kind: str, spec: CircuitSpec, seed: int = 0) -> tuple[nn.Module, i
         return MLPCore(spec.num_qubits, seed), spec.num_qubits
 
 
+def run_core(core: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """``core(rows)``; under mixed-precision autocast the core takes and returns float32 instead (a
+    bf16 angle is off by up to 0.4%, and what a circuit returns is worth keeping exactly)."""
+    if not torch.is_autocast_enabled(rows.device.type):
+        return core(rows)
+    with torch.autocast(device_type=rows.device.type, enabled=False):
+        return core(rows.float())
+
+
 def circuit_weights(model: nn.Module, trainable: bool = True) -> list[nn.Parameter]:
     """The (trainable) circuit weights of every :class:`QuantumBlock` in ``model`` (an optimiser gives
     them their own learning rate: they are angles, on another scale than the classical weights)."""
@@ -188,7 +197,7 @@ class QuantumConv2d(nn.Module):
     def _core_outputs(self, h: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, tuple]:
         a = self.angles(h, cond)
         b, n, hp, wp = a.shape
-        return self.core(a.permute(0, 2, 3, 1).reshape(b * hp * wp, n)), (b, hp, wp)
+        return run_core(self.core, a.permute(0, 2, 3, 1).reshape(b * hp * wp, n)), (b, hp, wp)
 
     def _back(self, out: torch.Tensor, shape: tuple) -> torch.Tensor:
         b, hp, wp = shape
@@ -256,7 +265,7 @@ class QuantumBranch(nn.Module):
         """The gated branch output, (B, C, 1, 1)."""
         pooled = h.mean(dim=(2, 3)) if cond is None else torch.cat([h.mean(dim=(2, 3)), cond], dim=1)
         angles = math.pi * torch.tanh(self.to_angles(pooled))
-        return self.gate * self.back(self.core(angles))[:, :, None, None]
+        return self.gate * self.back(run_core(self.core, angles))[:, :, None, None]
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return h + self.delta(h, cond)

@@ -140,7 +140,8 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
                     reps: int = DEFAULT_CIRCUIT.reps, ansatz: str = DEFAULT_CIRCUIT.ansatz, placement: str = "qresblock",
                     patch: int = 2, encoding: str = DEFAULT_CIRCUIT.encoding, resume: bool = False,
                     progress: bool = True, *, config: DenoiserConfig | None = None,
-                    callbacks: tuple[Callback, ...] = (), device: str | torch.device | None = "auto") -> dict:
+                    callbacks: tuple[Callback, ...] = (), device: str | torch.device | None = "auto",
+                    precision: str = "fp32") -> dict:
     """Train (or, with ``resume``, continue) a ``denoiser`` on the VAE in ``vae_path``; returns a summary.
 
     A resumed run keeps the saved denoiser, scheduler and training config, except for
@@ -148,7 +149,9 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
     kind must be ``denoiser``; the circuit arguments are then ignored). ``callbacks`` run after the
     recipe's own (checkpoints). ``device``: see :mod:`qhybrid.devices`; under ``torchrun`` the
     processes share each batch (:mod:`qhybrid.training.distributed`) and rank 0 writes checkpoints.
-    ``scheduler_cfg``: None trains with :data:`RECIPE_SCHEDULER` (v-prediction).
+    ``scheduler_cfg``: None trains with :data:`RECIPE_SCHEDULER` (v-prediction). ``precision``:
+    ``fp32``, or mixed precision ``bf16`` / ``fp16`` (see :mod:`qhybrid.devices`); like the
+    device, a resumed run may change it.
     """
     out, vae_path = Path(out), Path(vae_path)
     device, parallel = distributed.setup(device)
@@ -254,7 +257,7 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
                       param_groups=circuit_param_groups(model, train_cfg.circuit_lr), clip_grad_norm=1.0, ema_decay=train_cfg.ema_decay, generator=gen,
                       callbacks=[Hooks(on_step_end=save_every, on_train_end=save), *callbacks],
                       progress=progress, desc=f"train {denoiser} denoiser", postfix=("loss",),
-                      device=device, parallel=parallel)
+                      device=device, parallel=parallel, precision=precision)
     if run is not None:
         trainer.load_state_dict(run.state)
     trainer.fit(loss_fn, batches)
@@ -269,7 +272,8 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
         "first_loss": float(np.mean(losses[:20])), "final_loss": float(np.mean(losses[-50:])),
         "parameters": model.parameter_counts(), "latents": len(latents),
         "circuit_travel_rad": circuit_travel(model, initial_circuit),
-        "device": str(device), "processes": 1 if parallel is None else parallel.world_size,
+        "device": str(device), "precision": precision,
+        "processes": 1 if parallel is None else parallel.world_size,
         **({"noise_aware": _noise_record(train_cfg, surrogate)} if surrogate is not None else {}),
     }
 

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from qhybrid.config import Config
-from qhybrid.devices import to_device
+from qhybrid.devices import autocast, check_precision, to_device
 from qhybrid.errors import InputError, one_line, param
 from qhybrid.models import checkpoint as ckpt
 from qhybrid.models.quantum_layers import circuit_weights
@@ -153,6 +153,10 @@ class Trainer:
     (from :func:`qhybrid.training.distributed.setup` under ``torchrun``): each process takes its
     slice of every batch, gradients and logged numbers are averaged over the processes, and only
     rank 0 shows progress and runs the callbacks (checkpoints), the others waiting for it.
+
+    ``precision``: ``"fp32"`` (default), or ``"bf16"`` / ``"fp16"`` for mixed precision: the batch's
+    forward pass and loss run under autocast, the weights, optimiser and EMA stay float32, and
+    ``fp16`` scales the loss (its scaler's state is saved with the run); see :mod:`qhybrid.devices`.
     """
 
     def __init__(self, model: torch.nn.Module, *, lr: float, total_steps: int,
@@ -161,8 +165,10 @@ class Trainer:
                  ema_decay: float | None = None, generator: torch.Generator | None = None,
                  callbacks: Iterable[Callback] = (), progress: bool = True, desc: str = "train",
                  postfix: Sequence[str] = ("loss",), device: torch.device | None = None,
-                 parallel: DataParallel | None = None):
+                 parallel: DataParallel | None = None, precision: str = "fp32"):
         self.device = torch.device("cpu") if device is None else device
+        self.precision = check_precision(precision)
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.parallel = parallel
         self.model = model.to(self.device)
         self.ema = EMA(model, ema_decay) if ema_decay is not None else None
@@ -193,6 +199,8 @@ class Trainer:
             state["ema"] = self.ema.model.state_dict()
         if self.generator is not None:
             state["generator"] = self.generator.get_state()
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -205,6 +213,8 @@ class Trainer:
         if self.generator is not None:
             self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if self.scaler is not None and "grad_scaler" in state:  # a run that was fp16 before
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.history = {k: list(v) for k, v in state["history"].items()}
 
@@ -256,14 +266,21 @@ class Trainer:
             self.model.train()
             if self.parallel is not None:
                 batch, weight = shard(batch, self.parallel)
-            loss, logs = loss_fn(to_device(batch, self.device))
+            with autocast(self.device, self.precision):
+                loss, logs = loss_fn(to_device(batch, self.device))
             self.optimizer.zero_grad()
-            loss.backward()
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             if self.parallel is not None:
                 logs = average(self.model.parameters(), logs, self.parallel, weight)
+            if self.scaler is not None:  # clip the true gradients; a step with inf/NaN ones is skipped
+                self.scaler.unscale_(self.optimizer)
             if self.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
-            self.optimizer.step()
+            if self.scaler is None:
+                self.optimizer.step()
+            else:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             # a fixed-length schedule (OneCycleLR) refuses steps past its end: it holds its last LR
             if self.scheduler.last_epoch + 1 < getattr(self.scheduler, "total_steps", math.inf):
                 self.scheduler.step()

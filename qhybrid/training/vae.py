@@ -76,13 +76,14 @@ def _split_holdout(train: FundusDataset, val: FundusDataset | None, seed: int):
 
 def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, resume: bool = False,
               progress: bool = True, *, callbacks: tuple[Callback, ...] = (),
-              device: str | torch.device | None = "auto") -> dict:
+              device: str | torch.device | None = "auto", precision: str = "fp32") -> dict:
     """Train (or, with ``resume``, continue) a VAE into ``out``; returns a summary dict.
 
     A resumed run keeps the saved model and training config, except for ``train_cfg.epochs``:
     the total to reach. ``callbacks`` run after the recipe's own (the checkpoint of each epoch).
     ``device``: see :mod:`qhybrid.devices`; under ``torchrun`` the processes share each batch
-    (:mod:`qhybrid.training.distributed`) and rank 0 writes the checkpoint.
+    (:mod:`qhybrid.training.distributed`) and rank 0 writes the checkpoint. ``precision``: ``fp32``,
+    or mixed precision ``bf16`` / ``fp16`` (see :mod:`qhybrid.devices`).
     """
     out = Path(out)
     device, parallel = distributed.setup(device)
@@ -150,7 +151,7 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
                       param_groups=circuit_param_groups(model, train_cfg.circuit_lr),
                       callbacks=[Hooks(on_epoch_end=end_of_epoch), *callbacks], progress=progress,
                       desc=f"train {'quantum ' if model.is_quantum else ''}VAE", postfix=("recon",),
-                      device=device, parallel=parallel)
+                      device=device, parallel=parallel, precision=precision)
     if run is not None:
         trainer.load_state_dict(run.state)
     trainer.fit(lambda batch: model.loss(*batch), batches, epochs=train_cfg.epochs)
@@ -181,5 +182,5 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
         "latent_scale": model.cfg.latent_scale,
         "parameters": model.parameter_counts(),
         "circuit_travel_rad": circuit_travel(model, initial_circuit),
-        "device": str(device), "processes": 1 if parallel is None else parallel.world_size,
+        "device": str(device), "precision": precision, "processes": 1 if parallel is None else parallel.world_size,
     }
