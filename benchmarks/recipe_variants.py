@@ -5,8 +5,8 @@
 
 ``RUN`` is a finished ``make demo`` run (``runs/demo``): its ``vae``, ``encoder`` and ``validator`` are
 used, and its own ``ldm-*`` models are the float32 rows without attention. A variant is
-``KIND[+attn][@bf16|@fp16]``: the demo's recipe for ``KIND`` (512 images, 1,200 steps at batch 64,
-v-prediction, seed 0, CPU) with a 4-head self-attention block after the middle block (``+attn``)
+``KIND[+attn][@bf16|@fp16][%SEED]``: the demo's recipe for ``KIND`` (512 images, 1,200 steps at batch
+64, v-prediction, training seed 0 or ``SEED``, CPU) with a 4-head self-attention block after the middle block (``+attn``)
 and/or a mixed-precision training step (``@bf16``). Each trains into ``RUN/variants/<variant>`` and
 is scored as ``qhybrid compare`` scores the demo (64 samples, seed 1, 200 held-out images), so its
 row compares with the demo report's row of the same kind. Training seconds are printed per variant
@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 
 
-def parse_variant(text: str) -> tuple[str, int, str]:
-    """``KIND[+attn][@precision]`` -> (kind, attention heads, precision)."""
+def parse_variant(text: str) -> tuple[str, int, str, int]:
+    """``KIND[+attn][@precision][%SEED]`` -> (kind, attention heads, precision, training seed)."""
+    text, _, seed = text.partition("%")
     name, _, precision = text.partition("@")
     kind, _, extra = name.partition("+")
     if extra not in ("", "attn"):
         raise SystemExit(f"unknown variant part +{extra} in {text!r}; use +attn")
-    return kind, 4 if extra else 0, precision or "fp32"
+    return kind, 4 if extra else 0, precision or "fp32", int(seed or 0)
 
 
 def main() -> int:
@@ -53,8 +54,8 @@ def main() -> int:
                 seconds = demo.get("timings_seconds", {}).get(f"ldm-{kind}")
                 rows.append((f"{kind} (demo)", seconds, entry["metrics"]))
             continue
-        kind, heads, precision = parse_variant(text)
-        folder = args.run / "variants" / text.replace("@", "-").replace("+", "-")
+        kind, heads, precision, seed = parse_variant(text)
+        folder = args.run / "variants" / text.replace("@", "-").replace("+", "-").replace("%", "-seed")
         folder.mkdir(parents=True, exist_ok=True)
         for part in ("vae", "encoder", "validator"):
             if not (folder / part).exists():
@@ -65,7 +66,7 @@ def main() -> int:
         if not (folder / f"ldm-{kind}" / "config.json").exists():
             t0 = time.perf_counter()
             train_diffusion(folder / f"ldm-{kind}", folder / "vae", kind,
-                            DiffusionTrainConfig(n=512, steps=args.steps, batch=64, seed=0), config=cfg,
+                            DiffusionTrainConfig(n=512, steps=args.steps, batch=64, seed=seed), config=cfg,
                             progress=False, device="cpu", precision=precision)
             seconds = time.perf_counter() - t0
             print(f"{text}: trained in {seconds:.0f} s", flush=True)
@@ -76,7 +77,7 @@ def main() -> int:
     for name, seconds, m in rows:
         features = m["fundus_features"]
         fd = features["fd"]
-        interval = f" [{fd['low']:.1f}, {fd['high']:.1f}]" if "low" in fd else ""
+        interval = f" [{fd['ci'][0]:.1f}, {fd['ci'][1]:.1f}]" if "ci" in fd else ""
         print(f"| {name} | {'–' if seconds is None else f'{seconds:.0f}'} | {100 * m['gradable']['value']:.1f} | "
               f"{fd['value']:.1f}{interval} | {features['precision']['value']:.2f} | {features['recall']['value']:.2f} | "
               f"{100 * m['vessels']['vessel_density']['value']:.1f} |")

@@ -68,16 +68,18 @@ def machine_info() -> str:
     import qiskit_aer
     import qiskit_machine_learning
 
-    cpu = "unknown CPU"
+    cpu, bf16 = "unknown CPU", "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown CPU":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and bf16 == "unknown":
+                bf16 = "yes" if "avx512_bf16" in line.split() or "amx_bf16" in line.split() else "no"
     except OSError:
         pass
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"{cpu} ({torch.backends.cpu.get_cpu_capability()} kernels, native bf16: {bf16}), {os.cpu_count()} cores, "
+        f"torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), qiskit {qiskit.__version__}, qiskit-aer "
         f"{qiskit_aer.__version__}, qiskit-machine-learning {qiskit_machine_learning.__version__}, "
         f"Python {platform.python_version()}"
@@ -484,6 +486,7 @@ def bench_vae(args) -> str:
 # section: latent diffusion training and sampling
 # ----------------------------------------------------------------------------------------------
 def bench_diffusion(args) -> str:
+    from qhybrid.devices import autocast
     from qhybrid.diffusion.sampling import sample_latents
     from qhybrid.diffusion.scheduler import NoiseScheduler
     from qhybrid.models.denoiser import DenoiserConfig, LatentDenoiser
@@ -494,10 +497,13 @@ def bench_diffusion(args) -> str:
     batch, rounds, steps, n_samples, sample_steps = 64, 4, 5, 64, 50
     aware_kind = "hybrid, noise-aware (fake_torino)"
     plain_layout = "classical, contiguous activations"
-    side = {"classical, 4×32×32": 32, "classical-large, 4×32×32": 32, "hybrid, 4×32×32": 32}
+    side = {"classical, 4×32×32": 32, "classical-large, 4×32×32": 32, "hybrid, 4×32×32": 32,
+            "classical, 4×32×32, bf16": 32, "classical-large, 4×32×32, bf16": 32, "hybrid, 4×32×32, bf16": 32,
+            "hybrid, 4×32×32, attention": 32}
     kinds = ("classical", "classical-large", "hybrid", aware_kind, "hybrid, 8 qubits", plain_layout, *side)
     torch.manual_seed(0)
-    models = {k: LatentDenoiser(DenoiserConfig.for_kind(k.split(",")[0], 4, side.get(k, 16)))
+    models = {k: LatentDenoiser(DenoiserConfig.for_kind(k.split(",")[0], 4, side.get(k, 16)).replace(
+                  attention_heads=4 if k.endswith("attention") else 0))
               for k in kinds if k != "hybrid, 8 qubits"}
     models["hybrid, 8 qubits"] = LatentDenoiser(DenoiserConfig.for_kind("hybrid", 4, 16, num_qubits=8, reps=3))
     models[plain_layout].memory_format = torch.contiguous_format
@@ -519,7 +525,10 @@ def bench_diffusion(args) -> str:
             t = torch.randint(0, 1000, (batch,), generator=gen)
             eps = torch.randn(z.shape, generator=gen)
             z_t = scheduler.add_noise(z, eps, t)
-            if kind == aware_kind:  # the recipe's loss: both predictions, the circuit evaluated once
+            if kind.endswith("bf16"):  # train diffusion --precision bf16: the forward pass under autocast
+                with autocast(torch.device("cpu"), "bf16"):
+                    loss = torch.mean((m(z_t, t) - eps) ** 2)
+            elif kind == aware_kind:  # the recipe's loss: both predictions, the circuit evaluated once
                 exact, noisy = m.forward_pair(z_t, t, surrogate.train())
                 loss = 0.5 * (torch.mean((exact - eps) ** 2) + torch.mean((noisy - eps) ** 2)) \
                     + 4.0 * torch.mean((noisy - exact) ** 2)
@@ -532,7 +541,7 @@ def bench_diffusion(args) -> str:
 
     rate = {k: steps / t for k, t in interleaved_medians(train_round, kinds, rounds).items()}
     sample_time = {}
-    for k in ("classical", "classical-large", "hybrid", plain_layout, *side):
+    for k in ("classical", "classical-large", "hybrid", plain_layout, *(k for k in side if not k.endswith("bf16"))):
         models[k].eval()
         sample_time[k] = timeit(lambda: sample_latents(models[k], scheduler, n_samples, sample_steps, seed=0,
                                                        progress=False), min_time=0.5, max_reps=3)
@@ -542,7 +551,10 @@ def bench_diffusion(args) -> str:
         "Denoisers on 4×16×16 latents (`fundus-vae-64`) and, in the 4×32×32 rows, on the demo's "
         "`fundus-vae-64-l32` latents (one outer level, a convolutional stem, in front of the same U-Net); "
         "activations in training in channels-last memory format (what qhybrid uses), except the contiguous "
-        "row, the classical model in the plain layout; sampling runs in the plain layout (eval mode). "
+        "row, the classical model in the plain layout; sampling runs in the plain layout (eval mode). The bf16 rows "
+        "train in mixed precision (`--precision bf16`: bfloat16 autocast on the CPU, whose oneDNN kernels use "
+        "AVX-512 BF16 where the CPU has it; the circuit stays float32); the attention row adds a 4-head "
+        "self-attention block after the middle block (`DenoiserConfig.attention_heads`). "
         f"Training: batch {batch}, AdamW step, median of {rounds} "
         f"interleaved rounds of {steps} steps; sampling: {n_samples} latents, {sample_steps} DDIM steps, ideal "
         "target, time per image excluding VAE decoding. Hybrid: the default QResBlock, a 6-qubit `real_amplitudes` "

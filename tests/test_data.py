@@ -132,3 +132,15 @@ def test_synthetic_source_is_deterministic_and_split_dependent():
     assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
     t = a.tensor()
     assert t.shape == (4, 3, 32, 32) and t.min() >= -1 and t.max() <= 1
+
+
+def test_a_synthetic_split_drawn_twice_is_the_same_and_callers_cannot_change_it_for_others():
+    """load_dataset keeps small synthetic sets it has drawn (the demo's three denoisers train on the same
+    512 images); every caller gets its own copy."""
+    first = load_dataset("synthetic", 32, "train", n=6, seed=5)
+    first.images[:] = 0
+    first.labels[0]["grade"] = 99
+    again = load_dataset("synthetic", 32, "train", n=6, seed=5)
+    fresh = SyntheticFundus(size=32, seed=5 * 10).sample(6)[0]  # what the generator draws for that split
+    assert np.array_equal(again.images, fresh) and again.images.flags.writeable
+    assert again.labels[0]["grade"] != 99

@@ -118,3 +118,24 @@ def test_train_diffusion_in_bf16_records_it_and_writes_a_float32_checkpoint(tiny
     assert {w.dtype for w in weights.values()} == {torch.float32}
     images, _ = sample_images(tmp_path / "ldm", n=2, steps=2, progress=False, device="cpu")
     assert images.shape == (2, 32, 32, 3)
+
+
+def test_the_cli_trains_with_attention_and_bf16_and_refuses_what_it_cannot_do(tiny_models, tmp_path):
+    """``train diffusion --attention-heads N --precision bf16``: saved in the config; a head count that does not
+    divide the bottleneck is one usage line (exit 2); a resume cannot change the architecture (exit 2, as every
+    refused resume)."""
+    import json
+
+    from tests.cli_helpers import run
+
+    common = ["train", "diffusion", "--vae", str(tiny_models / "vae"), "--denoiser", "hybrid", "--qubits", "3",
+              "--reps", "1", "--n", "16", "--batch", "8", "--device", "cpu"]
+    out = tmp_path / "ldm"
+    done = run(*common, "--steps", "2", "--attention-heads", "4", "--precision", "bf16", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "config.json").read_text())["config"]["denoiser"]["attention_heads"] == 4
+    bad = run(*common, "--attention-heads", "5", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+    assert "--attention-heads 5 does not divide the 48 channels" in bad.stderr
+    resumed = run(*common, "--steps", "3", "--attention-heads", "2", "--resume", "--out", str(out))
+    assert resumed.returncode == 2 and "keeps its architecture" in resumed.stderr

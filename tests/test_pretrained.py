@@ -1,5 +1,6 @@
 """The shipped first stages and the demo that uses one: pinned by hash (a changed file is refused), loadable as VAEs, and
-they keep the vessels of held-out images, which is why they are shipped."""
+they keep the vessels of held-out images, which is why they are shipped. The shipped evaluators: pinned, and what a run
+folder without evaluators gets, so every run is measured with the same validator and encoder."""
 
 import shutil
 
@@ -17,12 +18,13 @@ from qhybrid.models.vae import VAE
 #: every shipped first stage: image size, latent shape and the held-out vessel-map Dice it must keep (32 test images)
 SHIPPED = {"fundus-vae-64": (64, (4, 16, 16), 0.6), "fundus-vae-64-l32": (64, (4, 32, 32), 0.8),
            "fundus-vae-128-l32": (128, (4, 32, 32), 0.75)}
+EVALUATORS = {"fundus-validator-64": "validator", "fundus-encoder-64": "feature-encoder"}
 
 
-def test_every_shipped_vae_is_listed_here_and_the_demo_uses_the_4x32x32_one():
+def test_every_shipped_checkpoint_is_listed_here_and_the_demo_uses_the_4x32x32_vae():
     from qhybrid.workflows.demo import DemoConfig
 
-    assert set(SHIPPED) == set(pretrained.PRETRAINED)
+    assert set(SHIPPED) | set(EVALUATORS) == set(pretrained.PRETRAINED)
     assert DemoConfig().vae == "fundus-vae-64-l32"
 
 
@@ -99,3 +101,35 @@ def test_a_kept_denoiser_stage_must_predict_what_the_demo_trains(tmp_path):
     check_kept_prediction(tmp_path / "ldm-classical", "epsilon", "this demo", "move it aside")
     with pytest.raises(InputError, match="trained with epsilon prediction, this demo trains v_prediction; move it"):
         check_kept_prediction(tmp_path / "ldm-classical", "v_prediction", "this demo", "move it aside")
+
+
+@pytest.mark.parametrize("name", sorted(EVALUATORS))
+def test_a_shipped_evaluator_matches_its_pinned_hash_and_loads(name):
+    from qhybrid.evaluation.features import FundusEncoder
+    from qhybrid.evaluation.validator import GradabilityNet
+
+    folder = pretrained.pretrained_checkpoint(name)
+    assert ckpt.read_header(folder)["kind"] == EVALUATORS[name] == pretrained.PRETRAINED[name].kind
+    cls = GradabilityNet if EVALUATORS[name] == "validator" else FundusEncoder
+    assert cls.from_checkpoint(folder).cfg.size == 64
+    assert (folder / ckpt.WEIGHTS_NAME).stat().st_size < 5 * 2**20
+
+
+def test_a_run_folder_without_evaluators_gets_the_shipped_ones_and_they_judge_real_from_erased(tmp_path):
+    from qhybrid.data.degrade import degrade
+    from qhybrid.evaluation.validator import predict
+    from qhybrid.workflows.compare import ensure_evaluators
+
+    said = []
+    encoder, validator, _, vdir, edir = ensure_evaluators(tmp_path, progress=False, log=said.append)
+    for folder, name in ((vdir, "fundus-validator-64"), (edir, "fundus-encoder-64")):
+        assert ckpt.read_header(folder)["weights_sha256"] == pretrained.PRETRAINED[name].sha256
+        assert any(name in line and "hash checked" in line for line in said)
+    assert not list(tmp_path.glob("*.partial"))
+    # the ruler works: held-out retinas pass, the same ones with their vessels smoothed away do not
+    images = load_dataset("synthetic", 64, "test", n=24, seed=0).images
+    rng = np.random.default_rng(0)
+    erased = np.stack([degrade(im, "smoothing", 0.8, rng) for im in images])
+    threshold = validator.cfg.threshold
+    assert np.mean(predict(validator, images) >= threshold) >= 0.9
+    assert np.mean(predict(validator, erased) >= threshold) <= 0.1

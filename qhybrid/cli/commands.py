@@ -148,6 +148,10 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
     vae = read_header(args.vae, "vae")["config"]
     latent_size = vae.get("latent_size") or (8 if vae.get("size") == 32 else 16)
     side = DenoiserConfig.for_kind("classical", 4, latent_size, patch=1).bottleneck_size  # as train_diffusion builds it
+    width = 2 * DenoiserConfig.for_kind(args.denoiser, 4, latent_size, patch=1).channels  # the bottleneck's channels
+    if args.attention_heads and width % args.attention_heads:
+        raise UsageError(f"--attention-heads {args.attention_heads} does not divide the {width} channels of the "
+                         f"{args.denoiser} denoiser's bottleneck; use a divisor such as 4")
     if args.patch < 1 or side % args.patch:
         raise UsageError(f"--patch {args.patch} does not divide the {side}x{side} bottleneck of "
                          f"this VAE's {latent_size}x{latent_size} latents; use a divisor such as 1 or 2")
@@ -178,7 +182,7 @@ def cmd_train_diffusion(args: argparse.Namespace) -> int:
     summary = train_diffusion(args.out, args.vae, args.denoiser, cfg, sched, num_qubits=args.qubits,
                               reps=args.reps, ansatz=args.ansatz, placement=args.placement, patch=args.patch,
                               encoding=args.encoding, resume=args.resume, device=args.device,
-                              precision=args.precision)
+                              precision=args.precision, attention_heads=args.attention_heads)
     if not is_main_process():
         return 0
     p = summary["parameters"]

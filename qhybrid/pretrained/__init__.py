@@ -1,4 +1,4 @@
-"""First-stage checkpoints shipped with qhybrid, pinned by hash.
+"""Checkpoints shipped with qhybrid, pinned by hash: first stages and the two evaluators.
 
 A VAE that keeps the vessels takes minutes of CPU training (150 epochs with the Laplacian-pyramid
 detail loss: 7 minutes for ``fundus-vae-64-l32``, 10 for ``fundus-vae-64``), more than the demo's
@@ -9,11 +9,13 @@ made it. Loading one
 checks the SHA-256 of its weights against the value pinned here: a changed or damaged file is
 refused, never silently used.
 
-The command reproduces the model, not the bytes: a second run on the same machine matched the
-first step's loss exactly, then drifted by float rounding in the multi-threaded CPU kernels and
-ended with other weights (largest difference 0.24) of the same quality (held-out vessel Dice 0.624
-against 0.623, latent scale 0.926 both). A re-trained VAE therefore gets a new hash, and LDMs
-trained on the shipped one refuse it, as they refuse any other VAE.
+The evaluators are shipped for another reason: ``compare`` scores every run with the gradability
+validator and the fundus feature encoder, and every run used to train both first (2.8 minutes of a
+``make demo`` stage of 3.1 on a slow day), though the same recipe gave the same held-out summaries
+run after run. Shipped, every run is measured with the same two networks by construction, as FID
+measures every model with the same Inception weights, and the time goes to the models. They are
+what ``qhybrid validator train`` and ``qhybrid encoder train`` make with their defaults (the defaults
+``compare`` trained with), on synthetic images from their own seed spaces, never on a model's output.
 
     from qhybrid.pretrained import pretrained_checkpoint
     vae = VAE.from_checkpoint(pretrained_checkpoint("fundus-vae-64-l32"))
@@ -68,6 +70,23 @@ PRETRAINED: dict[str, Pretrained] = {
             description="classical VAE for 128 px fundus images, 4 x 32 x 32 latents (two downsamplings: held-out "
                         "vessel-map Dice 0.81, ceiling 0.90), the same loss and training; the paper-scale first stage",
         ),
+        Pretrained(
+            name="fundus-validator-64",
+            kind="validator",
+            sha256="5218a24f6a532486a65ba4e28e9c20430da925a1564262f08e60a3ab676daca4",
+            command="qhybrid validator train --device cpu --out <folder>",
+            description="the gradability validator every compare uses unless given another (--validator): 600 "
+                        "synthetic retinas at 80 px, each shown gradable and degraded per epoch, 10 epochs, seed 1234; "
+                        "scores images resized to 64 px",
+        ),
+        Pretrained(
+            name="fundus-encoder-64",
+            kind="feature-encoder",
+            sha256="53d5756530f1b3ca975281f62fa01f55a04b4da6d4024781147298b9e62f571e",
+            command="qhybrid encoder train --device cpu --out <folder>",
+            description="the fundus feature encoder of FD, KID, precision and recall in every compare unless given "
+                        "another (--encoder): 600 synthetic retinas, 8 epochs, seed 2024; images resized to 64 px",
+        ),
     )
 }
 
@@ -89,3 +108,17 @@ def pretrained_checkpoint(name: str) -> Path:
                                    f"{entry.command}")
     ckpt.read_header(folder, entry.kind)
     return folder
+
+
+def copy_pretrained(name: str, dest: str | Path) -> Path:
+    """Copy the shipped checkpoint ``name`` (hash checked) to the folder ``dest``, which must not
+    exist yet: through a staging folder renamed at the end, so an interrupted copy leaves no half
+    checkpoint behind."""
+    import shutil
+
+    source, dest = pretrained_checkpoint(name), Path(dest)
+    staging = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__"))
+    staging.rename(dest)
+    return dest

@@ -141,7 +141,7 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
                     patch: int = 2, encoding: str = DEFAULT_CIRCUIT.encoding, resume: bool = False,
                     progress: bool = True, *, config: DenoiserConfig | None = None,
                     callbacks: tuple[Callback, ...] = (), device: str | torch.device | None = "auto",
-                    precision: str = "fp32") -> dict:
+                    precision: str = "fp32", attention_heads: int = 0) -> dict:
     """Train (or, with ``resume``, continue) a ``denoiser`` on the VAE in ``vae_path``; returns a summary.
 
     A resumed run keeps the saved denoiser, scheduler and training config, except for
@@ -151,7 +151,8 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
     processes share each batch (:mod:`qhybrid.training.distributed`) and rank 0 writes checkpoints.
     ``scheduler_cfg``: None trains with :data:`RECIPE_SCHEDULER` (v-prediction). ``precision``:
     ``fp32``, or mixed precision ``bf16`` / ``fp16`` (see :mod:`qhybrid.devices`); like the
-    device, a resumed run may change it.
+    device, a resumed run may change it. ``attention_heads``: a self-attention block of that many
+    heads after the middle block of a new denoiser (0: none; see ``DenoiserConfig.attention_heads``).
     """
     out, vae_path = Path(out), Path(vae_path)
     device, parallel = distributed.setup(device)
@@ -174,13 +175,17 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
                                 f"{', '.join('--' + n.replace('_', '-') for n in changed)}, or train into a new --out")
         run.check_unfinished("steps", train_cfg.steps)
         dcfg = DenoiserConfig.from_dict(saved["denoiser"])
+        if attention_heads and attention_heads != dcfg.attention_heads:
+            raise TrainingError(f"{out} holds a denoiser with attention_heads={dcfg.attention_heads}; a resumed run "
+                                "keeps its architecture: resume without --attention-heads, or train into a new --out")
         scheduler_cfg = SchedulerConfig.from_dict(saved["scheduler"])
     else:
         c, s, _ = vae.cfg.latent_shape
         if config is not None and config.kind != denoiser:
             raise ValueError(f"train_diffusion: config is for a {config.kind} denoiser, not {denoiser}")
         dcfg = config or DenoiserConfig.for_kind(denoiser, c, s, num_qubits=num_qubits, reps=reps, ansatz=ansatz,
-                                       placement=placement, patch=patch, encoding=encoding)
+                                       placement=placement, patch=patch, encoding=encoding).replace(
+                                           attention_heads=attention_heads)
         scheduler_cfg = scheduler_cfg or RECIPE_SCHEDULER
         if train_cfg.init_from is not None:
             dcfg, scheduler_cfg, start = _fine_tune_start(train_cfg.init_from, denoiser, vae_header)

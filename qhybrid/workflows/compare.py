@@ -93,12 +93,19 @@ def ensure_seed_replicas(run_dir: Path, seeds: int, progress: bool = True, log=p
                             resume=(replica / ckpt.STATE_NAME).exists(), progress=progress, device=device)
 
 
+#: The evaluators a run folder gets when it has none (qhybrid.pretrained).
+SHIPPED_VALIDATOR, SHIPPED_ENCODER = "fundus-validator-64", "fundus-encoder-64"
+
+
 def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progress: bool = True, log=print,
                       quick: bool = False, device: str | torch.device | None = None):
-    """Load the validator and the feature encoder (onto ``device``; None: the CPU); train them into
-    the run folder if absent."""
+    """Load the validator and the feature encoder (onto ``device``; None: the CPU). A run folder
+    without them gets a copy of the shipped ones (``fundus-validator-64``, ``fundus-encoder-64``:
+    every run measured with the same networks, see :mod:`qhybrid.pretrained`); ``quick`` trains
+    toy-sized ones into it instead (the tests, ``demo --quick``)."""
     from qhybrid.evaluation.features import FundusEncoder
     from qhybrid.evaluation.validator import GradabilityNet
+    from qhybrid.pretrained import copy_pretrained
     from qhybrid.training.encoder import EncoderTrainConfig, train_encoder
     from qhybrid.training.validator import ValidatorTrainConfig, train_validator
 
@@ -108,13 +115,19 @@ def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progr
         if given is not None:  # a wrong folder fails now, not after training the other evaluator
             ckpt.read_header(folder, kind)
     if validator_dir is None and not (vdir / ckpt.CONFIG_NAME).exists():
-        log(f"training the gradability validator into {vdir} (once per run folder)")
-        cfg = ValidatorTrainConfig(n=80, epochs=3) if quick else ValidatorTrainConfig()
-        train_validator(vdir, cfg, progress=progress, device=device or "cpu")
+        if quick:
+            log(f"training a toy-sized gradability validator into {vdir} (quick evaluators)")
+            train_validator(vdir, ValidatorTrainConfig(n=80, epochs=3), progress=progress, device=device or "cpu")
+        else:
+            copy_pretrained(SHIPPED_VALIDATOR, vdir)
+            log(f"the shipped gradability validator {SHIPPED_VALIDATOR} (hash checked), copied into {vdir}")
     if encoder_dir is None and not (edir / ckpt.CONFIG_NAME).exists():
-        log(f"training the fundus feature encoder into {edir} (once per run folder)")
-        cfg = EncoderTrainConfig(n=80, epochs=2) if quick else EncoderTrainConfig()
-        train_encoder(edir, cfg, progress=progress, device=device or "cpu")
+        if quick:
+            log(f"training a toy-sized fundus feature encoder into {edir} (quick evaluators)")
+            train_encoder(edir, EncoderTrainConfig(n=80, epochs=2), progress=progress, device=device or "cpu")
+        else:
+            copy_pretrained(SHIPPED_ENCODER, edir)
+            log(f"the shipped fundus feature encoder {SHIPPED_ENCODER} (hash checked), copied into {edir}")
     device = resolve_device(device or "cpu")
     validator = GradabilityNet.from_checkpoint(vdir).to(device)
     vheader = validator.checkpoint_header

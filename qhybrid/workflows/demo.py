@@ -88,9 +88,7 @@ def _stage_done(folder: Path, key: str, target: int) -> bool:
 def _copy_shipped_vae(name: str, size: int, vae_dir: Path) -> bool:
     """Copy the shipped first stage ``name`` (hash checked) into the run, so the run folder holds
     every checkpoint it uses; False when ``vae_dir`` already holds exactly it."""
-    import shutil
-
-    from qhybrid.pretrained import pretrained_checkpoint
+    from qhybrid.pretrained import copy_pretrained, pretrained_checkpoint
 
     source = pretrained_checkpoint(name)
     header = ckpt.read_header(source, "vae")
@@ -106,10 +104,7 @@ def _copy_shipped_vae(name: str, size: int, vae_dir: Path) -> bool:
         raise InputError(f"{vae_dir} holds {'the shipped ' + known if known else 'another VAE'}, not the shipped "
                          f"{name} this run asks for (a run made with another first stage); move that run aside or "
                          f"choose another {param('out')}")
-    staging = vae_dir.with_name(vae_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__"))
-    staging.rename(vae_dir)
+    copy_pretrained(name, vae_dir)
     return True
 
 
@@ -289,12 +284,16 @@ def _report(out: Path, cfg: DemoConfig, info: dict, timings: dict, block_check: 
             f"{i['seconds_per_image'] * 1e3:.0f} ms |"
         )
     v = comparison["validator"]
+    from qhybrid.pretrained import PRETRAINED
+    from qhybrid.workflows.compare import SHIPPED_VALIDATOR
+
+    held = ckpt.read_header(Path(v["folder"]), "validator").get("weights_sha256")
+    vsource = (f"the shipped `{SHIPPED_VALIDATOR}`, hash checked, the same in every run"
+               if held == PRETRAINED[SHIPPED_VALIDATOR].sha256 else f"from `{v['folder']}`")
     minutes = timings["total (sum of stages)"] / 60
     if cfg.vae == "train":
         vae_line = f"VAE trained here, {cfg.vae_epochs} epochs"
     else:
-        from qhybrid.pretrained import PRETRAINED
-
         vae_line = (f"VAE: the shipped first stage `{cfg.vae}` ({vae_extra.get('epoch')} epochs, hash checked; "
                     f"`{PRETRAINED[cfg.vae].command}` trains it again)")
     return f"""# qhybrid demo report
@@ -353,8 +352,8 @@ last row scores real images of another held-out split the same way: what a perfe
 
 {table}
 
-The gradability validator (trained by qhybrid on its own synthetic images and degradations, never
-on a generator's output, and taught that an image whose vessels are blurred, smoothed or low-passed
+The gradability validator ({vsource}; trained by qhybrid on its own synthetic images and degradations,
+never on a generator's output, and taught that an image whose vessels are blurred, smoothed or low-passed
 away is ungradable, as a grader would judge it): {validator_summary(v)}. For reference, the paper (arXiv 2508.09903) reports 86% gradable for
 its quantum models and 69% for the classical one on real fundus data; the numbers above are this
 run's, on synthetic data, whatever they show.
