@@ -112,14 +112,21 @@ def main() -> int:
             seconds = time.perf_counter() - t0
         result = run_compare(folder, n=64, steps=50, seed=1, real_n=200, progress=False, contribution=None)
         rows.append((name, seconds, result["models"]["classical"]["metrics"]))
-    print("| variant | training s | gradable % | FD | precision | recall | vessel density % |")
+    print_table(rows, "variant")
+    return 0
+
+
+def print_table(rows, first: str = "model") -> None:
+    """One markdown row per (name, training seconds or None, compare's metrics of the model)."""
+    print(f"| {first} | training s | gradable % | FD [95% interval] | precision | recall | vessel density % |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, seconds, m in rows:
         features = m["fundus_features"]
-        print(f"| {name} | {'–' if seconds is None else f'{seconds:.0f}'} | {100 * m['gradable']['value']:.1f} | {features['fd']['value']:.1f} | "
-              f"{features['precision']['value']:.2f} | {features['recall']['value']:.2f} | "
+        fd = features["fd"]
+        interval = f" [{fd['ci'][0]:.1f}, {fd['ci'][1]:.1f}]" if "ci" in fd else ""
+        print(f"| {name} | {'–' if seconds is None else f'{seconds:.0f}'} | {100 * m['gradable']['value']:.1f} | "
+              f"{fd['value']:.1f}{interval} | {features['precision']['value']:.2f} | {features['recall']['value']:.2f} | "
               f"{100 * m['vessels']['vessel_density']['value']:.1f} |")
-    return 0
 
 
 if __name__ == "__main__":

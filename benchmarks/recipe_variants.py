@@ -22,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+# a sibling script: `python benchmarks/recipe_variants.py` puts benchmarks/ first on the path
+from latent32_denoisers import print_table
+
 
 def parse_variant(text: str) -> tuple[str, int, str, int]:
     """``KIND[+attn][@precision][%SEED]`` -> (kind, attention heads, precision, training seed)."""
@@ -72,15 +75,7 @@ def main() -> int:
             print(f"{text}: trained in {seconds:.0f} s", flush=True)
         result = run_compare(folder, n=64, steps=50, seed=1, real_n=200, progress=False, contribution=None)
         rows.append((text, seconds, result["models"][kind]["metrics"]))
-    print("| model | training s | gradable % | FD [95% interval] | precision | recall | vessel density % |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, seconds, m in rows:
-        features = m["fundus_features"]
-        fd = features["fd"]
-        interval = f" [{fd['ci'][0]:.1f}, {fd['ci'][1]:.1f}]" if "ci" in fd else ""
-        print(f"| {name} | {'–' if seconds is None else f'{seconds:.0f}'} | {100 * m['gradable']['value']:.1f} | "
-              f"{fd['value']:.1f}{interval} | {features['precision']['value']:.2f} | {features['recall']['value']:.2f} | "
-              f"{100 * m['vessels']['vessel_density']['value']:.1f} |")
+    print_table(rows)
     return 0
 
 

@@ -45,7 +45,12 @@ from torch import nn
 from qhybrid.config import Config
 from qhybrid.errors import InputError
 from qhybrid.models import checkpoint as ckpt
-from qhybrid.models.layers import ResBlock, SelfAttention, group_norm, timestep_embedding
+from qhybrid.models.layers import (
+    ResBlock,
+    SelfAttention,
+    group_norm,
+    timestep_embedding,
+)
 from qhybrid.models.quantum_layers import (
     ANGLE_SCALE,
     CIRCUIT_CORES,

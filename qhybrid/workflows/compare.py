@@ -114,20 +114,21 @@ def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progr
     for given, folder, kind in ((validator_dir, vdir, "validator"), (encoder_dir, edir, "feature-encoder")):
         if given is not None:  # a wrong folder fails now, not after training the other evaluator
             ckpt.read_header(folder, kind)
-    if validator_dir is None and not (vdir / ckpt.CONFIG_NAME).exists():
+    toy = {"validator": lambda out: train_validator(out, ValidatorTrainConfig(n=80, epochs=3), progress=progress,
+                                                    device=device or "cpu"),
+           "encoder": lambda out: train_encoder(out, EncoderTrainConfig(n=80, epochs=2), progress=progress,
+                                                device=device or "cpu")}
+    for given, folder, what, shipped in ((validator_dir, vdir, "validator", SHIPPED_VALIDATOR),
+                                         (encoder_dir, edir, "encoder", SHIPPED_ENCODER)):
+        name = "gradability validator" if what == "validator" else "fundus feature encoder"
+        if given is not None or (folder / ckpt.CONFIG_NAME).exists():
+            continue
         if quick:
-            log(f"training a toy-sized gradability validator into {vdir} (quick evaluators)")
-            train_validator(vdir, ValidatorTrainConfig(n=80, epochs=3), progress=progress, device=device or "cpu")
+            log(f"training a toy-sized {name} into {folder} (quick evaluators)")
+            toy[what](folder)
         else:
-            copy_pretrained(SHIPPED_VALIDATOR, vdir)
-            log(f"the shipped gradability validator {SHIPPED_VALIDATOR} (hash checked), copied into {vdir}")
-    if encoder_dir is None and not (edir / ckpt.CONFIG_NAME).exists():
-        if quick:
-            log(f"training a toy-sized fundus feature encoder into {edir} (quick evaluators)")
-            train_encoder(edir, EncoderTrainConfig(n=80, epochs=2), progress=progress, device=device or "cpu")
-        else:
-            copy_pretrained(SHIPPED_ENCODER, edir)
-            log(f"the shipped fundus feature encoder {SHIPPED_ENCODER} (hash checked), copied into {edir}")
+            copy_pretrained(shipped, folder)
+            log(f"the shipped {name} {shipped} (hash checked), copied into {folder}")
     device = resolve_device(device or "cpu")
     validator = GradabilityNet.from_checkpoint(vdir).to(device)
     vheader = validator.checkpoint_header
