@@ -51,7 +51,7 @@ noise-aware: $(STAMP)
 	$(VENV)/bin/qhybrid noise-aware --vae $(RUN)/vae --backend fake_torino --unseen fake_fez --out runs/noise-aware
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -10,7 +10,8 @@ used, and its own ``ldm-*`` models are the float32 rows without attention. A var
 and/or a mixed-precision training step (``@bf16``). Each trains into ``RUN/variants/<variant>`` and
 is scored as ``qhybrid compare`` scores the demo (64 samples, seed 1, 200 held-out images), so its
 row compares with the demo report's row of the same kind. Training seconds are printed per variant
-(one after another on the same machine; the demo's own models print the time the demo recorded).
+(one after another on the same machine; the demo's own models print the time the demo recorded); the
+first variant of a run also pays for drawing the 512 training images, later ones reuse them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def parse_variant(text: str) -> tuple[str, int, str, int]:
     name, _, precision = text.partition("@")
     kind, _, extra = name.partition("+")
     if extra not in ("", "attn"):
-        raise SystemExit(f"unknown variant part +{extra} in {text!r}; use +attn")
+        raise SystemExit(f"unknown variant part +{extra} in {text!r}; write KIND[+attn][@bf16|@fp16][%SEED]")
+    if precision not in ("", "fp32", "bf16", "fp16") or (seed and not seed.isdigit()):
+        raise SystemExit(f"cannot read the variant {text!r}; write KIND[+attn][@bf16|@fp16][%SEED]")
     return kind, 4 if extra else 0, precision or "fp32", int(seed or 0)
 
 

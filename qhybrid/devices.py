@@ -9,9 +9,9 @@ and gradients are moved to and from the model's device by the connector.
 
 Precision: training steps run in float32 unless a run asks for mixed precision (``bf16`` or
 ``fp16``: PyTorch's autocast around the forward pass and the loss). The weights, the optimiser,
-the EMA copy and every checkpoint stay float32 either way, and the quantum layers always take and
-return float32 (:class:`~qhybrid.models.quantum_layers.QuantumConv2d` switches autocast off around
-its core), so a checkpoint trained in mixed precision samples like any other. ``fp16`` scales the
+the EMA copy and every checkpoint stay float32 either way, and the quantum layers run in float32
+(:func:`~qhybrid.models.quantum_layers.in_float32` switches autocast off from their input features to
+their outputs), so a checkpoint trained in mixed precision samples like any other. ``fp16`` scales the
 loss (``torch.amp.GradScaler``) so small gradients do not underflow; ``bf16`` has float32's range
 and needs no scaling.
 """

@@ -137,10 +137,14 @@ def test_synthetic_source_is_deterministic_and_split_dependent():
 def test_a_synthetic_split_drawn_twice_is_the_same_and_callers_cannot_change_it_for_others():
     """load_dataset keeps small synthetic sets it has drawn (the demo's three denoisers train on the same
     512 images); every caller gets its own copy."""
+    from qhybrid.data.loaders import _synthetic_split
+
     first = load_dataset("synthetic", 32, "train", n=6, seed=5)
+    hits = _synthetic_split.cache_info().hits
     first.images[:] = 0
     first.labels[0]["grade"] = 99
     again = load_dataset("synthetic", 32, "train", n=6, seed=5)
+    assert _synthetic_split.cache_info().hits == hits + 1  # not drawn again
     fresh = SyntheticFundus(size=32, seed=5 * 10).sample(6)[0]  # what the generator draws for that split
     assert np.array_equal(again.images, fresh) and again.images.flags.writeable
     assert again.labels[0]["grade"] != 99

@@ -603,7 +603,9 @@ def test_a_record_written_by_qhybrid_0_1_resumes_to_the_old_uninterrupted_result
     # a record from before the executor path goes on on the legacy EstimatorV2 it started on
     assert resumed.program == "estimator" and [s.get("program") for s in resumed.steps] == [None, "estimator", "estimator"]
     expected = np.load(LEGACY / "expected_final_latents_fake_manila_n2_steps3_seed0.npy")
-    assert np.array_equal(final_latents(resumed), expected)
+    # written by the uninterrupted 0.1 run on an Intel Xeon: bit-identical there; another CPU's kernels
+    # round the classical layers' last bits differently (seen: up to 4.8e-7, 1.2e-7 relative, on an AMD EPYC)
+    np.testing.assert_allclose(final_latents(resumed), expected, rtol=1e-5, atol=1e-6)
 
 
 # --- issue 19: what a record fixes, keeps and shows ------------------------------------------------

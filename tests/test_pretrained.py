@@ -133,3 +133,15 @@ def test_a_run_folder_without_evaluators_gets_the_shipped_ones_and_they_judge_re
     threshold = validator.cfg.threshold
     assert np.mean(predict(validator, images) >= threshold) >= 0.9
     assert np.mean(predict(validator, erased) >= threshold) <= 0.1
+
+
+def test_a_leftover_evaluator_folder_without_a_checkpoint_is_refused_in_one_line(tmp_path):
+    from qhybrid.errors import InputError
+    from qhybrid.workflows.compare import ensure_evaluators
+
+    (tmp_path / "validator").mkdir()
+    (tmp_path / "validator" / "partial.bin").write_bytes(b"x")
+    with pytest.raises(InputError, match="validator exists but holds no checkpoint; move it aside, or give") as refused:
+        ensure_evaluators(tmp_path, progress=False, log=lambda *_: None)
+    assert "\n" not in str(refused.value)
+    assert (tmp_path / "validator" / "partial.bin").exists()  # nothing of the user's was touched

@@ -1,7 +1,6 @@
 """The one sampling loop (qhybrid.diffusion.sampling): bit-identical to the loop it replaced, and
 steppable one step at a time from saved latents, which is how IBM Quantum job runs use it."""
 
-import hashlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,28 +28,49 @@ class TinyDenoiser(torch.nn.Module):
         return torch.tanh(0.7 * z.roll(1, dims=-1) - 0.2 * z.flip(1) + shift)
 
 
-#: sha256 of the float32 latents that the sampling loop of commit 17b6714 (before the loop was
-#: shared with the job runner) returned for these settings, with torch 2.13 on x86-64. Two chunks
-#: (batch=3) check that one generator feeds every chunk in order.
-GOLDEN = {
+def loop_it_replaced(model, scheduler, n, steps, sampler="ddim", eta=0.0, seed=0, batch=64):
+    """The sampling loop of commit 17b6714 (before the loop was shared with the job runner), verbatim but
+    for its progress bar. The test used to pin the sha256 of this loop's output, recorded on one machine;
+    another CPU's vectorised kernels round the last bit differently, so the loop itself is the reference."""
+    shape = (model.cfg.latent_channels, model.cfg.latent_size, model.cfg.latent_size)
+    gen = torch.Generator().manual_seed(seed)
+    timesteps = scheduler.timesteps(steps) if sampler == "ddim" else list(range(scheduler.num_train_timesteps))[::-1]
+    out = []
+    chunks = [min(batch, n - i) for i in range(0, n, batch)]
+    for size in chunks:
+        z = torch.randn((size, *shape), generator=gen)
+        for k, t in enumerate(timesteps):
+            tt = torch.full((size,), t, dtype=torch.long)
+            pred = model(z, tt)
+            if sampler == "ddim":
+                t_prev = timesteps[k + 1] if k + 1 < len(timesteps) else -1
+                z = scheduler.ddim_step(pred, t, t_prev, z, eta=eta, generator=gen)
+            else:
+                z = scheduler.ddpm_step(pred, t, z, generator=gen)
+        out.append(z)
+    return torch.cat(out)
+
+
+#: Scheduler and sampling settings; two chunks (batch=3) check that one generator feeds every chunk in order.
+CASES = {
     "ddim-eta0": ({"num_train_timesteps": 100, "beta_schedule": "linear"},
-                  {"n": 5, "steps": 7, "sampler": "ddim", "eta": 0.0, "seed": 11, "batch": 3},
-                  "1f457557469a2b8cf441a0210cc12ae40c478fc81fa1b18c20459485e9c09840"),
+                  {"n": 5, "steps": 7, "sampler": "ddim", "eta": 0.0, "seed": 11, "batch": 3}),
     "ddim-eta0.6-v": ({"num_train_timesteps": 100, "prediction_type": "v_prediction"},
-                      {"n": 5, "steps": 9, "sampler": "ddim", "eta": 0.6, "seed": 4, "batch": 3},
-                      "3556d075fe9bc80b1104aa2e909f1041155703ae9440a247b6a8d19dbaccfe8c"),
+                      {"n": 5, "steps": 9, "sampler": "ddim", "eta": 0.6, "seed": 4, "batch": 3}),
     "ddpm": ({"num_train_timesteps": 30, "beta_schedule": "linear"},
-             {"n": 4, "steps": 1, "sampler": "ddpm", "seed": 2, "batch": 3},
-             "0bc248642c613463a9e2d64624e15f66e98afdaa12be5959eec910439586dd00"),
+             {"n": 4, "steps": 1, "sampler": "ddpm", "seed": 2, "batch": 3}),
 }
 
 
-@pytest.mark.parametrize("case", sorted(GOLDEN))
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_sample_latents_is_bit_identical_to_the_loop_it_replaced(case):
-    scheduler_cfg, kwargs, digest = GOLDEN[case]
-    z = sample_latents(TinyDenoiser(), NoiseScheduler(SchedulerConfig(**scheduler_cfg)), progress=False, **kwargs)
+    scheduler_cfg, kwargs = CASES[case]
+    scheduler = NoiseScheduler(SchedulerConfig(**scheduler_cfg))
+    with torch.no_grad():
+        z = sample_latents(TinyDenoiser(), scheduler, progress=False, **kwargs)
+        reference = loop_it_replaced(TinyDenoiser(), scheduler, **kwargs)
     assert z.dtype == torch.float32 and len(z) == kwargs["n"]
-    assert hashlib.sha256(z.numpy().tobytes()).hexdigest() == digest, z.flatten()[:4].tolist()
+    assert torch.equal(z, reference), (z - reference).abs().max()
 
 
 @pytest.mark.parametrize("sampler, eta", [("ddim", 0.0), ("ddim", 0.5), ("ddpm", 0.0)])

@@ -38,7 +38,7 @@ _positive_int = _number(int, lambda v: v > 0, "a positive integer")
 _seed = _number(int, lambda v: v >= 0, "a non-negative integer")
 
 
-_nonnegative_int = _number(int, lambda v: 0 <= v <= 64, "an integer from 0 to 64")
+_head_count = _number(int, lambda v: 0 <= v <= 64, "an integer from 0 to 64")
 
 
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
@@ -179,12 +179,11 @@ def _add_device(parser, what: str) -> None:
                         help=f"where {what} run: auto (a CUDA GPU if PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
 
 
-def _add_precision(parser) -> None:
+def _add_precision(parser, measured: str) -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                         help="the training step's arithmetic: fp32 (default), or mixed precision with bf16 or fp16 "
-                             "autocast (weights, optimiser and checkpoint stay float32; the circuit runs in float32). "
-                             "bf16 trained the large denoiser 1.4x faster on this project's CPU (AVX-512 BF16) with samples "
-                             "of the same quality, the small ones no faster: see the README")
+                             "autocast (weights, optimiser and checkpoint stay float32; the quantum layers run in "
+                             f"float32). {measured}")
 
 
 def _add_demo(sub) -> None:
@@ -192,8 +191,9 @@ def _add_demo(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="the main job: VAE + three latent diffusion models on built-in data, and a report",
-        description="Train the VAE and the classical, classical-large and hybrid denoisers on built-in "
-        "synthetic fundus images, sample from each and write a report.",
+        description="Copy the shipped first-stage VAE (--quick: train a tiny one), train the classical, "
+        "classical-large and hybrid denoisers on its latents of built-in synthetic fundus images, sample from each, "
+        "score them with the shipped validator and encoder and write a report.",
     )
     demo.add_argument("--out", type=_folder, default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--seed", type=_seed, default=0)
@@ -273,7 +273,7 @@ def _add_training(sub) -> None:
     vae.add_argument("--out", type=_folder, required=True, help="checkpoint folder, e.g. runs/x/vae")
     vae.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     _add_device(vae, "the networks")
-    _add_precision(vae)
+    _add_precision(vae, "Not measured for the VAE; see the README for the denoisers")
     vae.set_defaults(func=commands.cmd_train_vae)
     ldm = train.add_parser("diffusion", help="train a latent denoiser on a trained VAE")
     ldm.add_argument("--vae", required=True, help="VAE checkpoint folder")
@@ -312,13 +312,14 @@ def _add_training(sub) -> None:
                      help="--noise-aware: a surrogate from 'qhybrid noise surrogate' (default: fit one at the start)")
     ldm.add_argument("--init-from", default=None, metavar="LDM",
                      help="fine-tune: start from this hybrid checkpoint's weights (same VAE), e.g. with --noise-aware")
-    ldm.add_argument("--attention-heads", type=_nonnegative_int, default=0, metavar="N",
-                     help="a self-attention block of N heads at the 8x8 bottleneck, after the middle block (default "
+    ldm.add_argument("--attention-heads", type=_head_count, default=0, metavar="N",
+                     help="a self-attention block of N heads at the bottleneck, after the middle block (default "
                           "0: none). Over three seeds of the demo's hybrid recipe 4 heads lowered FD in every seed (mean "
-                          "95 -> 76, within the intervals); for the classical model (one seed) it changed nothing: "
+                          "95 -> 76, intervals overlapping); for the classical model (one seed) it changed nothing: "
                           "see the README")
     _add_device(ldm, "the networks")
-    _add_precision(ldm)
+    _add_precision(ldm, "bf16 trained the large denoiser 1.4x faster on this project's CPU (AVX-512 BF16) with "
+                        "samples of the same quality, the small ones no faster: see the README")
     ldm.set_defaults(func=commands.cmd_train_diffusion)
 
 
@@ -394,8 +395,10 @@ def _add_evaluation(sub) -> None:
     cmp_.add_argument("--n-real", type=_positive_int, default=200)
     cmp_.add_argument("--k", type=_positive_int, default=5)
     cmp_.add_argument("--bootstrap", type=_positive_int, default=100)
-    cmp_.add_argument("--validator", default=None, help="validator folder (default: RUN/validator, trained if missing)")
-    cmp_.add_argument("--encoder", default=None, help="encoder folder (default: RUN/encoder, trained if missing)")
+    cmp_.add_argument("--validator", default=None, help="validator folder (default: RUN/validator, a copy of the shipped fundus-validator-64 "
+                                                                    "if missing)")
+    cmp_.add_argument("--encoder", default=None, help="encoder folder (default: RUN/encoder, a copy of the shipped fundus-encoder-64 if "
+                                                                  "missing)")
     cmp_.add_argument("--inception", default=None)
     cmp_.add_argument("--seed", type=_seed, default=0, help="sampling seed")
     cmp_.add_argument("--seeds", type=_positive_int, default=1,

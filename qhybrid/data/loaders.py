@@ -126,9 +126,14 @@ def load_dataset(source: str | Path, size: int = 64, split: str = "train", n: in
             raise DataError(
                 f"the synthetic generator draws {MIN_SIZE_SYN} to {MAX_SIZE_SYN} px images, got {size}"
             )
-        draw = _synthetic_split if count * size * size * 3 <= _SYNTHETIC_CACHE_BYTES else _synthetic_split.__wrapped__
-        images, labs = draw(size, seed * 10 + _SPLIT_IDS[split], count)
-        return FundusDataset(images.copy(), [dict(lab) for lab in labs], "synthetic", split,
+        split_seed = seed * 10 + _SPLIT_IDS[split]
+        if count * size * size * 3 <= _SYNTHETIC_CACHE_BYTES:
+            images, labs = _synthetic_split(size, split_seed, count)
+            images, labs = images.copy(), [dict(lab) for lab in labs]
+        else:  # too large to keep: drawn for this caller alone
+            images, drawn = SyntheticFundus(size=size, seed=split_seed).sample(count)
+            labs = [lab.to_dict() for lab in drawn]
+        return FundusDataset(images, labs, "synthetic", split,
                              ["synthetic fundus images (qhybrid.data.synthetic), not clinical data"])
     path = Path(source)
     if not path.exists():

@@ -1,7 +1,8 @@
 """Latent denoisers: ``classical``, ``classical-large``, ``hybrid`` and the hybrid's ablations.
 
 All are the same small time-conditioned U-Net on the VAE's latents (two resolutions, residual
-blocks with FiLM time conditioning). They differ only in the middle block at the lowest resolution:
+blocks with FiLM time conditioning; optionally a self-attention block after the middle block,
+``attention_heads``, off by default). They differ only in the middle block at the lowest resolution:
 
 * ``hybrid``: a :class:`~qhybrid.models.quantum_layers.QResBlock` whose own path runs through a
   :class:`~qhybrid.models.quantum_layers.QuantumConv2d`: the circuit at every ``patch`` x ``patch``
@@ -75,7 +76,7 @@ PLACEMENTS = ("qresblock", "bottleneck", "gated-qresblock")
 #: The circuit of a new hybrid denoiser: 6 qubits, real_amplitudes, 3 repetitions (24 weights), the
 #: input angles re-uploaded before every repetition. Measured (BENCHMARKS.md, "choosing the circuit"):
 #: 6 qubits, because at 16 patches x 64 latents a step evaluates 1,024 circuits: the hybrid then trains
-#: at 0.72x the classical model's steps/s when chosen, at 8 qubits 0.40x (0.75x and 0.48x in make bench, 2026-12-02, channels-last), and it must keep at least
+#: at 0.72x the classical model's steps/s when chosen, at 8 qubits 0.40x (0.75x and 0.48x in make bench, 2026-12-02, channels-last, Intel; 0.82x and 0.55x on 2026-12-03, AMD), and it must keep at least
 #: half the classical model's speed; re-uploading, because with one encoding layer training drove the circuit towards an
 #: affine map of its angles (R² 0.80 after 1,200 steps), with re-uploading it stayed at 0.64.
 DEFAULT_CIRCUIT = CircuitSpec(num_qubits=6, reps=3, encoding="reuploading")

@@ -121,13 +121,21 @@ def make_core(kind: str, spec: CircuitSpec, seed: int = 0) -> tuple[nn.Module, i
         return MLPCore(spec.num_qubits, seed), spec.num_qubits
 
 
-def run_core(core: nn.Module, rows: torch.Tensor) -> torch.Tensor:
-    """``core(rows)``; under mixed-precision autocast the core takes and returns float32 instead (a
-    bf16 angle is off by up to 0.4%, and what a circuit returns is worth keeping exactly)."""
-    if not torch.is_autocast_enabled(rows.device.type):
-        return core(rows)
-    with torch.autocast(device_type=rows.device.type, enabled=False):
-        return core(rows.float())
+def in_float32(fn):
+    """Decorate a quantum layer's forward: under mixed-precision autocast it runs in float32 all the
+    same, from its input features through the angles, the core and the projection back, and its
+    outputs are float32. A bf16 angle is off by up to 0.4% (a circuit's outputs move by as much), and
+    the estimators compute in float64 anyway; the layer is a few small matrices, so this costs
+    nothing that mixed precision would have saved. Without autocast nothing is cast (float64 stays
+    float64, as gradcheck needs)."""
+    def wrapper(self, h: torch.Tensor, *args, **kwargs):
+        if not torch.is_autocast_enabled(h.device.type):
+            return fn(self, h, *args, **kwargs)
+        as32 = lambda x: x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x  # noqa: E731
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return fn(self, as32(h), *(as32(a) for a in args), **{k: as32(v) for k, v in kwargs.items()})
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    return wrapper
 
 
 def circuit_weights(model: nn.Module, trainable: bool = True) -> list[nn.Parameter]:
@@ -184,10 +192,12 @@ class QuantumConv2d(nn.Module):
             a = a + self.time_to_angles(cond)[:, :, None, None]
         return self.angle_scale * a
 
+    @in_float32
     def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         out, shape = self._core_outputs(h, cond)
         return self._back(out, shape)
 
+    @in_float32
     def forward_pair(self, h: torch.Tensor, cond: torch.Tensor | None, noise: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """The layer's output with the exact core outputs and with the same outputs through ``noise``
         (noise-aware training): the core runs once."""
@@ -197,7 +207,7 @@ class QuantumConv2d(nn.Module):
     def _core_outputs(self, h: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, tuple]:
         a = self.angles(h, cond)
         b, n, hp, wp = a.shape
-        return run_core(self.core, a.permute(0, 2, 3, 1).reshape(b * hp * wp, n)), (b, hp, wp)
+        return self.core(a.permute(0, 2, 3, 1).reshape(b * hp * wp, n)), (b, hp, wp)
 
     def _back(self, out: torch.Tensor, shape: tuple) -> torch.Tensor:
         b, hp, wp = shape
@@ -261,11 +271,12 @@ class QuantumBranch(nn.Module):
     def quantum(self) -> bool:
         return isinstance(self.core, QuantumBlock)
 
+    @in_float32
     def delta(self, h: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The gated branch output, (B, C, 1, 1)."""
         pooled = h.mean(dim=(2, 3)) if cond is None else torch.cat([h.mean(dim=(2, 3)), cond], dim=1)
         angles = math.pi * torch.tanh(self.to_angles(pooled))
-        return self.gate * self.back(run_core(self.core, angles))[:, :, None, None]
+        return self.gate * self.back(self.core(angles))[:, :, None, None]
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return h + self.delta(h, cond)

@@ -9,6 +9,13 @@ made it. Loading one
 checks the SHA-256 of its weights against the value pinned here: a changed or damaged file is
 refused, never silently used.
 
+The command reproduces the model, not the bytes: a second run on the same machine matched the
+first step's loss exactly, then drifted by float rounding in the multi-threaded CPU kernels and
+ended with other weights (largest difference 0.24) of the same quality (held-out vessel Dice 0.624
+against 0.623, latent scale 0.926 both). A re-trained VAE therefore gets a new hash, and LDMs
+trained on the shipped one refuse it, as they refuse any other VAE; a re-trained evaluator is given
+by its folder (``compare --validator`` / ``--encoder``), not by the shipped name.
+
 The evaluators are shipped for another reason: ``compare`` scores every run with the gradability
 validator and the fundus feature encoder, and every run used to train both first: 2.8 minutes of a
 ``make demo`` stage of 3.1 on a slow day, and a ruler that could come out a little different on
@@ -106,8 +113,8 @@ def pretrained_checkpoint(name: str) -> Path:
     actual = ckpt.sha256_file(weights)
     if actual != entry.sha256:
         raise ckpt.CheckpointError(f"the shipped checkpoint {folder} does not match its pinned hash (sha256 {actual[:12]}… "
-                                   f"instead of {entry.sha256[:12]}…); restore it from git or train it again with: "
-                                   f"{entry.command}")
+                                   f"instead of {entry.sha256[:12]}…); restore it from git, or train it again with: "
+                                   f"{entry.command} (a new hash: give that folder instead of the name {name})")
     ckpt.read_header(folder, entry.kind)
     return folder
 

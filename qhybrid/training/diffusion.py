@@ -183,12 +183,17 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
         c, s, _ = vae.cfg.latent_shape
         if config is not None and config.kind != denoiser:
             raise ValueError(f"train_diffusion: config is for a {config.kind} denoiser, not {denoiser}")
+        if config is not None and attention_heads:
+            raise ValueError("train_diffusion: give attention_heads in the config, not beside it")
         dcfg = config or DenoiserConfig.for_kind(denoiser, c, s, num_qubits=num_qubits, reps=reps, ansatz=ansatz,
                                        placement=placement, patch=patch, encoding=encoding).replace(
                                            attention_heads=attention_heads)
         scheduler_cfg = scheduler_cfg or RECIPE_SCHEDULER
         if train_cfg.init_from is not None:
             dcfg, scheduler_cfg, start = _fine_tune_start(train_cfg.init_from, denoiser, vae_header)
+            if attention_heads and attention_heads != dcfg.attention_heads:
+                raise TrainingError(f"{train_cfg.init_from} holds a denoiser with attention_heads={dcfg.attention_heads}; "
+                                    "a fine-tune keeps its architecture: drop --attention-heads")
     scheduler = NoiseScheduler(scheduler_cfg)
 
     torch.manual_seed(train_cfg.seed)
@@ -248,7 +253,8 @@ def train_diffusion(out: str | Path, vae_path: str | Path, denoiser: str, train_
             "latent_shape": list(vae.cfg.latent_shape),
             "image_size": vae.cfg.size,
         }
-        extra = {"step": trainer.step, "train": train_cfg.to_dict(), "parameters": model.parameter_counts(),
+        extra = {"step": trainer.step, "train": train_cfg.to_dict(), "precision": precision,
+                 "parameters": model.parameter_counts(),
                  "circuit_travel_rad": circuit_travel(model, initial_circuit), "initial_core": initial_core,
                  "final_loss": float(np.mean(losses[-50:])) if losses else None, "weights": "ema",
                  **({"noise_aware": _noise_record(train_cfg, surrogate)} if surrogate is not None else {})}

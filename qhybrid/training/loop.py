@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,7 +284,11 @@ class Trainer:
                 self.scaler.update()
             # a fixed-length schedule (OneCycleLR) refuses steps past its end: it holds its last LR
             if self.scheduler.last_epoch + 1 < getattr(self.scheduler, "total_steps", math.inf):
-                self.scheduler.step()
+                with warnings.catch_warnings():
+                    # fp16: a step the scaler skipped (inf gradients) still advances the schedule, as the
+                    # step counter does, so a resumed run's rebuilt schedule is the one it left
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                    self.scheduler.step()
             if self.ema is not None:
                 self.ema.update(self.model, self.step)
             for name, value in logs.items():

@@ -141,7 +141,8 @@ def train_vae(out: str | Path, model_cfg: VAEConfig, train_cfg: VAETrainConfig, 
         trainer.history.setdefault("val_recon", []).append(val_recon)
         trainer.history.setdefault("val_vessel_dice", []).append(vessel_dice_val)
         model.cfg = dataclasses.replace(model.cfg, latent_scale=latent_scale(model, x_train[:256]))
-        extra = {"epoch": trainer.epoch, "train": train_cfg.to_dict(), "val_recon_mse": val_recon,
+        extra = {"epoch": trainer.epoch, "train": train_cfg.to_dict(), "precision": precision,
+                 "val_recon_mse": val_recon,
                  "val_vessel_dice": vessel_dice_val,
                  "parameters": model.parameter_counts(), "circuit_travel_rad": circuit_travel(model, initial_circuit)}
         save_run(out, "vae", model.cfg.to_dict(), model.state_dict(), extra, trainer, train_cfg)

@@ -67,7 +67,7 @@ def find_models(run_dir: Path) -> list[tuple[str, Path]]:
 def ensure_seed_replicas(run_dir: Path, seeds: int, progress: bool = True, log=print,
                          device: str | torch.device | None = "auto") -> None:
     """Train ``ldm-<kind>-seed<K>`` for K = 1 .. seeds-1 next to every seed-0 model that lacks them: the
-    seed-0 model's saved denoiser, scheduler and training configs, with the training seed K
+    seed-0 model's saved denoiser, scheduler and training configs and precision, with the training seed K
     (resumable: an interrupted replica continues), on ``device`` (default auto, as train_diffusion's)."""
     from qhybrid.diffusion.pipeline import find_vae
     from qhybrid.diffusion.scheduler import SchedulerConfig
@@ -90,7 +90,8 @@ def ensure_seed_replicas(run_dir: Path, seeds: int, progress: bool = True, log=p
             train_diffusion(replica, find_vae(folder, header["config"]), kind, DiffusionTrainConfig.from_dict({**train, "seed": k}),
                             SchedulerConfig.from_dict(header["config"]["scheduler"]),
                             config=DenoiserConfig.from_dict(header["config"]["denoiser"]),
-                            resume=(replica / ckpt.STATE_NAME).exists(), progress=progress, device=device)
+                            resume=(replica / ckpt.STATE_NAME).exists(), progress=progress, device=device,
+                            precision=header.get("extra", {}).get("precision", "fp32"))
 
 
 #: The evaluators a run folder gets when it has none (qhybrid.pretrained).
@@ -123,10 +124,15 @@ def ensure_evaluators(run_dir: Path, validator_dir=None, encoder_dir=None, progr
         name = "gradability validator" if what == "validator" else "fundus feature encoder"
         if given is not None or (folder / ckpt.CONFIG_NAME).exists():
             continue
+        if folder.is_dir() and any(folder.iterdir()):  # e.g. an evaluator's training interrupted by an older qhybrid
+            raise InputError(f"{folder} exists but holds no checkpoint; move it aside, or give a trained {name} "
+                             f"with {param(what)}")
         if quick:
             log(f"training a toy-sized {name} into {folder} (quick evaluators)")
             toy[what](folder)
         else:
+            if folder.is_dir():
+                folder.rmdir()
             copy_pretrained(shipped, folder)
             log(f"the shipped {name} {shipped} (hash checked), copied into {folder}")
     device = resolve_device(device or "cpu")

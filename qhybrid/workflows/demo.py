@@ -1,6 +1,6 @@
 """The main job: the whole pipeline on built-in synthetic data, ending in a report folder.
 
-Trains the VAE, the three denoisers (classical, classical-large, hybrid) on its latents, samples
+Copies the shipped VAE (or trains one), trains the three denoisers (classical, classical-large, hybrid) on its latents, samples
 from each, and writes ``report.md`` with figures. Each stage is a normal checkpoint folder, so
 ``resume=True`` skips finished stages and continues an interrupted one.
 """
@@ -65,8 +65,9 @@ class DemoConfig(Config):
 
         if self.prediction not in PREDICTION_TYPES:
             raise ValueError(f"DemoConfig.prediction must be one of {', '.join(PREDICTION_TYPES)}, got {self.prediction!r}")
-        if self.vae != "train" and self.vae not in PRETRAINED:
-            raise ValueError(f"DemoConfig.vae must be 'train' or a shipped checkpoint ({', '.join(PRETRAINED)}), "
+        vaes = [name for name, entry in PRETRAINED.items() if entry.kind == "vae"]
+        if self.vae != "train" and self.vae not in vaes:
+            raise ValueError(f"DemoConfig.vae must be 'train' or a shipped first stage ({', '.join(vaes)}), "
                              f"got {self.vae!r}")
 
     @classmethod
@@ -285,11 +286,15 @@ def _report(out: Path, cfg: DemoConfig, info: dict, timings: dict, block_check: 
         )
     v = comparison["validator"]
     from qhybrid.pretrained import PRETRAINED
-    from qhybrid.workflows.compare import SHIPPED_VALIDATOR
+    from qhybrid.workflows.compare import SHIPPED_ENCODER, SHIPPED_VALIDATOR
 
-    held = ckpt.read_header(Path(v["folder"]), "validator").get("weights_sha256")
-    vsource = (f"the shipped `{SHIPPED_VALIDATOR}`, hash checked, the same in every run"
-               if held == PRETRAINED[SHIPPED_VALIDATOR].sha256 else f"from `{v['folder']}`")
+    def source(folder: str, kind: str, shipped: str) -> str:
+        held = ckpt.read_header(Path(folder), kind).get("weights_sha256")
+        return (f"the shipped `{shipped}`, hash checked, the same in every run"
+                if held == PRETRAINED[shipped].sha256 else f"from `{folder}`")
+
+    vsource = source(v["folder"], "validator", SHIPPED_VALIDATOR)
+    esource = source(comparison["encoder"], "feature-encoder", SHIPPED_ENCODER)
     minutes = timings["total (sum of stages)"] / 60
     if cfg.vae == "train":
         vae_line = f"VAE trained here, {cfg.vae_epochs} epochs"
@@ -346,7 +351,8 @@ All samples are in `samples/<denoiser>/`.
 ## Evaluation: quantum vs classical
 
 {cfg.samples} samples per model against {comparison['reference']['n']} held-out real (synthetic) images, the
-same validator and feature encoder for all (details and plots in [comparison.md](comparison.md)).
+same validator and feature encoder for all (the encoder of FD, KID and the k-NN metrics: {esource}; details
+and plots in [comparison.md](comparison.md)).
 Brackets are 95% intervals; overlapping intervals mean this run cannot tell the models apart. The
 last row scores real images of another held-out split the same way: what a perfect generator would get.
 

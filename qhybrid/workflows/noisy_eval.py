@@ -374,7 +374,7 @@ class _Study:
 class ImageQuality:
     """Gradable share and FD against real images (the held-out split of the model's training data),
     with the gradability validator and feature encoder a run folder holds (``validator/``,
-    ``encoder/``: what ``make demo`` trains), on ``device`` (None: the CPU)."""
+    ``encoder/``: copies of the shipped ones in a ``make demo`` run), on ``device`` (None: the CPU)."""
 
     def __init__(self, run_dir: Path, training_data: str, size: int, seed: int = 0,
                  device: str | torch.device | None = None):
