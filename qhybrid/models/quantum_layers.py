@@ -134,7 +134,6 @@ def in_float32(fn):
         as32 = lambda x: x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x  # noqa: E731
         with torch.autocast(device_type=h.device.type, enabled=False):
             return fn(self, as32(h), *(as32(a) for a in args), **{k: as32(v) for k, v in kwargs.items()})
-    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
 
 

@@ -284,11 +284,13 @@ class Trainer:
                 self.scaler.update()
             # a fixed-length schedule (OneCycleLR) refuses steps past its end: it holds its last LR
             if self.scheduler.last_epoch + 1 < getattr(self.scheduler, "total_steps", math.inf):
-                with warnings.catch_warnings():
-                    # fp16: a step the scaler skipped (inf gradients) still advances the schedule, as the
-                    # step counter does, so a resumed run's rebuilt schedule is the one it left
-                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                if self.scaler is None:
                     self.scheduler.step()
+                else:  # a step the scaler skipped (inf gradients) still advances the schedule, as the step
+                    # counter does, so a resumed run's rebuilt schedule is the one it left; torch warns about it
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                        self.scheduler.step()
             if self.ema is not None:
                 self.ema.update(self.model, self.step)
             for name, value in logs.items():
